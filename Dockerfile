@@ -1,0 +1,54 @@
+# jepa-service: CPU-only image that trains and serves JEPA encoders.
+#   docker build -t jepa-service .
+#   docker run --init -p 8000:8000 -v jepa-data:/data jepa-service
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    JEPA_DATA_DIR=/data
+
+WORKDIR /app
+
+# /data belongs to the service user: Docker seeds a fresh named volume from
+# the image, ownership included, so the service can write its db there.
+RUN groupadd --system --gid 10001 jepa \
+    && useradd --system --uid 10001 --gid jepa --create-home --shell /usr/sbin/nologin jepa \
+    && mkdir -p /data \
+    && chown jepa:jepa /data
+
+# Torch gets its own layer, from the CPU index: the PyPI wheel drags in
+# several GB of CUDA libraries. Keep this pin equal to pyproject.toml
+# (tests/test_packaging.py checks it).
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+
+# The remaining dependencies are read from pyproject.toml alone, so this layer
+# is rebuilt only when the dependency list changes, not on every source edit.
+# torch is already satisfied above, so pip leaves it alone.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# Editable install: alembic/ is found relative to the source tree, so the
+# source has to stay at /app. It stays root-owned; the service only writes
+# to /data. .dockerignore keeps the context to what is needed here.
+COPY . .
+RUN pip install --no-cache-dir --no-deps -e .
+
+# Declared last so nothing in the build writes into it.
+VOLUME ["/data"]
+
+# Numeric, so runtimes that enforce non-root (runAsNonRoot) can verify it.
+USER 10001:10001
+
+EXPOSE 8000
+
+# /health answers as soon as the process is up; /ready waits for the first
+# model. urllib because slim has no curl; a non-2xx raises, exiting non-zero.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+
+# Exec form so SIGTERM goes straight to the process running uvicorn.
+CMD ["jepa", "serve", "--host", "0.0.0.0", "--port", "8000"]

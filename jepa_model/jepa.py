@@ -1,0 +1,91 @@
+"""The JEPA module: a context encoder, its EMA twin as the target encoder, and a predictor."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+
+from jepa_model.config import ModelConfig
+from jepa_model.encoders import LSTMEncoder
+
+EncoderName = Literal["context", "target"]
+
+
+class Predictor(nn.Module):
+    """Maps a context representation to the representation of the window that follows it."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h = config.predictor_hidden_dim
+        self.net = nn.Sequential(
+            nn.Linear(config.repr_dim, h),
+            nn.ReLU(),
+            nn.Linear(h, h),
+            nn.ReLU(),
+            nn.Linear(h, config.repr_dim),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, R) -> (B, R)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, 1.0 - momentum)
+
+
+class JEPA(nn.Module):
+    def __init__(
+        self,
+        input_dim: int = 2,
+        hidden_dim: int = 64,
+        repr_dim: int = 32,
+        num_layers: int = 2,
+        predictor_hidden_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        self.config = ModelConfig(
+            input_dim=input_dim,
+            hidden_dim=hidden_dim,
+            repr_dim=repr_dim,
+            num_layers=num_layers,
+            predictor_hidden_dim=predictor_hidden_dim,
+        )
+        self.context_encoder = LSTMEncoder(self.config)
+        self.target_encoder = copy.deepcopy(self.context_encoder)
+        self.target_encoder.requires_grad_(False)
+        self.predictor = Predictor(self.config)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> JEPA:
+        return cls(**config.to_dict())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates; the target encoder only ever moves by EMA."""
+        return [*self.context_encoder.parameters(), *self.predictor.parameters()]
+
+    def update_target(self, momentum: float) -> None:
+        ema_update(self.target_encoder, self.context_encoder, momentum)
+
+    def encode(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, encoder: EncoderName = "target"
+    ) -> torch.Tensor:
+        # x: (B, T, D) -> (B, R)
+        module = self.target_encoder if encoder == "target" else self.context_encoder
+        return module(x, lengths)
+
+    def predict(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # context: (B, T, D) -> predicted target representation (B, R)
+        return self.predictor(self.context_encoder(context, lengths))
+
+    def forward(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # context: (B, C, D), target: (B, K, D) -> (predicted (B, R), target representation (B, R))
+        predicted = self.predict(context)
+        with torch.no_grad():
+            target_repr = self.target_encoder(target)
+        return predicted, target_repr

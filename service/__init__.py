@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI app, inference engine, CLI and client."""

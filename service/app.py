@@ -1,0 +1,75 @@
+"""The FastAPI application. The lifespan owns the database engine, the inference engine and the
+embedded worker: it starts them in order and stops them in reverse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from jepa_model import __version__
+from service.engine import InferenceEngine
+from service.errors import register_error_handlers
+from service.routes import encode, health, jobs, models, predict, similarity, train
+from service.settings import Settings, get_settings
+from training import jobs as job_queue
+from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.migrate import upgrade_to_head
+from training.spec import ToyDataset, TrainingSpec, TrainOptions
+from training.worker import Worker
+
+log = logging.getLogger("jepa.app")
+
+
+def queue_default_model(factory: SessionFactory, settings: Settings) -> None:
+    """First start: train the default model on mixed toy data, as an ordinary job."""
+    spec = TrainingSpec(
+        model=settings.default_model,
+        dataset=ToyDataset(pattern="mixed", num_samples=settings.bootstrap_num_samples),
+        config=TrainOptions(epochs=settings.bootstrap_epochs),
+    )
+    job = in_transaction(factory, lambda s: job_queue.enqueue_unless_served(s, spec))
+    if job is not None:
+        log.info("no version of %r yet: queued training job %s", settings.default_model, job.id)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log.info("database %s, data dir %s", settings.safe_database_url, settings.data_dir.resolve())
+    await run_in_threadpool(upgrade_to_head, settings.resolved_database_url)
+    db_engine = create_db_engine(settings.resolved_database_url)
+    factory = create_session_factory(db_engine)
+    engine = InferenceEngine(factory, settings.data_dir, settings.model_cache_size, settings.inference_threads)
+    app.state.session_factory, app.state.engine = factory, engine
+    if settings.bootstrap:
+        await run_in_threadpool(queue_default_model, factory, settings)
+    worker = Worker(settings, factory, poll_s=settings.worker_poll_s, role="embedded") if settings.embedded_worker else None
+    worker_thread = worker.start_thread() if worker else None
+    try:
+        yield
+    finally:
+        if worker and worker_thread:
+            worker.stop()
+            await run_in_threadpool(worker_thread.join, 30)
+        engine.close()
+        db_engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="JEPA service",
+        version=__version__,
+        description="Train and serve JEPA encoders for sequences: embeddings, predicted future "
+        "representations and similarities.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    register_error_handlers(app)
+    for module in (health, encode, predict, similarity, train, jobs, models):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,185 @@
+"""The `jepa` command: serve the API, run a worker, or train a version from the shell."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from service.settings import Settings
+
+app = typer.Typer(help="Train and serve JEPA sequence encoders.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at start
+
+
+def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
+    from training.db import create_db_engine, create_session_factory
+    from training.migrate import upgrade_to_head
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.resolved_database_url)
+    return create_session_factory(create_db_engine(settings.resolved_database_url))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind. [default: JEPA_HOST or 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on. [default: JEPA_PORT or 8000]")] = None,
+) -> None:
+    """Start the HTTP API (and, unless JEPA_EMBEDDED_WORKER=0, a worker that runs training jobs).
+
+    The database schema is brought to head first. With an empty registry, the default model is
+    queued for training and /ready answers 503 until it can be served.
+    """
+    import uvicorn
+
+    settings = Settings()
+    _setup_logging(settings.log_level)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: claim queued training jobs and train each in a child process."""
+    from training.worker import Worker
+
+    settings = Settings()
+    _setup_logging(settings.log_level)
+    w = Worker(settings, _session_factory(settings))
+    signal.signal(signal.SIGTERM, lambda *_: w.stop())
+    try:
+        w.run()
+    except KeyboardInterrupt:
+        w.stop()
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    return json.loads(text)
+
+
+@app.command()
+def train(
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="JSON or TOML file shaped like the POST /train body; flags override it."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name. [default: JEPA_DEFAULT_MODEL]")] = None,
+    preset: Annotated[str | None, typer.Option(help="Recipe preset, e.g. 'seed'.")] = None,
+    pattern: Annotated[str | None, typer.Option(help="Toy data: circle, linear or mixed.")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="Toy data: number of sequences.")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Toy data: points per sequence.")] = None,
+    noise: Annotated[float | None, typer.Option(help="Toy data: Gaussian noise std.")] = None,
+    data_seed: Annotated[int | None, typer.Option(help="Toy data: generator seed.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    context_len: Annotated[int | None, typer.Option()] = None,
+    target_len: Annotated[int | None, typer.Option()] = None,
+    momentum: Annotated[float | None, typer.Option(help="EMA momentum of the target encoder.")] = None,
+    hidden_dim: Annotated[int | None, typer.Option()] = None,
+    repr_dim: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for weights and window sampling.")] = None,
+) -> None:
+    """Train a new version in this process and record it in the registry, with a progress bar."""
+    from pydantic import ValidationError
+
+    from training import jobs
+    from training.db import in_transaction
+    from training.runner import run_job
+    from training.spec import TrainingSpec
+
+    settings = Settings()
+    body = _load_config_file(config_file) if config_file else {}
+    body.setdefault("model", settings.default_model)
+    if model:
+        body["model"] = model
+    dataset_flags = {"pattern": pattern, "num_samples": num_samples, "seq_len": seq_len, "noise": noise, "seed": data_seed}
+    config_flags = {
+        "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "context_len": context_len,
+        "target_len": target_len, "momentum": momentum, "hidden_dim": hidden_dim, "repr_dim": repr_dim, "seed": seed,
+    }  # fmt: skip
+    body["dataset"] = {**body.get("dataset", {}), **{k: v for k, v in dataset_flags.items() if v is not None}}
+    body["config"] = {**body.get("config", {}), **{k: v for k, v in config_flags.items() if v is not None}}
+    try:
+        spec = TrainingSpec.model_validate(body)
+    except ValidationError as exc:
+        console.print(f"[red]invalid training config:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+
+    factory = _session_factory(settings)
+    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
+    jobs.claim(factory, job_id, jobs.worker_id("cli"))
+    console.print(f"job {job_id}: training {spec.model!r} ({spec.config.preset} preset) on {settings.data_dir}")
+
+    columns = [TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("loss {task.fields[loss]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("train", total=spec.configs()[1].epochs, loss="-")
+        try:
+            number = run_job(
+                factory, settings, job_id,
+                on_progress=lambda p: progress.update(task, completed=p["epoch"], loss=f"{p['loss']:.4f}"),
+            )  # fmt: skip
+        except BaseException as exc:
+            jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}")
+            raise
+    console.print(f"registered [bold]{spec.model}[/bold] version [bold]{number}[/bold]")
+
+
+@app.command("models")
+def list_models() -> None:
+    """List models with their versions and aliases."""
+    from training.registry import list_models as registry_models
+
+    settings = Settings()
+    table = Table("model", "versions", "latest", "aliases")
+    with _session_factory(settings)() as session:
+        for m in registry_models(session):
+            aliases = ", ".join(f"{a.name}→v{a.version.number}" for a in m.aliases)
+            latest = str(m.versions[-1].number) if m.versions else "-"
+            table.add_row(m.name, str(len(m.versions)), latest, aliases or "-")
+    console.print(table)
+
+
+@app.command("jobs")
+def list_jobs(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+    """List training jobs with their status and progress."""
+    from training.jobs import list_jobs as queue_jobs
+
+    settings = Settings()
+    table = Table("job", "model", "status", "epoch", "loss", "version", "created")
+    with _session_factory(settings)() as session:
+        for job in queue_jobs(session, limit=limit):
+            p = job.progress or {}
+            loss = f"{p['loss']:.4f}" if p.get("loss") is not None else "-"
+            version = str(job.version.number) if job.version else "-"
+            table.add_row(job.id, job.model_name, job.status, f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", loss,
+                          version, job.created_at.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

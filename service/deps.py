@@ -1,0 +1,39 @@
+"""Annotated dependencies: what a route needs, taken from the app state the lifespan built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from service.engine import InferenceEngine, ServedVersion
+from service.settings import Settings
+from training.registry import VersionRef
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> InferenceEngine:
+    return request.app.state.engine
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def resolve_served(
+    engine: InferenceEngine, settings: Settings, model: str | None, version: VersionRef
+) -> ServedVersion:
+    """The version a request names, with the service's defaults filled in (database I/O off the loop)."""
+    return await run_in_threadpool(engine.resolve, model or settings.default_model, version, settings.default_alias)

@@ -1,0 +1,44 @@
+"""Domain errors to HTTP, in one place. Every error body is JSON {"detail": ...}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from jepa_model import CheckpointError
+from training.errors import DomainError, InvalidInput, ModelUnavailable, NotFound
+
+STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
+    (NotFound, 404),
+    (InvalidInput, 422),
+    (ModelUnavailable, 503),
+    (CheckpointError, 503),
+]
+
+
+def status_for(exc: Exception) -> int:
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    return 500
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's default echoes the offending input back, which can be NaN (not valid JSON) and
+    # repeats payloads; location and message say what is wrong without either.
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(CheckpointError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,42 @@
+from typing import Literal
+
+from fastapi import APIRouter, Query
+
+from service.deps import SessionDep
+from service.schemas import JobOut
+from training import jobs
+from training.models import JobRow
+
+router = APIRouter(tags=["training"])
+
+
+def job_out(job: JobRow) -> JobOut:
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        progress=job.progress,
+        model=job.model_name,
+        version=job.version.number if job.version else None,
+        metrics=job.version.metrics if job.version else None,
+        error=job.error,
+        worker=job.worker,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.get("/jobs", response_model=list[JobOut])
+def list_jobs(
+    session: SessionDep,
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> list[JobOut]:
+    """Jobs, newest first."""
+    return [job_out(job) for job in jobs.list_jobs(session, status, limit)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: str, session: SessionDep) -> JobOut:
+    return job_out(jobs.get_job(session, job_id))

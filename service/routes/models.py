@@ -1,0 +1,41 @@
+from fastapi import APIRouter
+
+from service.deps import SessionDep
+from service.schemas import ModelOut, VersionOut, VersionSummary
+from training import registry
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", response_model=list[ModelOut])
+def list_models(session: SessionDep) -> list[ModelOut]:
+    """Every model with its versions and aliases."""
+    return [
+        ModelOut(
+            name=model.name,
+            created_at=model.created_at,
+            latest=model.versions[-1].number if model.versions else None,
+            aliases={alias.name: alias.version.number for alias in model.aliases},
+            versions=[
+                VersionSummary(version=v.number, created_at=v.created_at, sha256=v.sha256, metrics=v.metrics)
+                for v in model.versions
+            ],
+        )
+        for model in registry.list_models(session)
+    ]
+
+
+@router.get("/models/{name}/versions/{version}", response_model=VersionOut)
+def get_version(name: str, version: str, session: SessionDep) -> VersionOut:
+    """One version, by number or alias: its config, metrics, checksum and the job that made it."""
+    row = registry.get_version(session, name, version)
+    return VersionOut(
+        model=name,
+        version=row.number,
+        aliases=sorted(alias.name for alias in row.model.aliases if alias.version_id == row.id),
+        config=row.config,
+        metrics=row.metrics,
+        sha256=row.sha256,
+        created_at=row.created_at,
+        job=row.job_id,
+    )

@@ -1,0 +1,144 @@
+"""Request and response bodies: the JSON contract, as documented in /openapi.json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, model_validator
+
+from training.spec import ModelName, ToyDataset, TrainOptions, check_windows_fit
+
+# Strict: booleans and numeric strings are refused, not coerced. Non-finite values are refused too.
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+Sequence = Annotated[list[list[Number]], Field(description="One sequence: T points of D features, [T][D].")]
+Batch = Annotated[list[Sequence], Field(min_length=1, description="Sequences, [N][T][D]; lengths may differ.")]
+VersionRef = Annotated[
+    int | str | None,
+    Field(
+        description="A version number, or an alias such as 'production'. Default: the model's "
+        "default alias if set, else its latest version.",
+        examples=[1, "production"],
+    ),
+]
+EncoderName = Literal["target", "context"]
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName | None = Field(None, description="Model name; default JEPA_DEFAULT_MODEL.")
+    version: VersionRef = None
+
+
+class EncodeRequest(InferenceRequest):
+    sequences: Batch
+    encoder: EncoderName = "target"
+    normalize: bool = Field(False, description="L2-normalise each embedding.")
+
+
+class EncodeResponse(BaseModel):
+    model: str
+    version: int
+    dim: int
+    embeddings: list[list[float]]
+
+
+class PredictRequest(InferenceRequest):
+    contexts: Batch
+    targets: Batch | None = Field(
+        None, description="The actual continuations; when given, the response carries similarities."
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    dim: int
+    predictions: list[list[float]]
+    similarities: list[float] | None = Field(
+        None,
+        description="Cosine between prediction i and the target encoder's embedding of targets[i]. "
+        "Present only when targets are given.",
+    )
+
+
+class SimilarityRequest(InferenceRequest):
+    a: Batch
+    b: Batch
+    encoder: EncoderName = "target"
+
+
+class SimilarityResponse(BaseModel):
+    model: str
+    version: int
+    similarities: list[list[float]] = Field(description="|a| x |b| cosines between embeddings.")
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName | None = Field(None, description="Model to add a version to; default JEPA_DEFAULT_MODEL.")
+    dataset: ToyDataset = Field(default_factory=ToyDataset)
+    config: TrainOptions = Field(default_factory=TrainOptions)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> TrainRequest:
+        check_windows_fit(self.dataset, self.config)
+        return self
+
+
+class TrainAccepted(BaseModel):
+    job_id: str
+    status: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: dict[str, Any]
+    model: str
+    version: int | None
+    metrics: dict[str, Any] | None
+    error: str | None
+    worker: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class VersionSummary(BaseModel):
+    version: int
+    created_at: datetime
+    sha256: str
+    metrics: dict[str, Any]
+
+
+class ModelOut(BaseModel):
+    name: str
+    created_at: datetime
+    latest: int | None
+    aliases: dict[str, int]
+    versions: list[VersionSummary]
+
+
+class VersionOut(BaseModel):
+    model: str
+    version: int
+    aliases: list[str]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    sha256: str
+    created_at: datetime
+    job: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    model: str
+    version: int

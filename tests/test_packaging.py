@@ -1,0 +1,198 @@
+"""Static checks on the container packaging.
+
+CI has no Docker engine, so instead of building the image these tests check
+that the Dockerfile, docker-compose.yml and .dockerignore agree with each
+other and with the real CLI: the mistakes that otherwise only show up as a
+container that never turns healthy.
+"""
+
+import fnmatch
+import importlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined."""
+    instructions, pending = [], ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        pending = ""
+    return instructions
+
+
+def args_of(keyword: str) -> list[str]:
+    return [args for kw, args in dockerfile() if kw == keyword]
+
+
+def dockerfile_cmd() -> list[str]:
+    cmd = args_of("CMD")[-1]
+    return json.loads(cmd) if cmd.startswith("[") else shlex.split(cmd)
+
+
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for args in args_of("ENV"):
+        env.update(item.split("=", 1) for item in shlex.split(args))
+    return env
+
+
+def as_argv(command) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def served_port(argv: list[str]) -> int:
+    # Required explicitly: the healthchecks and port mappings are written
+    # against it, so a default changing in the CLI must not move the port.
+    assert "--port" in argv, f"{argv} does not say which port it serves on"
+    return int(argv[argv.index("--port") + 1])
+
+
+RUN_COMMANDS = [pytest.param(dockerfile_cmd(), id="Dockerfile CMD")] + [
+    pytest.param(as_argv(service["command"]), id=f"compose {name}")
+    for name, service in COMPOSE["services"].items()
+    if "command" in service
+]
+
+
+@pytest.mark.parametrize("argv", RUN_COMMANDS)
+def test_run_command_exists_in_the_real_cli(argv):
+    # An unknown subcommand or flag would only show up as a container stuck
+    # in a restart loop. `--help` lists the real options without starting
+    # anything.
+    scripts = PYPROJECT["project"]["scripts"]
+    assert argv[0] in scripts, f"{argv[0]!r} is not a console script in pyproject.toml"
+    module, _, attr = scripts[argv[0]].partition(":")
+    app = getattr(importlib.import_module(module), attr)
+
+    result = CliRunner().invoke(app, [argv[1], "--help"])
+    assert result.exit_code == 0, f"{argv[0]} {argv[1]}: {result.output}"
+    # Rich may colour the help (FORCE_COLOR in CI), splitting "--port" apart.
+    help_text = re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+    # A single-command Typer app prints its own help here and ignores the
+    # subcommand name; the usage line tells the two apart.
+    assert re.search(rf"Usage: \S+ {re.escape(argv[1])}\b", help_text), (
+        f"{argv[0]} has no {argv[1]!r} subcommand:\n{help_text}"
+    )
+    for flag in (arg.split("=")[0] for arg in argv[2:] if arg.startswith("-")):
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), (
+            f"{argv[0]} {argv[1]} has no {flag} option:\n{help_text}"
+        )
+
+
+def test_dockerfile_runs_as_non_root_and_checks_health_on_the_served_port():
+    keywords = [kw for kw, _ in dockerfile()]
+    assert args_of("FROM")[0].startswith("python:3.11"), args_of("FROM")
+    users = [args for kw, args in dockerfile()[: keywords.index("CMD")] if kw == "USER"]
+    assert users, "no USER before CMD: the service would run as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}, users[-1]
+
+    # Shell form would run under /bin/sh, which does not pass SIGTERM on.
+    assert args_of("CMD")[-1].startswith("["), "CMD must use exec (JSON) form"
+    port = served_port(dockerfile_cmd())
+    assert str(port) in " ".join(args_of("EXPOSE")).split()
+    (healthcheck,) = args_of("HEALTHCHECK")
+    assert f":{port}/health" in healthcheck, healthcheck
+
+    # The data dir must be the volume, or models and the registry are lost
+    # with the container.
+    volumes = " ".join(args_of("VOLUME"))
+    data_dir = dockerfile_env()["JEPA_DATA_DIR"]
+    assert data_dir in (json.loads(volumes) if volumes.startswith("[") else volumes.split())
+
+
+def test_dockerfile_installs_the_pinned_cpu_torch():
+    # The image installs torch before pyproject.toml's dependencies; if the
+    # two pins drift apart, pip swaps in the multi-GB CUDA build from PyPI.
+    (torch_pin,) = [
+        dep for dep in PYPROJECT["project"]["dependencies"] if dep.split("=")[0].strip() == "torch"
+    ]
+    assert "==" in torch_pin, f"torch must be pinned exactly, got {torch_pin!r}"
+    runs = args_of("RUN")
+    assert any(torch_pin in run and "download.pytorch.org/whl/cpu" in run for run in runs)
+    for run in runs:
+        if "pip install" in run:
+            assert "--no-cache-dir" in run, run
+
+
+@pytest.mark.parametrize("name", list(COMPOSE["services"]))
+def test_compose_service_matches_the_image(name):
+    service = COMPOSE["services"][name]
+    port = served_port(as_argv(service["command"]))
+
+    test = service["healthcheck"]["test"]
+    assert f":{port}/health" in (test if isinstance(test, str) else " ".join(test))
+    container_ports = [
+        str(p["target"]) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1].split("/")[0]
+        for p in service["ports"]
+    ]
+    assert str(port) in container_ports, service["ports"]
+
+    data_dir = service["environment"]["JEPA_DATA_DIR"]
+    assert data_dir == dockerfile_env()["JEPA_DATA_DIR"]
+    mounts = {
+        (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+        for v in service["volumes"]
+    }
+    assert any(target == data_dir and source in COMPOSE["volumes"] for source, target in mounts), (
+        f"{data_dir} is not on a named volume: {service['volumes']}"
+    )
+
+
+def dockerignored(path: str) -> bool:
+    # Close enough to Docker's rule for the patterns used here: the last
+    # pattern that matches the path or one of its parents decides.
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        keep = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        alternatives = {pattern, pattern.removeprefix("**/")}
+        if any(fnmatch.fnmatch(c, p) for c in candidates for p in alternatives):
+            ignored = not keep
+    return ignored
+
+
+def test_dockerignore_keeps_what_the_build_needs():
+    # `COPY . .` plus `pip install -e .` need every installed package, the
+    # readme pyproject.toml names, and the migrations the service runs.
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [pattern.rstrip("*").rstrip(".") for pattern in include]
+    needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "alembic/env.py"]
+    needed += [f"{package}/__init__.py" for package in packages]
+    needed += [path for path in ["alembic.ini"] if (ROOT / path).exists()]
+    assert not [path for path in needed if dockerignored(path)]
+
+    # Local state and caches must not be baked into the image.
+    unwanted = [".venv/bin/python", "data/jepa.db", ".git/HEAD", "service/__pycache__/cli.pyc"]
+    assert all(dockerignored(path) for path in unwanted)
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed")
+def test_hadolint():
+    result = subprocess.run(["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

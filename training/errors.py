@@ -1,0 +1,31 @@
+"""Domain errors. The service maps each class to one HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class: the message is safe to show to the caller."""
+
+
+class NotFound(DomainError):
+    pass
+
+
+class ModelNotFound(NotFound):
+    pass
+
+
+class VersionNotFound(NotFound):
+    pass
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class InvalidInput(DomainError):
+    """The request is well-formed JSON but cannot be served: wrong shapes, impossible configs."""
+
+
+class ModelUnavailable(DomainError):
+    """The version exists in the registry but its checkpoint cannot be loaded."""

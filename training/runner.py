@@ -1,0 +1,124 @@
+"""Run one training job: train, checkpoint, register. `python -m training.runner JOB_ID`.
+
+A worker starts this as a child process, so training never shares an interpreter (or a GIL)
+with a process that serves requests. The checkpoint is written completely before the version
+is registered, and the job is marked succeeded in the same transaction as the registration: a
+crash at any point leaves either no version or a whole one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jepa_model import __version__, fit, save_checkpoint
+from jepa_model.checkpoint import CONFIG_FILE
+from jepa_model.metrics import prediction_cosine
+from training import jobs
+from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.registry import register_version
+from training.settings import StorageSettings
+from training.spec import TrainingSpec
+
+log = logging.getLogger("jepa.runner")
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class JobLost(RuntimeError):
+    """The job left the `running` state while we trained (re-queued or cancelled elsewhere)."""
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def load_spec(factory: SessionFactory, job_id: str) -> TrainingSpec:
+    with factory() as session:
+        return TrainingSpec.model_validate(jobs.get_job(session, job_id).spec)
+
+
+def run_job(
+    factory: SessionFactory,
+    settings: StorageSettings,
+    job_id: str,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Train the claimed job `job_id` and register its version; returns the version number."""
+    spec = load_spec(factory, job_id)
+    model_config, train_config = spec.configs()
+    dataset = spec.dataset.build()
+    started = time.monotonic()
+    progress: dict[str, Any] = {"epoch": 0, "epochs": train_config.epochs, "loss": None}
+
+    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}; try a lower lr")
+        elapsed = time.monotonic() - started
+        progress.update(epoch=epoch + 1, loss=loss, eta_s=round(elapsed / (epoch + 1) * (epochs - epoch - 1), 2))
+        jobs.heartbeat(factory, job_id, dict(progress))
+        if on_progress is not None:
+            on_progress(dict(progress))
+
+    result = fit(dataset, model_config, train_config, on_epoch=on_epoch)
+    held_out = spec.dataset.held_out()
+    metrics = {
+        "final_loss": result.losses[-1],
+        "train_seconds": round(result.seconds, 3),
+        "val_prediction_cosine": prediction_cosine(
+            result.model, held_out.data, train_config.context_len, train_config.target_len
+        ),
+    }
+
+    relative = Path("checkpoints") / spec.model / job_id
+    directory = settings.data_dir / relative
+    sha256 = save_checkpoint(result.model, directory, train_config, spec.config.preset, __version__)
+    config = json.loads((directory / CONFIG_FILE).read_text())
+
+    def register(session: Any) -> int:
+        if not jobs.mark_succeeded(session, job_id, dict(progress)):
+            raise JobLost(f"job {job_id} is no longer running; its result is discarded")
+        version = register_version(
+            session, spec.model, config=config, metrics=metrics, sha256=sha256, path=str(relative), job_id=job_id
+        )
+        return version.number
+
+    number = in_transaction(factory, register)
+    log.info("job %s registered %s v%d", job_id, spec.model, number)
+    return number
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m training.runner JOB_ID", file=sys.stderr)
+        return 2
+    job_id = argv[0]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = StorageSettings()
+    torch.set_num_threads(settings.train_threads)
+    engine = create_db_engine(settings.resolved_database_url)
+    factory = create_session_factory(engine)
+    try:
+        run_job(factory, settings, job_id)
+        return 0
+    except JobLost as exc:
+        log.warning("%s", exc)
+        return 3
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, then reported
+        log.exception("job %s failed", job_id)
+        jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,37 @@
+"""Where the registry and checkpoints live. The service's Settings extends this class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class StorageSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    # Overrides the SQLite default, e.g. postgresql+psycopg://user@host/db. May hold a password:
+    # log `safe_database_url`, never this.
+    database_url: str | None = None
+    # Torch threads for a training process. One keeps a training job from starving the
+    # inference thread on a small machine; raise it on a dedicated worker host.
+    train_threads: int = 1
+    # A running job whose worker has not heartbeated for this long is re-queued.
+    job_stale_s: float = 60.0
+    job_max_attempts: int = 3
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'jepa.db').resolve()}"
+
+    @property
+    def safe_database_url(self) -> str:
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
