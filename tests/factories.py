@@ -1,0 +1,60 @@
+"""Factories for test objects: tiny specs, models, sequences and registered versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy.orm import Session
+
+from jepa_model import JEPA, TrainConfig, __version__, save_checkpoint
+from jepa_model.checkpoint import CONFIG_FILE
+from training.models import VersionRow
+from training.registry import register_version
+from training.spec import TrainingSpec
+
+TINY_CONFIG: dict[str, Any] = {
+    "hidden_dim": 16,
+    "repr_dim": 8,
+    "predictor_hidden_dim": 16,
+    "context_len": 4,
+    "target_len": 2,
+    "epochs": 2,
+    "batch_size": 16,
+    "seed": 0,
+}
+
+
+def tiny_spec(model: str = "toy", dataset: dict[str, Any] | None = None, **config: Any) -> TrainingSpec:
+    """A training job that finishes in about a second."""
+    return TrainingSpec.model_validate(
+        {
+            "model": model,
+            "dataset": {"pattern": "mixed", "num_samples": 64, "seq_len": 12, "seed": 0, **(dataset or {})},
+            "config": {**TINY_CONFIG, **config},
+        }
+    )
+
+
+def tiny_model(input_dim: int = 2, seed: int = 0) -> JEPA:
+    torch.manual_seed(seed)
+    return JEPA(input_dim=input_dim, hidden_dim=16, repr_dim=8, predictor_hidden_dim=16).eval()
+
+
+def random_sequences(lengths: list[int], dim: int = 2, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(length, dim)).astype(np.float32) for length in lengths]
+
+
+def add_version(session: Session, data_dir: Path, model_name: str = "toy", seed: int = 0) -> VersionRow:
+    """Save a real (untrained) checkpoint under data_dir and register it."""
+    model = tiny_model(seed=seed)
+    relative = Path("checkpoints") / model_name / f"seed{seed}"
+    sha256 = save_checkpoint(model, data_dir / relative, TrainConfig(), "seed", __version__)
+    config = json.loads((data_dir / relative / CONFIG_FILE).read_text())
+    return register_version(
+        session, model_name, config=config, metrics={}, sha256=sha256, path=str(relative), job_id=None
+    )

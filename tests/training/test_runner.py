@@ -1,0 +1,132 @@
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from factories import tiny_spec
+from sqlalchemy import select, update
+
+from jepa_model import load_checkpoint
+from jepa_model.checkpoint import WEIGHTS_FILE, sha256_file
+from training import jobs
+from training.db import SessionFactory, in_transaction
+from training.models import JobRow, JobStatus, VersionRow
+from training.runner import run_job
+from training.settings import StorageSettings
+from training.worker import Worker
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> StorageSettings:
+    return StorageSettings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+def queue(factory: SessionFactory, **config: object) -> str:
+    return in_transaction(factory, lambda s: jobs.enqueue(s, tiny_spec(**config)).id)
+
+
+def versions(factory: SessionFactory) -> list[VersionRow]:
+    with factory() as s:
+        return list(s.scalars(select(VersionRow)))
+
+
+def test_a_job_trains_checkpoints_and_registers(factory: SessionFactory, settings: StorageSettings) -> None:
+    job_id = queue(factory)
+    jobs.claim(factory, job_id, "test")
+    seen: list[dict] = []
+    number = run_job(factory, settings, job_id, on_progress=seen.append)
+    assert number == 1
+    assert [p["epoch"] for p in seen] == [1, 2]
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+        version = job.version
+    assert job.status == JobStatus.SUCCEEDED and job.progress["epoch"] == 2
+    assert version is not None and version.job_id == job_id
+    assert set(version.metrics) >= {"final_loss", "train_seconds", "val_prediction_cosine"}
+    weights = settings.data_dir / version.path / WEIGHTS_FILE
+    assert sha256_file(weights) == version.sha256
+    loaded = load_checkpoint(settings.data_dir / version.path, version.sha256)
+    assert loaded.model_config.hidden_dim == 16 and loaded.meta["preset"] == "seed"
+
+
+def test_the_worker_trains_in_a_child_process(factory: SessionFactory, settings: StorageSettings) -> None:
+    job_id = queue(factory)
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    assert jobs.claim_next(factory, worker.id) == job_id
+    assert worker.run_one(job_id) == 0
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+        assert job.status == JobStatus.SUCCEEDED and job.version is not None
+
+
+def test_a_failing_job_is_marked_failed_and_registers_nothing(
+    factory: SessionFactory, settings: StorageSettings
+) -> None:
+    job_id = queue(factory)
+    # A spec that passed validation once but cannot be trained now (e.g. written by an older release).
+    in_transaction(
+        factory,
+        lambda s: s.execute(
+            update(JobRow).where(JobRow.id == job_id).values(spec={**tiny_spec().model_dump(), "dataset": {"kind": "x"}})
+        ),
+    )
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    jobs.claim_next(factory, worker.id)
+    assert worker.run_one(job_id) == 1
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+    assert job.status == JobStatus.FAILED and "ValidationError" in (job.error or "")
+    assert versions(factory) == []
+
+
+def test_a_killed_training_process_fails_the_job_and_registers_nothing(
+    factory: SessionFactory, settings: StorageSettings
+) -> None:
+    job_id = queue(factory, epochs=10_000)
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    jobs.claim_next(factory, worker.id)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(worker.run_one(job_id)))
+    thread.start()
+    pid = wait_for_child(job_id)
+    os.kill(pid, signal.SIGKILL)
+    thread.join(30)
+    assert result == [-signal.SIGKILL]
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+    assert job.status == JobStatus.FAILED and "exited with code -9" in (job.error or "")
+    assert versions(factory) == []
+
+
+def test_a_stopping_worker_gives_its_job_back(factory: SessionFactory, settings: StorageSettings) -> None:
+    job_id = queue(factory, epochs=10_000)
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    jobs.claim_next(factory, worker.id)
+    thread = threading.Thread(target=worker.run_one, args=(job_id,))
+    thread.start()
+    wait_for_child(job_id)
+    worker.stop()
+    thread.join(30)
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+    assert job.status == JobStatus.QUEUED and job.worker is None
+    assert versions(factory) == []
+
+
+def wait_for_child(job_id: str, timeout: float = 30) -> int:
+    """The pid of the `training.runner` process for `job_id`, once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"training.runner" in cmdline and job_id.encode() in cmdline:
+                return int(entry.name)
+        time.sleep(0.05)
+    raise TimeoutError(f"no training process for job {job_id}")
