@@ -1,0 +1,66 @@
+"""Start-up, separate workers, shutdown mid-job and PostgreSQL, with real processes."""
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+from conftest import Process, StartServer, server_env, wait_for_job
+from factories import TINY_CONFIG
+
+
+def test_first_start_is_not_ready_until_the_default_model_is_trained(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "shared"
+    server = start_server(data_dir, JEPA_EMBEDDED_WORKER="0")
+    with server.client() as client:
+        response = client.get("/ready")
+        assert response.status_code == 503 and "no version yet" in response.json()["detail"]
+        assert client.post("/encode", json={"sequences": [[[0, 1]]]}).status_code == 404
+        (job,) = client.get("/jobs").json()
+        assert job["status"] == "queued" and job["model"] == "trajectories"
+
+        # A separate worker process, sharing the database and data directory, trains it.
+        worker = Process(["worker"], server_env(data_dir), tmp_path / "worker.log")
+        try:
+            assert wait_for_job(client, job["id"])["status"] == "succeeded", worker.log()
+            ready = server.wait_for("/ready", 200, timeout=30).json()
+            assert ready["version"] == 1
+            assert client.post("/encode", json={"sequences": [[[0, 1]]]}).status_code == 200
+            assert client.get(f"/jobs/{job['id']}").json()["worker"].startswith("worker:")  # not "embedded:"
+        finally:
+            assert worker.stop(signal.SIGTERM) == 0
+
+
+def test_a_job_interrupted_by_shutdown_is_finished_after_restart(start_server: StartServer, tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    first = start_server(data_dir)
+    first.wait_for("/ready")
+    with first.client() as client:
+        body = {"model": "long", "dataset": {"num_samples": 1000}, "config": {"epochs": 12}}
+        job_id = client.post("/train", json=body).json()["job_id"]
+        while client.get(f"/jobs/{job_id}").json()["status"] != "running":
+            time.sleep(0.05)
+    # uvicorn re-raises the SIGTERM it handled once shutdown is complete.
+    assert first.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert "re-queued" in first.log() and "Application shutdown complete" in first.log()
+
+    second = start_server(data_dir)
+    with second.client() as client:
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "succeeded" and job["attempts"] == 2 and job["version"] == 1
+        (model,) = [m for m in client.get("/models").json() if m["name"] == "long"]
+        assert [v["version"] for v in model["versions"]] == [1]  # the interrupted attempt left nothing
+
+
+def test_the_whole_flow_on_postgresql(start_server: StartServer, postgres_url: str) -> None:
+    server = start_server(JEPA_DATABASE_URL=postgres_url)
+    server.wait_for("/ready")
+    with server.client() as client:
+        train = {"model": "pg", "dataset": {"num_samples": 64, "seq_len": 12}, "config": TINY_CONFIG}
+        job = wait_for_job(client, client.post("/train", json=train).json()["job_id"])
+        assert job["status"] == "succeeded" and job["version"] == 1
+        body = client.post("/encode", json={"model": "pg", "version": 1, "sequences": [[[0, 1], [2, 3]]]}).json()
+        assert body["version"] == 1 and len(body["embeddings"][0]) == TINY_CONFIG["repr_dim"]
+        assert httpx.get(f"{server.base_url}/models/pg/versions/1").json()["config"]["preset"] == "seed"
