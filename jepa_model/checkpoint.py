@@ -148,5 +148,3 @@ def load_checkpoint(directory: str | os.PathLike[str], expected_sha256: str | No
         raise CheckpointCorrupt(f"{weights_path}: weights do not fit the config: {exc}") from exc
     model.eval()
     return LoadedCheckpoint(model=model, model_config=model_config, train_config=train_config, meta=meta)
-
-

@@ -99,9 +99,7 @@ def train_jepa(
 
     Prints `Epoch N, Loss: X` every `log_every` epochs as the seed did (0 silences it).
     """
-    config = TrainConfig(
-        epochs=num_epochs, lr=lr, context_len=context_len, target_len=target_len, momentum=momentum
-    )
+    config = TrainConfig(epochs=num_epochs, lr=lr, context_len=context_len, target_len=target_len, momentum=momentum)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=lr)
     losses: list[float] = []
     for epoch in range(num_epochs):

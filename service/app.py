@@ -48,7 +48,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.session_factory, app.state.engine = factory, engine
     if settings.bootstrap:
         await run_in_threadpool(queue_default_model, factory, settings)
-    worker = Worker(settings, factory, poll_s=settings.worker_poll_s, role="embedded") if settings.embedded_worker else None
+    worker = (
+        Worker(settings, factory, poll_s=settings.worker_poll_s, role="embedded") if settings.embedded_worker else None
+    )
     worker_thread = worker.start_thread() if worker else None
     try:
         yield

@@ -116,7 +116,13 @@ def train(
     body.setdefault("model", settings.default_model)
     if model:
         body["model"] = model
-    dataset_flags = {"pattern": pattern, "num_samples": num_samples, "seq_len": seq_len, "noise": noise, "seed": data_seed}
+    dataset_flags = {
+        "pattern": pattern,
+        "num_samples": num_samples,
+        "seq_len": seq_len,
+        "noise": noise,
+        "seed": data_seed,
+    }
     config_flags = {
         "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "context_len": context_len,
         "target_len": target_len, "momentum": momentum, "hidden_dim": hidden_dim, "repr_dim": repr_dim, "seed": seed,

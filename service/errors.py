@@ -32,9 +32,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # FastAPI's default echoes the offending input back, which can be NaN (not valid JSON) and
     # repeats payloads; location and message say what is wrong without either.
     assert isinstance(exc, RequestValidationError)
-    detail = [
-        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()
-    ]
+    detail = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
 
 

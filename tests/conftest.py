@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).parent))  # `import factories` from any test module
-
-from training.db import SessionFactory, create_db_engine, create_session_factory  # noqa: E402
-from training.migrate import upgrade_to_head  # noqa: E402
+from training.db import SessionFactory, create_db_engine, create_session_factory
+from training.migrate import upgrade_to_head
 
 # The server every machine of this project runs; JEPA_TEST_POSTGRES_URL points elsewhere.
 POSTGRES_ADMIN_URL = os.environ.get("JEPA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -125,9 +125,7 @@ def test_dockerfile_runs_as_non_root_and_checks_health_on_the_served_port():
 def test_dockerfile_installs_the_pinned_cpu_torch():
     # The image installs torch before pyproject.toml's dependencies; if the
     # two pins drift apart, pip swaps in the multi-GB CUDA build from PyPI.
-    (torch_pin,) = [
-        dep for dep in PYPROJECT["project"]["dependencies"] if dep.split("=")[0].strip() == "torch"
-    ]
+    (torch_pin,) = [dep for dep in PYPROJECT["project"]["dependencies"] if dep.split("=")[0].strip() == "torch"]
     assert "==" in torch_pin, f"torch must be pinned exactly, got {torch_pin!r}"
     runs = args_of("RUN")
     assert any(torch_pin in run and "download.pytorch.org/whl/cpu" in run for run in runs)
@@ -144,16 +142,14 @@ def test_compose_service_matches_the_image(name):
     test = service["healthcheck"]["test"]
     assert f":{port}/health" in (test if isinstance(test, str) else " ".join(test))
     container_ports = [
-        str(p["target"]) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1].split("/")[0]
-        for p in service["ports"]
+        str(p["target"]) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1].split("/")[0] for p in service["ports"]
     ]
     assert str(port) in container_ports, service["ports"]
 
     data_dir = service["environment"]["JEPA_DATA_DIR"]
     assert data_dir == dockerfile_env()["JEPA_DATA_DIR"]
     mounts = {
-        (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
-        for v in service["volumes"]
+        (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2]) for v in service["volumes"]
     }
     assert any(target == data_dir and source in COMPOSE["volumes"] for source, target in mounts), (
         f"{data_dir} is not on a named volume: {service['volumes']}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
+
+from alembic import command
 
 # The migrations live at the repository root, beside this package (installed editable).
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"

@@ -101,9 +101,7 @@ def get_version(session: Session, model_name: str, ref: VersionRef, default_alia
             return version
         if ref is not None:
             raise VersionNotFound(f"model {model_name!r} has no alias {alias!r}")
-    version = session.scalar(
-        base.where(VersionRow.model_id == model.id).order_by(VersionRow.number.desc()).limit(1)
-    )
+    version = session.scalar(base.where(VersionRow.model_id == model.id).order_by(VersionRow.number.desc()).limit(1))
     if version is None:
         raise VersionNotFound(f"model {model_name!r} has no versions yet")
     return version
@@ -143,8 +141,5 @@ def delete_alias(session: Session, model_name: str, alias: str) -> None:
 
 def has_versions(session: Session, model_name: str) -> bool:
     return (
-        session.scalar(
-            select(func.count(VersionRow.id)).join(ModelRow).where(ModelRow.name == model_name)
-        )
-        or 0
+        session.scalar(select(func.count(VersionRow.id)).join(ModelRow).where(ModelRow.name == model_name)) or 0
     ) > 0

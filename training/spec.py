@@ -90,6 +90,4 @@ def check_windows_fit(dataset: ToyDataset, options: TrainOptions) -> None:
     """Raise ValueError when a training window cannot fit in the dataset's sequences."""
     _, train = build_configs(dataset, options)
     if train.window_len > dataset.seq_len:
-        raise ValueError(
-            f"context_len + target_len = {train.window_len} exceeds the sequence length {dataset.seq_len}"
-        )
+        raise ValueError(f"context_len + target_len = {train.window_len} exceeds the sequence length {dataset.seq_len}")

@@ -5,7 +5,8 @@ import math
 import httpx
 import numpy as np
 import pytest
-from factories import random_sequences
+
+from tests.factories import random_sequences
 
 
 def seqs(*lengths: int, seed: int = 0) -> list:

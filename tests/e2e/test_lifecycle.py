@@ -5,13 +5,12 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import Process, StartServer, server_env, wait_for_job
-from factories import TINY_CONFIG
+
+from tests.e2e.servers import Process, StartServer, server_env, wait_for_job
+from tests.factories import TINY_CONFIG
 
 
-def test_first_start_is_not_ready_until_the_default_model_is_trained(
-    start_server: StartServer, tmp_path: Path
-) -> None:
+def test_first_start_is_not_ready_until_the_default_model_is_trained(start_server: StartServer, tmp_path: Path) -> None:
     data_dir = tmp_path / "shared"
     server = start_server(data_dir, JEPA_EMBEDDED_WORKER="0")
     with server.client() as client:

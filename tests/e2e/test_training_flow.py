@@ -6,8 +6,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Server, wait_for_job
-from factories import TINY_CONFIG
+
+from tests.e2e.servers import Server, wait_for_job
+from tests.factories import TINY_CONFIG
 
 TINY_TRAIN = {"dataset": {"pattern": "circle", "num_samples": 64, "seq_len": 12, "seed": 1}, "config": TINY_CONFIG}
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import tiny_model
 
 from jepa_model import CheckpointCorrupt, CheckpointMissing, TrainConfig, load_checkpoint, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, sha256_file
+from tests.factories import tiny_model
 
 
 @pytest.fixture

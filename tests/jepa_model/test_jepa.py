@@ -1,7 +1,7 @@
 import torch
-from factories import random_sequences, tiny_model
 
 from jepa_model import JEPA, pad_sequences
+from tests.factories import random_sequences, tiny_model
 
 
 def test_the_seed_architecture() -> None:

@@ -2,9 +2,9 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from factories import add_version, tiny_spec
 from sqlalchemy import update
 
+from tests.factories import add_version, tiny_spec
 from training import jobs
 from training.db import SessionFactory, in_transaction
 from training.models import JobRow, JobStatus, utcnow

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-from factories import add_version
 
+from tests.factories import add_version
 from training import registry
 from training.db import SessionFactory
 from training.errors import InvalidInput, ModelNotFound, VersionNotFound

@@ -5,11 +5,11 @@ import time
 from pathlib import Path
 
 import pytest
-from factories import tiny_spec
 from sqlalchemy import select, update
 
 from jepa_model import load_checkpoint
 from jepa_model.checkpoint import WEIGHTS_FILE, sha256_file
+from tests.factories import tiny_spec
 from training import jobs
 from training.db import SessionFactory, in_transaction
 from training.models import JobRow, JobStatus, VersionRow
@@ -69,7 +69,9 @@ def test_a_failing_job_is_marked_failed_and_registers_nothing(
     in_transaction(
         factory,
         lambda s: s.execute(
-            update(JobRow).where(JobRow.id == job_id).values(spec={**tiny_spec().model_dump(), "dataset": {"kind": "x"}})
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(spec={**tiny_spec().model_dump(), "dataset": {"kind": "x"}})
         ),
     )
     worker = Worker(settings, factory, heartbeat_s=0.2)
