@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from tests.e2e.servers import Process, StartServer, server_env, wait_for_job
 from tests.factories import TINY_CONFIG
@@ -54,7 +55,9 @@ def test_a_job_interrupted_by_shutdown_is_finished_after_restart(start_server: S
 
 
 def test_the_whole_flow_on_postgresql(start_server: StartServer, postgres_url: str) -> None:
-    server = start_server(JEPA_DATABASE_URL=postgres_url)
+    # Trust auth ignores the password, which lets the test check that it never reaches the logs.
+    url = make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    server = start_server(JEPA_DATABASE_URL=url)
     server.wait_for("/ready")
     with server.client() as client:
         train = {"model": "pg", "dataset": {"num_samples": 64, "seq_len": 12}, "config": TINY_CONFIG}
@@ -63,3 +66,5 @@ def test_the_whole_flow_on_postgresql(start_server: StartServer, postgres_url: s
         body = client.post("/encode", json={"model": "pg", "version": 1, "sequences": [[[0, 1], [2, 3]]]}).json()
         assert body["version"] == 1 and len(body["embeddings"][0]) == TINY_CONFIG["repr_dim"]
         assert httpx.get(f"{server.base_url}/models/pg/versions/1").json()["config"]["preset"] == "seed"
+    server.stop()
+    assert "s3cret-pw" not in server.log() and "postgresql+psycopg://postgres:***@" in server.log()
