@@ -7,7 +7,7 @@ import logging
 import signal
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from training.db import SessionFactory
+    from training.spec import TrainingSpec
 
 app = typer.Typer(help="Train and serve JEPA sequence encoders.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -25,7 +29,8 @@ def _setup_logging(level: str = "info") -> None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at start
 
 
-def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
+def _session_factory(settings: Settings) -> SessionFactory:
+    """Migrate the database to head, then connect. Imported late: `jepa --help` stays instant."""
     from training.db import create_db_engine, create_session_factory
     from training.migrate import upgrade_to_head
 
@@ -106,53 +111,60 @@ def train(
     """Train a new version in this process and record it in the registry, with a progress bar."""
     from pydantic import ValidationError
 
-    from training import jobs
-    from training.db import in_transaction
-    from training.runner import run_job
     from training.spec import TrainingSpec
 
     settings = Settings()
     body = _load_config_file(config_file) if config_file else {}
-    body.setdefault("model", settings.default_model)
-    if model:
-        body["model"] = model
-    dataset_flags = {
-        "pattern": pattern,
-        "num_samples": num_samples,
-        "seq_len": seq_len,
-        "noise": noise,
-        "seed": data_seed,
-    }
-    config_flags = {
-        "preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "context_len": context_len,
-        "target_len": target_len, "momentum": momentum, "hidden_dim": hidden_dim, "repr_dim": repr_dim, "seed": seed,
-    }  # fmt: skip
-    body["dataset"] = {**body.get("dataset", {}), **{k: v for k, v in dataset_flags.items() if v is not None}}
-    body["config"] = {**body.get("config", {}), **{k: v for k, v in config_flags.items() if v is not None}}
+    body["model"] = model or body.get("model") or settings.default_model
+    dataset_flags = {"pattern": pattern, "num_samples": num_samples, "seq_len": seq_len, "noise": noise}
+    dataset_flags["seed"] = data_seed
+    config_flags = {"preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum}
+    config_flags |= {"context_len": context_len, "target_len": target_len, "seed": seed}
+    config_flags |= {"hidden_dim": hidden_dim, "repr_dim": repr_dim}
+    body["dataset"] = {**body.get("dataset", {}), **_given(dataset_flags)}
+    body["config"] = {**body.get("config", {}), **_given(config_flags)}
     try:
         spec = TrainingSpec.model_validate(body)
     except ValidationError as exc:
         console.print(f"[red]invalid training config:[/red]\n{exc}")
         raise typer.Exit(2) from None
+    number = _train_with_progress(settings, spec)
+    console.print(f"registered [bold]{spec.model}[/bold] version [bold]{number}[/bold]")
+
+
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _train_with_progress(settings: Settings, spec: TrainingSpec) -> int:
+    """Record the run as an ordinary job, claimed by this process, and train it here."""
+    from training import jobs
+    from training.db import in_transaction
+    from training.runner import run_job
 
     factory = _session_factory(settings)
     job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
     jobs.claim(factory, job_id, jobs.worker_id("cli"))
-    console.print(f"job {job_id}: training {spec.model!r} ({spec.config.preset} preset) on {settings.data_dir}")
-
-    columns = [TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("loss {task.fields[loss]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]  # fmt: skip
+    console.print(f"job {job_id}: training {spec.model!r} ({spec.config.preset} preset) in {settings.data_dir}")
+    columns = [
+        TextColumn("epoch {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("train", total=spec.configs()[1].epochs, loss="-")
+
+        def show(p: dict[str, Any]) -> None:
+            progress.update(task, completed=p["epoch"], loss=f"{p['loss']:.4f}")
+
         try:
-            number = run_job(
-                factory, settings, job_id,
-                on_progress=lambda p: progress.update(task, completed=p["epoch"], loss=f"{p['loss']:.4f}"),
-            )  # fmt: skip
-        except BaseException as exc:
+            return run_job(factory, settings, job_id, on_progress=show)
+        except BaseException as exc:  # Ctrl-C included: the job must not stay `running`
             jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}")
             raise
-    console.print(f"registered [bold]{spec.model}[/bold] version [bold]{number}[/bold]")
 
 
 @app.command("models")
