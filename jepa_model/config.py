@@ -7,27 +7,35 @@ and every change must keep old checkpoints loadable (add fields with defaults, n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Self
+
+
+class JSONConfig:
+    """to_dict / from_dict for the config dataclasses; from_dict refuses keys it does not know."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        unknown = set(data) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            # A silently dropped key would rebuild a different model than the one that was saved.
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JSONConfig):
     input_dim: int = 2
     hidden_dim: int = 64
     repr_dim: int = 32
     num_layers: int = 2
     predictor_hidden_dim: int = 64
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JSONConfig):
     epochs: int = 50
     batch_size: int = 32
     lr: float = 1e-3
@@ -40,13 +48,6 @@ class TrainConfig:
     def window_len(self) -> int:
         return self.context_len + self.target_len
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, data)
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -54,15 +55,6 @@ class Preset:
     description: str
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        # A silently dropped key would rebuild a different model than the one that was saved.
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**data)
 
 
 PRESETS: dict[str, Preset] = {

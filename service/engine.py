@@ -96,11 +96,15 @@ class InferenceEngine:
         log.info("loaded %s in %.3fs", served.label, time.perf_counter() - started)
         return model
 
+    @staticmethod
+    def _batch(sequences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, lengths = pad_sequences(sequences)  # (B, T_max, D), (B,)
+        # Equal lengths skip packing, which costs more than the LSTM itself on short sequences.
+        return x, lengths if bool((lengths != lengths[0]).any()) else None
+
     @torch.inference_mode()
     def _embed(self, model: JEPA, sequences: Sequence[np.ndarray], encoder: EncoderName) -> torch.Tensor:
-        x, lengths = pad_sequences(sequences)  # (B, T_max, D), (B,)
-        ragged = bool((lengths != lengths[0]).any())
-        return model.encode(x, lengths if ragged else None, encoder)  # (B, R)
+        return model.encode(*self._batch(sequences), encoder)  # (B, R)
 
     def encode(
         self, served: ServedVersion, sequences: Sequence[np.ndarray], encoder: EncoderName, normalize: bool
@@ -115,9 +119,7 @@ class InferenceEngine:
         if targets is not None and len(targets) != len(contexts):
             raise InvalidInput(f"got {len(contexts)} contexts but {len(targets)} targets; they pair up one to one")
         model = self.load(served)
-        x, lengths = pad_sequences(contexts)
-        ragged = bool((lengths != lengths[0]).any())
-        predicted = model.predict(x, lengths if ragged else None)  # (B, R)
+        predicted = model.predict(*self._batch(contexts))  # (B, R)
         if targets is None:
             return predicted.numpy(), None
         actual = self._embed(model, targets, "target")  # (B, R)
