@@ -32,6 +32,30 @@ class ModelConfig(JSONConfig):
     repr_dim: int = 32
     num_layers: int = 2
     predictor_hidden_dim: int = 64
+    # How many future offsets the predictor can be told about (0: it is not told, as in the seed).
+    predictor_offsets: int = 0
+    # How the encoder's output is normalised: "none" (the seed), "layer" (each vector standardised)
+    # or "batch" (each dimension centred and scaled by batch statistics in training and by running
+    # statistics when serving). Cosine geometry needs centred embeddings: a shared offset makes
+    # every embedding look alike, which is how the seed's near-collapse hides behind cosine 0.99.
+    output_norm: str = "none"
+    # What the head sees: "last" (the top layer's last valid step, the seed) or "last_mean" (that,
+    # beside the mean over all valid steps, so the start of a long sequence is not forgotten).
+    pooling: str = "last"
+    # Per-feature statistics of the training data; the encoder standardises its input with them.
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.output_norm not in ("none", "layer", "batch"):
+            raise ValueError(f"output_norm must be 'none', 'layer' or 'batch', got {self.output_norm!r}")
+        if self.pooling not in ("last", "last_mean"):
+            raise ValueError(f"pooling must be 'last' or 'last_mean', got {self.pooling!r}")
+        # JSON brings lists back; tuples keep the frozen config hashable and comparable.
+        for name in ("input_mean", "input_std"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
 
 
 @dataclass(frozen=True)
@@ -43,10 +67,41 @@ class TrainConfig(JSONConfig):
     target_len: int = 4
     momentum: float = 0.99
     seed: int | None = None
+    # Everything below defaults to the seed's behaviour.
+    optimizer: str = "adam"  # "adam" | "adamw"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # "constant" | "cosine"
+    momentum_end: float | None = None  # ramp the EMA momentum linearly to this over training
+    loss: str = "cosine"  # "cosine" | "smooth_l1" | "l1" | "mse" | "infonce"
+    temperature: float = 0.1  # for "infonce"
+    # Standardise target representations before the loss: "layer" per vector (I-JEPA), "batch"
+    # per dimension across the batch, so the loss measures error relative to the targets' spread.
+    target_norm: str = "none"  # "none" | "layer" | "batch"
+    num_targets: int = 1  # target spans per sequence and step
+    max_offset: int = 0  # a span starts 0..max_offset steps after its context ends
+    min_context_len: int | None = None  # vary the context length from this up to what fits
+    var_weight: float = 0.0  # VICReg variance term on context representations
+    cov_weight: float = 0.0  # VICReg covariance term on context representations
+    normalize_inputs: bool = False  # standardise inputs with the training data's statistics
 
     @property
     def window_len(self) -> int:
+        """The shortest sequence this config trains and evaluates on (offsets shrink to fit)."""
         return self.context_len + self.target_len
+
+    def __post_init__(self) -> None:
+        checks = {
+            "optimizer": self.optimizer in ("adam", "adamw"),
+            "lr_schedule": self.lr_schedule in ("constant", "cosine"),
+            "loss": self.loss in ("cosine", "smooth_l1", "l1", "mse", "infonce"),
+            "target_norm": self.target_norm in ("none", "layer", "batch"),
+            "num_targets": self.num_targets >= 1,
+            "max_offset": self.max_offset >= 0,
+            "min_context_len": self.min_context_len is None or 1 <= self.min_context_len <= self.context_len,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid TrainConfig values for {bad}")
 
 
 @dataclass(frozen=True)
@@ -63,10 +118,26 @@ PRESETS: dict[str, Preset] = {
         description="The seed's recipe exactly: 2-layer LSTM, MLP predictor, cosine loss, "
         "Adam 1e-3, EMA 0.99, one window per sequence (context 8, target 4).",
     ),
+    # docs/ablation.md measures each change against the seed; this keeps what measurably helped.
+    "default": Preset(
+        name="default",
+        description="The seed's encoder with centred (batch-normalised) embeddings that also pool "
+        "the mean over time, standardised inputs, four target spans per sequence at offsets 0-4 "
+        "that the predictor is told about, MSE to the targets, AdamW with weight decay.",
+        model=ModelConfig(output_norm="batch", pooling="last_mean", predictor_offsets=5),
+        train=TrainConfig(
+            optimizer="adamw",
+            weight_decay=0.05,
+            loss="mse",
+            num_targets=4,
+            max_offset=4,
+            normalize_inputs=True,
+        ),
+    ),
 }
 
 # The preset used when a request or the CLI names none.
-DEFAULT_PRESET = "seed"
+DEFAULT_PRESET = "default"
 
 
 def get_preset(name: str) -> Preset:

@@ -12,23 +12,27 @@ from torch.utils.data import Dataset
 PATTERNS = ("circle", "linear", "mixed")
 
 
-def _circles(n: int, seq_len: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+# Each generator returns (noisy points, noise-free points, params), all (N, ...).
+Generated = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _circles(n: int, seq_len: int, noise: float, rng: np.random.Generator) -> Generated:
     t = np.linspace(0.0, 2.0 * math.pi, seq_len)  # one full turn from phase 0
     radius = rng.uniform(0.5, 2.0, size=n)
     centre = rng.uniform(-1.0, 1.0, size=(n, 2))
     unit = np.stack([np.cos(t), np.sin(t)], axis=-1)  # (T, 2)
     clean = centre[:, None, :] + radius[:, None, None] * unit[None]  # (N, T, 2)
     params = np.concatenate([radius[:, None], centre, np.full((n, 4), np.nan)], axis=1)
-    return clean + rng.normal(0.0, noise, size=clean.shape), params
+    return clean + rng.normal(0.0, noise, size=clean.shape), clean, params
 
 
-def _lines(n: int, seq_len: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _lines(n: int, seq_len: int, noise: float, rng: np.random.Generator) -> Generated:
     t = np.arange(seq_len, dtype=np.float64)
     start = rng.uniform(-2.0, 2.0, size=(n, 2))
     velocity = rng.uniform(-1.0, 1.0, size=(n, 2))
     clean = start[:, None, :] + velocity[:, None, :] * t[None, :, None]  # (N, T, 2)
     params = np.concatenate([np.full((n, 3), np.nan), start, velocity], axis=1)
-    return clean + rng.normal(0.0, noise, size=clean.shape), params
+    return clean + rng.normal(0.0, noise, size=clean.shape), clean, params
 
 
 class ToySequenceDataset(Dataset):
@@ -58,21 +62,21 @@ class ToySequenceDataset(Dataset):
         self.num_samples, self.seq_len, self.pattern_type, self.noise = num_samples, seq_len, pattern_type, noise
 
         if pattern_type == "circle":
-            points, params = _circles(num_samples, seq_len, noise, rng)
+            points, clean, params = _circles(num_samples, seq_len, noise, rng)
             kinds = np.array(["circle"] * num_samples)
         elif pattern_type == "linear":
-            points, params = _lines(num_samples, seq_len, noise, rng)
+            points, clean, params = _lines(num_samples, seq_len, noise, rng)
             kinds = np.array(["linear"] * num_samples)
         else:
             n_circle = num_samples // 2
-            c_points, c_params = _circles(n_circle, seq_len, noise, rng)
-            l_points, l_params = _lines(num_samples - n_circle, seq_len, noise, rng)
+            circles = _circles(n_circle, seq_len, noise, rng)
+            lines = _lines(num_samples - n_circle, seq_len, noise, rng)
             order = rng.permutation(num_samples)
-            points = np.concatenate([c_points, l_points])[order]
-            params = np.concatenate([c_params, l_params])[order]
+            points, clean, params = (np.concatenate(pair)[order] for pair in zip(circles, lines, strict=True))
             kinds = np.array(["circle"] * n_circle + ["linear"] * (num_samples - n_circle))[order]
 
         self.data = torch.from_numpy(points.astype(np.float32))  # (N, T, 2)
+        self.clean = clean.astype(np.float32)  # (N, T, 2): the points before noise, for oracle metrics
         self.params = params
         self.kinds = kinds
 

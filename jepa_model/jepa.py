@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -15,7 +15,11 @@ EncoderName = Literal["context", "target"]
 
 
 class Predictor(nn.Module):
-    """Maps a context representation to the representation of the window that follows it."""
+    """Maps a context representation to the representation of a window that follows it.
+
+    With `predictor_offsets` > 0 it is also told how many steps after the context the window
+    starts, so one predictor serves several future spans (as I-JEPA's mask tokens carry positions).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -27,9 +31,16 @@ class Predictor(nn.Module):
             nn.ReLU(),
             nn.Linear(h, config.repr_dim),
         )
+        self.offset_embedding = nn.Embedding(config.predictor_offsets, h) if config.predictor_offsets else None
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)  # (B, R) -> (B, R)
+    def forward(self, z: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        # z: (B, R); offsets: (B,) steps between the context's end and the window's start -> (B, R)
+        if self.offset_embedding is None:
+            return self.net(z)
+        first, rest = self.net[0], self.net[1:]
+        if offsets is None:
+            offsets = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        return rest(first(z) + self.offset_embedding(offsets))
 
 
 @torch.no_grad()
@@ -47,7 +58,9 @@ class JEPA(nn.Module):
         repr_dim: int = 32,
         num_layers: int = 2,
         predictor_hidden_dim: int = 64,
+        **options: Any,
     ) -> None:
+        """The seed's signature; `options` are the other ModelConfig fields."""
         super().__init__()
         self.config = ModelConfig(
             input_dim=input_dim,
@@ -55,6 +68,7 @@ class JEPA(nn.Module):
             repr_dim=repr_dim,
             num_layers=num_layers,
             predictor_hidden_dim=predictor_hidden_dim,
+            **options,
         )
         self.context_encoder = LSTMEncoder(self.config)
         self.target_encoder = copy.deepcopy(self.context_encoder)
@@ -79,9 +93,12 @@ class JEPA(nn.Module):
         module = self.target_encoder if encoder == "target" else self.context_encoder
         return module(x, lengths)
 
-    def predict(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        # context: (B, T, D) -> predicted target representation (B, R)
-        return self.predictor(self.context_encoder(context, lengths))
+    def predict(
+        self, context: torch.Tensor, lengths: torch.Tensor | None = None, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # context: (B, T, D) -> representation (B, R) of the window starting `offsets` (default 0)
+        # steps after each context ends
+        return self.predictor(self.context_encoder(context, lengths), offsets)
 
     def forward(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # context: (B, C, D), target: (B, K, D) -> (predicted (B, R), target representation (B, R))

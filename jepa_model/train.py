@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -12,10 +12,21 @@ from torch.utils.data import DataLoader, Dataset
 from jepa_model.config import ModelConfig, TrainConfig
 from jepa_model.data import collate_ragged
 from jepa_model.jepa import JEPA
-from jepa_model.losses import negative_cosine
+from jepa_model.losses import prediction_loss, variance_covariance
 
-# Called after every epoch with (epoch index, epochs in all, mean loss). It may raise to stop.
-EpochCallback = Callable[[int, int, float], None]
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int  # 0-based
+    epochs: int
+    loss: float  # mean over the epoch's steps
+    metrics: dict[str, float]  # from the monitor, if one was given
+
+
+# Called after every epoch. It may raise to stop training.
+EpochCallback = Callable[[EpochReport], None]
+# Measures the model after every epoch (e.g. collapse metrics on a fixed held-out batch).
+Monitor = Callable[[JEPA], dict[str, float]]
 
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]
 
@@ -26,6 +37,20 @@ def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         return batch, None
     padded, lengths = batch[0], batch[1] if len(batch) > 1 else None
     return padded, lengths
+
+
+def _gather(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    # x: (B, T, D), starts: (B, K) -> windows (B, K, length, D)
+    B, _, D = x.shape
+    idx = starts[:, :, None] + torch.arange(length)  # (B, K, L)
+    flat = x.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, D))  # (B, K*L, D)
+    return flat.reshape(B, starts.shape[1], length, D)
+
+
+def _uniform_int(high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Integers uniform in [0, high] (inclusive), elementwise."""
+    u = torch.rand(high.shape, generator=generator, dtype=torch.float64)
+    return (u * (high + 1).to(torch.float64)).long()
 
 
 def sample_windows(
@@ -40,16 +65,48 @@ def sample_windows(
     x: (B, T, D), lengths: (B,) or None. Returns context (B, C, D) and the target (B, K, D)
     that immediately follows it. Starts are uniform in [0, length - C - K], inclusive.
     """
-    B, T, D = x.shape
-    window = context_len + target_len
+    context, targets, _ = sample_spans(x, lengths, context_len, target_len, 1, 0, generator)
+    return context, targets[:, 0]
+
+
+def sample_spans(
+    x: torch.Tensor,
+    lengths: torch.Tensor | None,
+    context_len: int,
+    target_len: int,
+    num_targets: int,
+    max_offset: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A context and `num_targets` future spans per sequence.
+
+    Returns context (B, C, D), targets (B, K, L, D) and offsets (B, K): span k starts
+    offsets[:, k] steps after the context ends. Offsets are uniform in [0, max_offset], shrunk
+    where a sequence is too short; the context start is uniform over what still fits.
+    """
+    B, T, _ = x.shape
     lengths = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
-    if int(lengths.min()) < window:
-        raise ValueError(f"every sequence needs at least context_len + target_len = {window} steps")
-    num_starts = (lengths - window + 1).to(torch.float64)
-    starts = (torch.rand(B, generator=generator, dtype=torch.float64) * num_starts).long()  # (B,)
-    idx = starts[:, None] + torch.arange(window)[None, :]  # (B, W)
-    windows = x.gather(1, idx[:, :, None].expand(B, window, D))  # (B, W, D)
-    return windows[:, :context_len], windows[:, context_len:]
+    room = lengths - context_len - target_len  # (B,) free steps for offsets and the start
+    if int(room.min()) < 0:
+        raise ValueError(f"every sequence needs at least context_len + target_len = {context_len + target_len} steps")
+    offset_high = torch.clamp(room, max=max_offset)[:, None].expand(B, num_targets)
+    offsets = _uniform_int(offset_high, generator)  # (B, K)
+    starts = _uniform_int(room - offsets.max(dim=1).values, generator)  # (B,)
+    context = _gather(x, starts[:, None], context_len)[:, 0]  # (B, C, D)
+    targets = _gather(x, starts[:, None] + context_len + offsets, target_len)  # (B, K, L, D)
+    return context, targets, offsets
+
+
+def context_length(
+    x_lengths: torch.Tensor | None, total: int, config: TrainConfig, generator: torch.Generator | None
+) -> int:
+    """This step's context length: fixed, or uniform from min_context_len up to what the batch allows."""
+    if config.min_context_len is None:
+        return config.context_len
+    shortest = total if x_lengths is None else int(x_lengths.min())
+    high = max(shortest - config.target_len, config.min_context_len)
+    u = float(torch.rand((), generator=generator))
+    return config.min_context_len + int(u * (high - config.min_context_len + 1))
 
 
 def train_step(
@@ -57,17 +114,42 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: Batch,
     config: TrainConfig,
+    momentum: float | None = None,
     generator: torch.Generator | None = None,
 ) -> float:
     x, lengths = split_batch(batch)
-    context, target = sample_windows(x, lengths, config.context_len, config.target_len, generator)
-    predicted, target_repr = model(context, target)
-    loss = negative_cosine(predicted, target_repr)
+    c = context_length(lengths, x.shape[1], config, generator)
+    context, targets, offsets = sample_spans(
+        x, lengths, c, config.target_len, config.num_targets, config.max_offset, generator
+    )
+    B, K, L, D = targets.shape
+    z = model.context_encoder(context)  # (B, R)
+    predicted = model.predictor(z.repeat_interleave(K, 0), offsets.reshape(-1))  # (B*K, R)
+    with torch.no_grad():
+        target_repr = model.target_encoder(targets.reshape(B * K, L, D))  # (B*K, R)
+    loss = prediction_loss(predicted, target_repr, config)
+    if config.var_weight or config.cov_weight:
+        variance, covariance = variance_covariance(z)
+        loss = loss + config.var_weight * variance + config.cov_weight * covariance
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    model.update_target(config.momentum)
+    model.update_target(config.momentum if momentum is None else momentum)
     return loss.item()
+
+
+def momentum_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The EMA momentum for `step`: constant, or ramped linearly to momentum_end (I-JEPA)."""
+    if config.momentum_end is None:
+        return config.momentum
+    return config.momentum + (config.momentum_end - config.momentum) * step / max(total_steps, 1)
+
+
+def make_optimizer(model: JEPA, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.trainable_parameters()
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def train_epoch(
@@ -76,9 +158,13 @@ def train_epoch(
     batches: Iterable[Batch],
     config: TrainConfig,
     generator: torch.Generator | None = None,
+    schedule: Callable[[], float] | None = None,
 ) -> float:
+    """One pass over `batches`; `schedule` (called once per step) gives that step's EMA momentum."""
     model.train()
-    losses = [train_step(model, optimizer, batch, config, generator) for batch in batches]
+    losses = [
+        train_step(model, optimizer, batch, config, schedule() if schedule else None, generator) for batch in batches
+    ]
     return sum(losses) / max(len(losses), 1)
 
 
@@ -91,25 +177,54 @@ def train_jepa(
     target_len: int = 4,
     momentum: float = 0.99,
     *,
+    config: TrainConfig | None = None,
     on_epoch: EpochCallback | None = None,
+    monitor: Monitor | None = None,
     log_every: int = 10,
     generator: torch.Generator | None = None,
 ) -> list[float]:
     """The seed's training entry point. Returns the mean loss of every epoch.
 
-    Prints `Epoch N, Loss: X` every `log_every` epochs as the seed did (0 silences it).
+    The positional arguments are the seed's recipe; `config` replaces them all with a full
+    TrainConfig (any preset). Prints `Epoch N, Loss: X` every `log_every` epochs as the seed did.
     """
-    config = TrainConfig(epochs=num_epochs, lr=lr, context_len=context_len, target_len=target_len, momentum=momentum)
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=lr)
+    if config is None:
+        config = TrainConfig(
+            epochs=num_epochs, lr=lr, context_len=context_len, target_len=target_len, momentum=momentum
+        )
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else 1
+    total = config.epochs * steps_per_epoch
+    lr_scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total) if config.lr_schedule == "cosine" else None
+    )
+    step = 0
+
+    def schedule() -> float:
+        nonlocal step
+        m = momentum_at(config, step, total)
+        step += 1
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        return m
+
     losses: list[float] = []
-    for epoch in range(num_epochs):
-        loss = train_epoch(model, optimizer, dataloader, config, generator)
+    for epoch in range(config.epochs):
+        loss = train_epoch(model, optimizer, dataloader, config, generator, schedule)
         losses.append(loss)
         if log_every and epoch % log_every == 0:
             print(f"Epoch {epoch}, Loss: {loss:.4f}")
         if on_epoch is not None:
-            on_epoch(epoch, num_epochs, loss)
+            metrics = monitor(model) if monitor is not None else {}
+            model.train()
+            on_epoch(EpochReport(epoch, config.epochs, loss, metrics))
     return losses
+
+
+def input_statistics(dataset: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature mean and std over every point of every sequence."""
+    points = torch.cat([torch.as_tensor(dataset[i]).flatten(0, -2) for i in range(len(dataset))])  # (P, D)
+    return tuple(points.mean(0).tolist()), tuple(points.std(0).clamp_min(1e-6).tolist())
 
 
 @dataclass
@@ -124,12 +239,16 @@ def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
     on_epoch: EpochCallback | None = None,
+    monitor: Monitor | None = None,
     log_every: int = 0,
 ) -> TrainResult:
     """Build a model from configs and train it on `dataset`; seeded runs are reproducible."""
     if train_config.seed is not None:
         torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed) if train_config.seed is not None else None
+    if train_config.normalize_inputs:
+        mean, std = input_statistics(dataset)
+        model_config = replace(model_config, input_mean=mean, input_std=std)
     model = JEPA.from_config(model_config)
     loader = DataLoader(
         dataset,
@@ -137,19 +256,12 @@ def fit(
         shuffle=True,
         collate_fn=collate_ragged,
         generator=generator,
+        # Batch statistics need two rows; a last batch of one would stop a batch-normed encoder.
+        drop_last=len(dataset) % train_config.batch_size == 1,
     )
     started = time.perf_counter()
     losses = train_jepa(
-        model,
-        loader,
-        num_epochs=train_config.epochs,
-        lr=train_config.lr,
-        context_len=train_config.context_len,
-        target_len=train_config.target_len,
-        momentum=train_config.momentum,
-        on_epoch=on_epoch,
-        log_every=log_every,
-        generator=generator,
+        model, loader, config=train_config, on_epoch=on_epoch, monitor=monitor, log_every=log_every, generator=generator
     )
     model.eval()
     return TrainResult(model=model, losses=losses, seconds=time.perf_counter() - started)

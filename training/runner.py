@@ -21,7 +21,8 @@ import torch
 
 from jepa_model import __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
-from jepa_model.metrics import prediction_cosine
+from jepa_model.metrics import EpochMonitor, evaluate
+from jepa_model.train import EpochReport
 from training import jobs
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.registry import register_version
@@ -31,6 +32,11 @@ from training.spec import TrainingSpec
 log = logging.getLogger("jepa.runner")
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+
+# Fresh sequences from the training distribution that the model never sees, for its metrics.
+HELD_OUT_SEQUENCES = 1024
+# Below this mean per-dimension std of normalised embeddings, the log raises a collapse alarm.
+COLLAPSE_STD = 0.01
 
 
 class JobLost(RuntimeError):
@@ -56,27 +62,34 @@ def run_job(
     spec = load_spec(factory, job_id)
     model_config, train_config = spec.configs()
     dataset = spec.dataset.build()
+    held_out = spec.dataset.held_out(HELD_OUT_SEQUENCES)
     started = time.monotonic()
     progress: dict[str, Any] = {"epoch": 0, "epochs": train_config.epochs, "loss": None}
 
-    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}; try a lower lr")
-        elapsed = time.monotonic() - started
-        progress.update(epoch=epoch + 1, loss=loss, eta_s=round(elapsed / (epoch + 1) * (epochs - epoch - 1), 2))
+    def on_epoch(report: EpochReport) -> None:
+        if not math.isfinite(report.loss):
+            raise TrainingDiverged(f"loss became {report.loss} at epoch {report.epoch + 1}; try a lower lr")
+        done = report.epoch + 1
+        eta = (time.monotonic() - started) / done * (report.epochs - done)
+        metrics = {k: round(v, 4) for k, v in report.metrics.items()}
+        progress.update(epoch=done, loss=report.loss, eta_s=round(eta, 2), metrics=metrics)
+        log.info("job %s epoch %d/%d loss %.4f %s", job_id, done, report.epochs, report.loss, metrics)
+        if metrics.get("embedding_std", 1.0) < COLLAPSE_STD:
+            log.warning("job %s: embeddings are collapsing (embedding_std %.4f)", job_id, metrics["embedding_std"])
         jobs.heartbeat(factory, job_id, dict(progress))
         if on_progress is not None:
             on_progress(dict(progress))
 
-    result = fit(dataset, model_config, train_config, on_epoch=on_epoch)
-    held_out = spec.dataset.held_out()
-    metrics = {
+    monitor = EpochMonitor(held_out, train_config.context_len, train_config.target_len)
+    result = fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor)
+    metrics = evaluate(result.model, held_out, train_config.context_len, train_config.target_len)
+    metrics |= {
         "final_loss": result.losses[-1],
         "train_seconds": round(result.seconds, 3),
-        "val_prediction_cosine": prediction_cosine(
-            result.model, held_out.data, train_config.context_len, train_config.target_len
-        ),
+        "epoch_seconds": round(result.seconds / train_config.epochs, 4),
+        "held_out_sequences": len(held_out),
     }
+    log.info("job %s held-out metrics %s", job_id, {k: round(v, 4) for k, v in metrics.items()})
 
     relative = Path("checkpoints") / spec.model / job_id
     directory = settings.data_dir / relative

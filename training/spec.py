@@ -30,7 +30,7 @@ class ToyDataset(BaseModel):
     def build(self) -> ToySequenceDataset:
         return ToySequenceDataset(self.num_samples, self.seq_len, self.pattern, self.noise, self.seed)
 
-    def held_out(self, num_samples: int = 256) -> ToySequenceDataset:
+    def held_out(self, num_samples: int) -> ToySequenceDataset:
         """Fresh sequences from the same distribution, never seen in training."""
         seed = None if self.seed is None else self.seed + 1_000_003
         return ToySequenceDataset(num_samples, self.seq_len, self.pattern, self.noise, seed)

@@ -39,7 +39,9 @@ def test_train_then_serve_the_new_version(client: httpx.Client) -> None:
     job = wait_for_job(client, job_id)
     assert job["status"] == "succeeded", job
     assert job["progress"]["epoch"] == job["progress"]["epochs"] == 2
-    assert job["version"] == 1 and job["metrics"]["final_loss"] < 0
+    assert job["version"] == 1 and job["metrics"]["final_loss"] == job["progress"]["loss"]
+    assert set(job["progress"]["metrics"]) == {"retrieval", "embedding_std", "rankme"}  # per-epoch monitor
+    assert 0 <= job["metrics"]["retrieval"] <= 1 and job["metrics"]["held_out_sequences"] == 1024
     assert job["started_at"] <= job["finished_at"]
 
     encoded = client.post("/encode", json={"model": "circles", "version": 1, "sequences": [[[0, 1], [1, 0]]]})

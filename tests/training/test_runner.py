@@ -44,11 +44,19 @@ def test_a_job_trains_checkpoints_and_registers(factory: SessionFactory, setting
         version = job.version
     assert job.status == JobStatus.SUCCEEDED and job.progress["epoch"] == 2
     assert version is not None and version.job_id == job_id
-    assert set(version.metrics) >= {"final_loss", "train_seconds", "val_prediction_cosine"}
+    assert set(version.metrics) >= {
+        "final_loss",
+        "train_seconds",
+        "cosine",
+        "retrieval",
+        "retrieval_ratio",
+        "rankme",
+        "probe_kind_acc",
+    }
     weights = settings.data_dir / version.path / WEIGHTS_FILE
     assert sha256_file(weights) == version.sha256
     loaded = load_checkpoint(settings.data_dir / version.path, version.sha256)
-    assert loaded.model_config.hidden_dim == 16 and loaded.meta["preset"] == "seed"
+    assert loaded.model_config.hidden_dim == 16 and loaded.meta["preset"] == "default"
 
 
 def test_the_worker_trains_in_a_child_process(factory: SessionFactory, settings: StorageSettings) -> None:
