@@ -27,11 +27,14 @@ class JSONConfig:
 
 @dataclass(frozen=True)
 class ModelConfig(JSONConfig):
+    encoder: str = "lstm"  # "lstm" (the seed) | "transformer"
     input_dim: int = 2
     hidden_dim: int = 64
     repr_dim: int = 32
     num_layers: int = 2
     predictor_hidden_dim: int = 64
+    num_heads: int = 4  # transformer only
+    bidirectional: bool = False  # LSTM only: a second pass from the end carries the start forward
     # How many future offsets the predictor can be told about (0: it is not told, as in the seed).
     predictor_offsets: int = 0
     # How the encoder's output is normalised: "none" (the seed), "layer" (each vector standardised)
@@ -49,6 +52,8 @@ class ModelConfig(JSONConfig):
     def __post_init__(self) -> None:
         if self.output_norm not in ("none", "layer", "batch"):
             raise ValueError(f"output_norm must be 'none', 'layer' or 'batch', got {self.output_norm!r}")
+        if self.encoder not in ("lstm", "transformer"):
+            raise ValueError(f"encoder must be 'lstm' or 'transformer', got {self.encoder!r}")
         if self.pooling not in ("last", "last_mean"):
             raise ValueError(f"pooling must be 'last' or 'last_mean', got {self.pooling!r}")
         # JSON brings lists back; tuples keep the frozen config hashable and comparable.
@@ -121,11 +126,14 @@ PRESETS: dict[str, Preset] = {
     # docs/ablation.md measures each change against the seed; this keeps what measurably helped.
     "default": Preset(
         name="default",
-        description="The seed's encoder with centred (batch-normalised) embeddings that also pool "
-        "the mean over time, standardised inputs, four target spans per sequence at offsets 0-4 "
-        "that the predictor is told about, MSE to the targets, AdamW with weight decay.",
-        model=ModelConfig(output_norm="batch", pooling="last_mean", predictor_offsets=5),
+        description="Centred (batch-normalised) embeddings from a 1-layer LSTM that pools its last "
+        "step and the mean over time, standardised inputs, four target spans per sequence at "
+        "offsets 0-4 that the predictor is told about, MSE to the targets, AdamW with weight decay, "
+        "EMA momentum ramped from 0.996 to 1.0.",
+        model=ModelConfig(num_layers=1, output_norm="batch", pooling="last_mean", predictor_offsets=5),
         train=TrainConfig(
+            momentum=0.996,
+            momentum_end=1.0,
             optimizer="adamw",
             weight_decay=0.05,
             loss="mse",

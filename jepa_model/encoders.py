@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -9,14 +11,16 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from jepa_model.config import ModelConfig
 
 
-class LSTMEncoder(nn.Module):
-    """The seed's encoder: a stacked LSTM whose last valid step goes through a 2-layer MLP head."""
+class SequenceEncoder(nn.Module):
+    """What every encoder shares: input standardisation, pooling, the MLP head, output normalisation.
 
-    def __init__(self, config: ModelConfig) -> None:
+    Subclasses turn standardised input into per-step features and pick the last valid step.
+    """
+
+    def __init__(self, config: ModelConfig, feature_dim: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(config.input_dim, config.hidden_dim, num_layers=config.num_layers, batch_first=True)
         self.pooling = config.pooling
-        pooled_dim = config.hidden_dim * (2 if config.pooling == "last_mean" else 1)
+        pooled_dim = feature_dim * (2 if config.pooling == "last_mean" else 1)
         self.head = nn.Sequential(
             nn.Linear(pooled_dim, config.hidden_dim),
             nn.ReLU(),
@@ -33,19 +37,83 @@ class LSTMEncoder(nn.Module):
         self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
         self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32), persistent=True)
 
+    def pool(self, last: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+        # last, mean: (B, H) -> (B, R)
+        pooled = last if self.pooling == "last" else torch.cat([last, mean], dim=-1)
+        return self.output_norm(self.head(pooled))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_std
+
+
+class LSTMEncoder(SequenceEncoder):
+    """The seed's encoder: a stacked LSTM whose last valid step goes through a 2-layer MLP head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, config.hidden_dim * (2 if config.bidirectional else 1))
+        self.lstm = nn.LSTM(
+            config.input_dim,
+            config.hidden_dim,
+            num_layers=config.num_layers,
+            batch_first=True,
+            bidirectional=config.bidirectional,
+        )
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, D); lengths: (B,) valid steps per row, or None when every row is full.
-        x = (x - self.input_mean) / self.input_std
+        x = self.standardize(x)
+        want_mean = self.pooling == "last_mean"
         if lengths is None:
             out, (h_n, _) = self.lstm(x)  # out: (B, T, H)
-            mean = out.mean(1) if self.pooling == "last_mean" else None
+            mean = out.mean(1) if want_mean else None
         else:
             # Packing stops each row at its own length, so padding never enters the recurrent state.
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             packed_out, (h_n, _) = self.lstm(packed)
             mean = None
-            if self.pooling == "last_mean":
+            if want_mean:
                 out, _ = pad_packed_sequence(packed_out, batch_first=True)  # (B, T, H), zeros past each length
                 mean = out.sum(1) / lengths.to(out.dtype)[:, None]
-        pooled = h_n[-1] if mean is None else torch.cat([h_n[-1], mean], dim=-1)  # h_n[-1]: (B, H) last valid step
-        return self.output_norm(self.head(pooled))  # (B, R)
+        # h_n[-1]: (B, H), the top layer at each row's last valid step; bidirectional, h_n[-2] is
+        # that and h_n[-1] the backward pass at the first step.
+        last = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.lstm.bidirectional else h_n[-1]
+        return self.pool(last, mean)
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) fixed position codes, as in "Attention is all you need"; no length cap."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10_000.0) / dim))
+    codes = torch.zeros(length, dim)
+    codes[:, 0::2] = torch.sin(position * freq)
+    codes[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return codes
+
+
+class TransformerEncoder(SequenceEncoder):
+    """Self-attention over the steps; padding is masked out of attention and pooling."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, config.hidden_dim)
+        h = config.hidden_dim
+        self.embed = nn.Linear(config.input_dim, h)
+        layer = nn.TransformerEncoderLayer(
+            h, config.num_heads, dim_feedforward=2 * h, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(h)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = x.shape  # x: (B, T, D)
+        h = self.embed(self.standardize(x)) + sinusoidal_positions(T, self.embed.out_features)  # (B, T, H)
+        lengths = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
+        padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True where padded
+        h = self.norm(self.blocks(h, src_key_padding_mask=padding if bool(padding.any()) else None))
+        last = h[torch.arange(B), lengths - 1]  # (B, H)
+        valid = (~padding).to(h.dtype)[:, :, None]
+        mean = (h * valid).sum(1) / valid.sum(1)  # (B, H)
+        return self.pool(last, mean)
+
+
+def build_encoder(config: ModelConfig) -> SequenceEncoder:
+    return TransformerEncoder(config) if config.encoder == "transformer" else LSTMEncoder(config)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from jepa_model.config import ModelConfig
-from jepa_model.encoders import LSTMEncoder
+from jepa_model.encoders import build_encoder
 
 EncoderName = Literal["context", "target"]
 
@@ -70,7 +70,7 @@ class JEPA(nn.Module):
             predictor_hidden_dim=predictor_hidden_dim,
             **options,
         )
-        self.context_encoder = LSTMEncoder(self.config)
+        self.context_encoder = build_encoder(self.config)
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
         self.predictor = Predictor(self.config)

@@ -40,17 +40,26 @@ def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _gather(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
-    # x: (B, T, D), starts: (B, K) -> windows (B, K, length, D)
-    B, _, D = x.shape
-    idx = starts[:, :, None] + torch.arange(length)  # (B, K, L)
+    # x: (B, T, D), starts: (B, K) -> windows (B, K, length, D). Steps past the end of x repeat its
+    # last step; callers only ever read them as padding.
+    B, T, D = x.shape
+    idx = (starts[:, :, None] + torch.arange(length)).clamp(max=T - 1)  # (B, K, L)
     flat = x.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, D))  # (B, K*L, D)
     return flat.reshape(B, starts.shape[1], length, D)
 
 
-def _uniform_int(high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Integers uniform in [0, high] (inclusive), elementwise."""
+def _uniform_int(low: torch.Tensor | int, high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Integers uniform in [low, high] (inclusive), elementwise."""
     u = torch.rand(high.shape, generator=generator, dtype=torch.float64)
-    return (u * (high + 1).to(torch.float64)).long()
+    return low + (u * (high - low + 1).to(torch.float64)).long()
+
+
+@dataclass(frozen=True)
+class Spans:
+    context: torch.Tensor  # (B, C_max, D)
+    context_lengths: torch.Tensor | None  # (B,), None when every context has C_max steps
+    targets: torch.Tensor  # (B, K, L, D)
+    offsets: torch.Tensor  # (B, K): span k starts offsets[:, k] steps after the context ends
 
 
 def sample_windows(
@@ -65,8 +74,8 @@ def sample_windows(
     x: (B, T, D), lengths: (B,) or None. Returns context (B, C, D) and the target (B, K, D)
     that immediately follows it. Starts are uniform in [0, length - C - K], inclusive.
     """
-    context, targets, _ = sample_spans(x, lengths, context_len, target_len, 1, 0, generator)
-    return context, targets[:, 0]
+    spans = sample_spans(x, lengths, context_len, target_len, 1, 0, generator=generator)
+    return spans.context, spans.targets[:, 0]
 
 
 def sample_spans(
@@ -76,37 +85,32 @@ def sample_spans(
     target_len: int,
     num_targets: int,
     max_offset: int,
+    min_context_len: int | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Spans:
     """A context and `num_targets` future spans per sequence.
 
-    Returns context (B, C, D), targets (B, K, L, D) and offsets (B, K): span k starts
-    offsets[:, k] steps after the context ends. Offsets are uniform in [0, max_offset], shrunk
-    where a sequence is too short; the context start is uniform over what still fits.
+    Contexts have `context_len` steps, or, with `min_context_len`, a length drawn per sequence
+    from min_context_len up to all that leaves room for a target. Offsets are uniform in
+    [0, max_offset], shrunk where a sequence is too short; the start is uniform over what fits.
     """
     B, T, _ = x.shape
     lengths = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
-    room = lengths - context_len - target_len  # (B,) free steps for offsets and the start
-    if int(room.min()) < 0:
-        raise ValueError(f"every sequence needs at least context_len + target_len = {context_len + target_len} steps")
-    offset_high = torch.clamp(room, max=max_offset)[:, None].expand(B, num_targets)
-    offsets = _uniform_int(offset_high, generator)  # (B, K)
-    starts = _uniform_int(room - offsets.max(dim=1).values, generator)  # (B,)
-    context = _gather(x, starts[:, None], context_len)[:, 0]  # (B, C, D)
-    targets = _gather(x, starts[:, None] + context_len + offsets, target_len)  # (B, K, L, D)
-    return context, targets, offsets
-
-
-def context_length(
-    x_lengths: torch.Tensor | None, total: int, config: TrainConfig, generator: torch.Generator | None
-) -> int:
-    """This step's context length: fixed, or uniform from min_context_len up to what the batch allows."""
-    if config.min_context_len is None:
-        return config.context_len
-    shortest = total if x_lengths is None else int(x_lengths.min())
-    high = max(shortest - config.target_len, config.min_context_len)
-    u = float(torch.rand((), generator=generator))
-    return config.min_context_len + int(u * (high - config.min_context_len + 1))
+    needed = (min_context_len or context_len) + target_len
+    if int(lengths.min()) < needed:
+        raise ValueError(f"every sequence needs at least context_len + target_len = {needed} steps")
+    if min_context_len is None:
+        context_lengths = torch.full((B,), context_len, dtype=torch.long)
+    else:
+        context_lengths = _uniform_int(min_context_len, lengths - target_len, generator)  # (B,)
+    room = lengths - context_lengths - target_len  # (B,) free steps for offsets and the start
+    offsets = _uniform_int(0, torch.clamp(room, max=max_offset)[:, None].expand(B, num_targets), generator)
+    starts = _uniform_int(0, room - offsets.max(dim=1).values, generator)  # (B,)
+    c_max = int(context_lengths.max())
+    context = _gather(x, starts[:, None], c_max)[:, 0]  # (B, C_max, D)
+    targets = _gather(x, (starts + context_lengths)[:, None] + offsets, target_len)  # (B, K, L, D)
+    ragged = bool((context_lengths != c_max).any())
+    return Spans(context, context_lengths if ragged else None, targets, offsets)
 
 
 def train_step(
@@ -118,15 +122,21 @@ def train_step(
     generator: torch.Generator | None = None,
 ) -> float:
     x, lengths = split_batch(batch)
-    c = context_length(lengths, x.shape[1], config, generator)
-    context, targets, offsets = sample_spans(
-        x, lengths, c, config.target_len, config.num_targets, config.max_offset, generator
+    spans = sample_spans(
+        x,
+        lengths,
+        config.context_len,
+        config.target_len,
+        config.num_targets,
+        config.max_offset,
+        config.min_context_len,
+        generator,
     )
-    B, K, L, D = targets.shape
-    z = model.context_encoder(context)  # (B, R)
-    predicted = model.predictor(z.repeat_interleave(K, 0), offsets.reshape(-1))  # (B*K, R)
+    B, K, L, D = spans.targets.shape
+    z = model.context_encoder(spans.context, spans.context_lengths)  # (B, R)
+    predicted = model.predictor(z.repeat_interleave(K, 0), spans.offsets.reshape(-1))  # (B*K, R)
     with torch.no_grad():
-        target_repr = model.target_encoder(targets.reshape(B * K, L, D))  # (B*K, R)
+        target_repr = model.target_encoder(spans.targets.reshape(B * K, L, D))  # (B*K, R)
     loss = prediction_loss(predicted, target_repr, config)
     if config.var_weight or config.cov_weight:
         variance, covariance = variance_covariance(z)

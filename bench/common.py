@@ -1,0 +1,48 @@
+"""Shared by the benchmarks: train one preset on toy data and evaluate it on unseen sequences."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+from jepa_model import ToySequenceDataset, fit, resolve_configs
+from jepa_model.metrics import evaluate
+
+# The seed's settings (RECIPE.md): 1000 sequences of length 20, noise 0.1, context 8, target 4.
+NUM_SAMPLES, SEQ_LEN, HELD_OUT = 1000, 20, 1024
+HELD_OUT_SEED_OFFSET = 10_000  # held-out data comes from a generator seed no training run uses
+
+
+def run_one(pattern: str, preset: str, overrides: dict[str, Any], seed: int) -> dict[str, float]:
+    torch.set_num_threads(1)  # one core per run; runs are spread over processes instead
+    model_config, train_config = resolve_configs(preset, {**overrides, "seed": seed})
+    train = ToySequenceDataset(NUM_SAMPLES, SEQ_LEN, pattern, seed=seed)
+    held_out = ToySequenceDataset(HELD_OUT, SEQ_LEN, pattern, seed=seed + HELD_OUT_SEED_OFFSET)
+    result = fit(train, model_config, train_config)
+    metrics = evaluate(result.model, held_out, train_config.context_len, train_config.target_len)
+    return metrics | {"train_s": result.seconds, "epoch_s": result.seconds / train_config.epochs}
+
+
+def run_all(tasks: Iterable[tuple[str, str, dict[str, Any], int]], jobs: int) -> list[dict[str, float]]:
+    tasks = list(tasks)
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(run_one, *zip(*tasks, strict=True)))
+
+
+def summarise(runs: list[dict[str, float]], key: str) -> str:
+    values = [run[key] for run in runs if key in run]
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return f"{mean:.2f}" if spread < 0.005 else f"{mean:.2f}±{spread:.2f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
