@@ -18,6 +18,7 @@ COLUMNS = [
     ("retrieval", "retrieval@256"),
     ("oracle_retrieval", "oracle"),
     ("retrieval_ratio", "ratio"),
+    ("embedding_oracle_retrieval", "emb. oracle"),
     ("rankme", "RankMe"),
     ("embedding_std", "emb std"),
     ("probe_radius_r2", "R² radius"),

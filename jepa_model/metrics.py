@@ -151,6 +151,10 @@ def evaluate(model: JEPA, dataset: ToySequenceDataset, context_len: int, target_
         n = len(windows.target)
         oracle = retrieval_top1(windows.clean_target.reshape(n, -1), windows.target.reshape(n, -1).numpy(), "l2")
         metrics |= {"oracle_retrieval": oracle, "retrieval_ratio": metrics["retrieval"] / max(oracle, 1e-12)}
+        # The oracle again, in embedding space: how far the embedding's geometry alone limits
+        # retrieval, apart from the predictor's errors.
+        clean = model.encode(torch.from_numpy(windows.clean_target), encoder="target").numpy()
+        metrics["embedding_oracle_retrieval"] = retrieval_top1(clean, actual)
     z = embed_sequences(model, dataset.data)
     metrics |= {"rankme": rankme(z), "embedding_std": normalized_std(z)}
     metrics |= _probes(z, dataset)
