@@ -12,7 +12,7 @@ import argparse
 import time
 from typing import Any
 
-from bench.common import run_all, summarise, table
+from bench.common import LABELS, run_all, summarise, table
 
 STEPS: list[tuple[str, dict[str, Any]]] = [
     ("seed", {}),
@@ -38,16 +38,9 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, 64-dimensional embeddings", {"repr_dim": 64}),
 ]
 COLUMNS = [
-    ("retrieval", "retrieval@256"),
-    ("retrieval_ratio", "ratio"),
-    ("rankme", "RankMe"),
-    ("embedding_std", "emb std"),
-    ("probe_radius_r2", "R² radius"),
-    ("probe_centre_r2", "R² centre"),
-    ("probe_start_r2", "R² start"),
-    ("probe_velocity_r2", "R² velocity"),
-    ("epoch_s", "s/epoch"),
-]
+    "retrieval", "retrieval_ratio", "rankme", "embedding_std",
+    "probe_radius_r2", "probe_centre_r2", "probe_start_r2", "probe_velocity_r2", "epoch_s",
+]  # fmt: skip
 
 
 def configurations() -> list[tuple[str, dict[str, Any]]]:
@@ -79,8 +72,8 @@ def main() -> None:
     for name, _ in configs:
         for pattern in args.patterns:
             runs = [next(results) for _ in args.seeds]
-            rows.append([name, pattern] + [summarise(runs, key) for key, _ in COLUMNS])
-    print(table(["configuration", "pattern"] + [label for _, label in COLUMNS], rows))
+            rows.append([name, pattern] + [summarise(runs, key) for key in COLUMNS])
+    print(table(["configuration", "pattern"] + [LABELS[key] for key in COLUMNS], rows))
     print(
         f"\nseeds {args.seeds}, {args.epochs} epochs, 1000 training and 1024 unseen held-out sequences, "
         f"{args.jobs} runs at a time; {time.perf_counter() - started:.0f} s in all."

@@ -17,6 +17,25 @@ NUM_SAMPLES, SEQ_LEN, HELD_OUT = 1000, 20, 1024
 HELD_OUT_SEED_OFFSET = 10_000  # held-out data comes from a generator seed no training run uses
 
 
+# Column labels for every metric a table may show, in display order.
+LABELS = {
+    "cosine": "cosine",
+    "retrieval": "retrieval@256",
+    "oracle_retrieval": "oracle",
+    "retrieval_ratio": "ratio",
+    "embedding_oracle_retrieval": "emb. oracle",
+    "rankme": "RankMe",
+    "embedding_std": "emb std",
+    "probe_radius_r2": "R² radius",
+    "probe_centre_r2": "R² centre",
+    "probe_start_r2": "R² start",
+    "probe_velocity_r2": "R² velocity",
+    "probe_kind_acc": "kind acc",
+    "epoch_s": "s/epoch",
+    "train_s": "train s",
+}
+
+
 def run_one(pattern: str, preset: str, overrides: dict[str, Any], seed: int) -> dict[str, float]:
     torch.set_num_threads(1)  # one core per run; runs are spread over processes instead
     model_config, train_config = resolve_configs(preset, {**overrides, "seed": seed})

@@ -11,24 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import run_all, summarise, table
+from bench.common import LABELS, run_all, summarise, table
 
-COLUMNS = [
-    ("cosine", "cosine"),
-    ("retrieval", "retrieval@256"),
-    ("oracle_retrieval", "oracle"),
-    ("retrieval_ratio", "ratio"),
-    ("embedding_oracle_retrieval", "emb. oracle"),
-    ("rankme", "RankMe"),
-    ("embedding_std", "emb std"),
-    ("probe_radius_r2", "R² radius"),
-    ("probe_centre_r2", "R² centre"),
-    ("probe_start_r2", "R² start"),
-    ("probe_velocity_r2", "R² velocity"),
-    ("probe_kind_acc", "kind acc"),
-    ("epoch_s", "s/epoch"),
-    ("train_s", "train s"),
-]
+COLUMNS = list(LABELS)  # every metric
 
 
 def main() -> None:
@@ -53,8 +38,8 @@ def main() -> None:
             epoch_s = sum(r["epoch_s"] for r in runs) / len(runs)
             seed_epoch = epoch_s if preset == "seed" else seed_epoch
             speed = f"{epoch_s / seed_epoch:.2f}×" if seed_epoch else "-"
-            rows.append([p, preset] + [summarise(runs, key) for key, _ in COLUMNS] + [speed])
-    header = ["pattern", "preset"] + [name for _, name in COLUMNS] + ["epoch time vs seed"]
+            rows.append([p, preset] + [summarise(runs, key) for key in COLUMNS] + [speed])
+    header = ["pattern", "preset"] + [LABELS[key] for key in COLUMNS] + ["epoch time vs seed"]
     print(table(header, rows))
     print(
         f"\n{len(args.seeds)} seed(s) {args.seeds}, {args.epochs} epochs, 1000 training sequences, "

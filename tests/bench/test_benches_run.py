@@ -1,0 +1,20 @@
+"""The benchmarks still run and print their tables (tiny settings; no figure is asserted)."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "header"),
+    [
+        ("bench.quality", ["--epochs", "1", "--seeds", "0", "--patterns", "linear"], "| pattern | preset | cosine"),
+        ("bench.ablation", ["--epochs", "1", "--patterns", "circle"], "| configuration | pattern |"),
+        ("bench.monitor_cost", ["--epochs", "1", "--repeats", "1"], "| training | s/epoch |"),
+    ],
+)
+def test_bench_prints_its_table(module: str, args: list[str], header: str) -> None:
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(header)
