@@ -35,6 +35,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, bidirectional LSTM", {"bidirectional": True}),
     ("default, context lengths 4..16", {"min_context_len": 4}),
     ("default, 8 target spans", {"num_targets": 8}),
+    ("default, 2 contexts x 2 spans per sequence", {"num_contexts": 2, "num_targets": 2}),
     ("default, 64-dimensional embeddings", {"repr_dim": 64}),
 ]
 COLUMNS = [

@@ -83,6 +83,7 @@ class TrainConfig(JSONConfig):
     # per dimension across the batch, so the loss measures error relative to the targets' spread.
     target_norm: str = "none"  # "none" | "layer" | "batch"
     num_targets: int = 1  # target spans per sequence and step
+    num_contexts: int = 1  # contexts drawn per sequence and step (each with its own spans)
     max_offset: int = 0  # a span starts 0..max_offset steps after its context ends
     min_context_len: int | None = None  # vary the context length from this up to what fits
     var_weight: float = 0.0  # VICReg variance term on context representations
@@ -101,6 +102,7 @@ class TrainConfig(JSONConfig):
             "loss": self.loss in ("cosine", "smooth_l1", "l1", "mse", "infonce"),
             "target_norm": self.target_norm in ("none", "layer", "batch"),
             "num_targets": self.num_targets >= 1,
+            "num_contexts": self.num_contexts >= 1,
             "max_offset": self.max_offset >= 0,
             "min_context_len": self.min_context_len is None or 1 <= self.min_context_len <= self.context_len,
         }

@@ -10,6 +10,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from jepa_model.config import ModelConfig
 
+# How many (B, H) parts each pooling concatenates for the head.
+POOLED_PARTS = {"last": 1, "last_mean": 2}
+
 
 class SequenceEncoder(nn.Module):
     """What every encoder shares: input standardisation, pooling, the MLP head, output normalisation.
@@ -20,7 +23,7 @@ class SequenceEncoder(nn.Module):
     def __init__(self, config: ModelConfig, feature_dim: int) -> None:
         super().__init__()
         self.pooling = config.pooling
-        pooled_dim = feature_dim * (2 if config.pooling == "last_mean" else 1)
+        pooled_dim = feature_dim * POOLED_PARTS[config.pooling]
         self.head = nn.Sequential(
             nn.Linear(pooled_dim, config.hidden_dim),
             nn.ReLU(),
@@ -37,10 +40,19 @@ class SequenceEncoder(nn.Module):
         self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
         self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32), persistent=True)
 
-    def pool(self, last: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
-        # last, mean: (B, H) -> (B, R)
-        pooled = last if self.pooling == "last" else torch.cat([last, mean], dim=-1)
-        return self.output_norm(self.head(pooled))
+    def pool(self, last: torch.Tensor, steps: torch.Tensor | None, lengths: torch.Tensor | None) -> torch.Tensor:
+        # last: (B, H) each row's last valid step; steps: (B, T, H) every step (None for "last"
+        # pooling), read only where valid; lengths: (B,) or None when all rows are full -> (B, R)
+        parts = [last]
+        if self.pooling != "last":
+            assert steps is not None
+            if lengths is None:
+                mean = steps.mean(1)
+            else:
+                valid = (torch.arange(steps.shape[1])[None, :] < lengths[:, None]).to(steps.dtype)[:, :, None]
+                mean = (steps * valid).sum(1) / lengths.to(steps.dtype)[:, None]
+            parts.append(mean)
+        return self.output_norm(self.head(torch.cat(parts, dim=-1)))
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.input_mean) / self.input_std
@@ -62,22 +74,17 @@ class LSTMEncoder(SequenceEncoder):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, D); lengths: (B,) valid steps per row, or None when every row is full.
         x = self.standardize(x)
-        want_mean = self.pooling == "last_mean"
         if lengths is None:
-            out, (h_n, _) = self.lstm(x)  # out: (B, T, H)
-            mean = out.mean(1) if want_mean else None
+            steps, (h_n, _) = self.lstm(x)  # steps: (B, T, H)
         else:
             # Packing stops each row at its own length, so padding never enters the recurrent state.
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_out, (h_n, _) = self.lstm(packed)
-            mean = None
-            if want_mean:
-                out, _ = pad_packed_sequence(packed_out, batch_first=True)  # (B, T, H), zeros past each length
-                mean = out.sum(1) / lengths.to(out.dtype)[:, None]
+            packed_steps, (h_n, _) = self.lstm(packed)
+            steps = pad_packed_sequence(packed_steps, batch_first=True)[0] if self.pooling != "last" else None
         # h_n[-1]: (B, H), the top layer at each row's last valid step; bidirectional, h_n[-2] is
         # that and h_n[-1] the backward pass at the first step.
         last = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.lstm.bidirectional else h_n[-1]
-        return self.pool(last, mean)
+        return self.pool(last, steps, lengths)
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -110,9 +117,7 @@ class TransformerEncoder(SequenceEncoder):
         padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True where padded
         h = self.norm(self.blocks(h, src_key_padding_mask=padding if bool(padding.any()) else None))
         last = h[torch.arange(B), lengths - 1]  # (B, H)
-        valid = (~padding).to(h.dtype)[:, :, None]
-        mean = (h * valid).sum(1) / valid.sum(1)  # (B, H)
-        return self.pool(last, mean)
+        return self.pool(last, h, lengths)
 
 
 def build_encoder(config: ModelConfig) -> SequenceEncoder:

@@ -122,6 +122,9 @@ def train_step(
     generator: torch.Generator | None = None,
 ) -> float:
     x, lengths = split_batch(batch)
+    if config.num_contexts > 1:  # every copy of a sequence draws its own windows
+        x = x.repeat(config.num_contexts, 1, 1)
+        lengths = None if lengths is None else lengths.repeat(config.num_contexts)
     spans = sample_spans(
         x,
         lengths,
