@@ -165,19 +165,42 @@ def make_optimizer(model: JEPA, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+class StepSchedule:
+    """Per-step schedules: the EMA momentum (constant or ramped) and the learning rate."""
+
+    def __init__(self, config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        self.config, self.total_steps, self.step = config, total_steps, 0
+        self.lr = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+            if config.lr_schedule == "cosine"
+            else None
+        )
+
+    def momentum(self) -> float:
+        return momentum_at(self.config, self.step, self.total_steps)
+
+    def advance(self) -> None:
+        """Call after each optimizer step."""
+        self.step += 1
+        if self.lr is not None:
+            self.lr.step()
+
+
 def train_epoch(
     model: JEPA,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[Batch],
     config: TrainConfig,
     generator: torch.Generator | None = None,
-    schedule: Callable[[], float] | None = None,
+    schedule: StepSchedule | None = None,
 ) -> float:
-    """One pass over `batches`; `schedule` (called once per step) gives that step's EMA momentum."""
+    """One pass over `batches`; returns the mean loss."""
     model.train()
-    losses = [
-        train_step(model, optimizer, batch, config, schedule() if schedule else None, generator) for batch in batches
-    ]
+    losses = []
+    for batch in batches:
+        losses.append(train_step(model, optimizer, batch, config, schedule.momentum() if schedule else None, generator))
+        if schedule is not None:
+            schedule.advance()
     return sum(losses) / max(len(losses), 1)
 
 
@@ -207,20 +230,7 @@ def train_jepa(
         )
     optimizer = make_optimizer(model, config)
     steps_per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else 1
-    total = config.epochs * steps_per_epoch
-    lr_scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total) if config.lr_schedule == "cosine" else None
-    )
-    step = 0
-
-    def schedule() -> float:
-        nonlocal step
-        m = momentum_at(config, step, total)
-        step += 1
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        return m
-
+    schedule = StepSchedule(config, optimizer, config.epochs * steps_per_epoch)
     losses: list[float] = []
     for epoch in range(config.epochs):
         loss = train_epoch(model, optimizer, dataloader, config, generator, schedule)
