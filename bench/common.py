@@ -24,6 +24,8 @@ LABELS = {
     "oracle_retrieval": "oracle",
     "retrieval_ratio": "ratio",
     "embedding_oracle_retrieval": "emb. oracle",
+    "retrieval_circle": "retrieval circles (mix)",
+    "retrieval_linear": "retrieval lines (mix)",
     "rankme": "RankMe",
     "embedding_std": "emb std",
     "probe_radius_r2": "R² radius",

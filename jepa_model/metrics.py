@@ -42,8 +42,8 @@ def held_out_windows(dataset: ToySequenceDataset, context_len: int, target_len: 
     return Windows(context[..., :d], target[..., :d], target[..., d:].numpy())
 
 
-def retrieval_top1(queries: np.ndarray, keys: np.ndarray, metric: str = "cosine", block: int = BLOCK) -> float:
-    """Fraction of queries whose nearest key, among the `block` keys of their block, is their own.
+def retrieval_hits(queries: np.ndarray, keys: np.ndarray, metric: str = "cosine", block: int = BLOCK) -> np.ndarray:
+    """For each query, whether its nearest key among the `block` keys of its block is its own.
 
     queries, keys: (N, F), row i of each belonging together. Chance is 1 / block.
     """
@@ -58,7 +58,12 @@ def retrieval_top1(queries: np.ndarray, keys: np.ndarray, metric: str = "cosine"
         else:
             nearest = ((q[:, None, :] - k[None, :, :]) ** 2).sum(-1).argmin(axis=1)
         hits.append(nearest == np.arange(len(q)))
-    return float(np.concatenate(hits).mean())
+    return np.concatenate(hits)
+
+
+def retrieval_top1(queries: np.ndarray, keys: np.ndarray, metric: str = "cosine", block: int = BLOCK) -> float:
+    """The fraction of retrieval_hits."""
+    return float(retrieval_hits(queries, keys, metric, block).mean())
 
 
 def rankme(z: np.ndarray) -> float:
@@ -143,10 +148,14 @@ def evaluate(model: JEPA, dataset: ToySequenceDataset, context_len: int, target_
     windows = held_out_windows(dataset, context_len, target_len, seed)
     predicted = model.predict(windows.context).numpy()  # (N, R)
     actual = model.encode(windows.target, encoder="target").numpy()  # (N, R)
+    hits = retrieval_hits(predicted, actual)
     metrics = {
         "cosine": float(F.cosine_similarity(torch.from_numpy(predicted), torch.from_numpy(actual)).mean()),
-        "retrieval": retrieval_top1(predicted, actual),
+        "retrieval": float(hits.mean()),
     }
+    kinds = dataset.kinds[: len(hits)]
+    if len(set(kinds)) > 1:  # a mix: which kind's windows are found, among keys of both kinds
+        metrics |= {f"retrieval_{kind}": float(hits[kinds == kind].mean()) for kind in ("circle", "linear")}
     if windows.clean_target is not None:
         n = len(windows.target)
         oracle = retrieval_top1(windows.clean_target.reshape(n, -1), windows.target.reshape(n, -1).numpy(), "l2")

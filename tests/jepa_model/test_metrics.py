@@ -69,7 +69,7 @@ def test_evaluate_reports_every_metric_for_mixed_data() -> None:
     metrics = evaluate(tiny_model(), ToySequenceDataset(300, 20, "mixed", seed=2), 8, 4)
     expected = {
         "cosine", "retrieval", "oracle_retrieval", "retrieval_ratio", "embedding_oracle_retrieval", "rankme",
-        "embedding_std",
+        "embedding_std", "retrieval_circle", "retrieval_linear",
         "probe_radius_r2", "probe_centre_r2", "probe_start_r2", "probe_velocity_r2", "probe_speed_r2",
         "probe_kind_acc",
     }  # fmt: skip
