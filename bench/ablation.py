@@ -37,6 +37,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, 8 target spans", {"num_targets": 8}),
     ("default, 2 contexts x 2 spans per sequence", {"num_contexts": 2, "num_targets": 2}),
     ("default, 64-dimensional embeddings", {"repr_dim": 64}),
+    ("default, step displacements as inputs too", {"input_deltas": True}),
 ]
 COLUMNS = [
     "retrieval", "retrieval_ratio", "rankme", "embedding_std",

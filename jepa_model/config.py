@@ -45,9 +45,17 @@ class ModelConfig(JSONConfig):
     # What the head sees: "last" (the top layer's last valid step, the seed) or "last_mean" (that,
     # beside the mean over all valid steps, so the start of a long sequence is not forgotten).
     pooling: str = "last"
+    # Add each step's displacement from the previous step as input features beside the position.
+    # Circles and lines move by similar amounts per step even where their positions differ 10-fold.
+    input_deltas: bool = False
     # Per-feature statistics of the training data; the encoder standardises its input with them.
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        """Features per step that the encoder sees: the input, and its deltas if asked for."""
+        return self.input_dim * (2 if self.input_deltas else 1)
 
     def __post_init__(self) -> None:
         if self.output_norm not in ("none", "layer", "batch"):

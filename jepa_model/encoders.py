@@ -10,6 +10,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from jepa_model.config import ModelConfig
 
+
+def step_features(x: torch.Tensor, deltas: bool) -> torch.Tensor:
+    """(B, T, D) positions -> (B, T, D) or, with deltas, (B, T, 2D): [x_t, x_t - x_(t-1)], x_(-1) = x_0."""
+    if not deltas:
+        return x
+    return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+
+
 # How many (B, H) parts each pooling concatenates for the head.
 POOLED_PARTS = {"last": 1, "last_mean": 2}
 
@@ -35,8 +43,9 @@ class SequenceEncoder(nn.Module):
             "batch": nn.BatchNorm1d(config.repr_dim, affine=False),
         }[config.output_norm]
         # Buffers, so the statistics travel in the checkpoint with the weights.
-        mean = config.input_mean or (0.0,) * config.input_dim
-        std = config.input_std or (1.0,) * config.input_dim
+        self.input_deltas = config.input_deltas
+        mean = config.input_mean or (0.0,) * config.feature_dim
+        std = config.input_std or (1.0,) * config.feature_dim
         self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
         self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32), persistent=True)
 
@@ -55,7 +64,8 @@ class SequenceEncoder(nn.Module):
         return self.output_norm(self.head(torch.cat(parts, dim=-1)))
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.input_mean) / self.input_std
+        # x: (B, T, D) -> (B, T, F) standardised step features
+        return (step_features(x, self.input_deltas) - self.input_mean) / self.input_std
 
 
 class LSTMEncoder(SequenceEncoder):
@@ -64,7 +74,7 @@ class LSTMEncoder(SequenceEncoder):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config, config.hidden_dim * (2 if config.bidirectional else 1))
         self.lstm = nn.LSTM(
-            config.input_dim,
+            config.feature_dim,
             config.hidden_dim,
             num_layers=config.num_layers,
             batch_first=True,
@@ -103,7 +113,7 @@ class TransformerEncoder(SequenceEncoder):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config, config.hidden_dim)
         h = config.hidden_dim
-        self.embed = nn.Linear(config.input_dim, h)
+        self.embed = nn.Linear(config.feature_dim, h)
         layer = nn.TransformerEncoderLayer(
             h, config.num_heads, dim_feedforward=2 * h, dropout=0.0, batch_first=True, norm_first=True
         )

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from jepa_model.config import ModelConfig, TrainConfig
 from jepa_model.data import collate_ragged
+from jepa_model.encoders import step_features
 from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
 
@@ -244,9 +245,10 @@ def train_jepa(
     return losses
 
 
-def input_statistics(dataset: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-feature mean and std over every point of every sequence."""
-    points = torch.cat([torch.as_tensor(dataset[i]).flatten(0, -2) for i in range(len(dataset))])  # (P, D)
+def input_statistics(dataset: Dataset, config: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature mean and std of the encoder's step features over every step of every sequence."""
+    features = [step_features(torch.as_tensor(dataset[i])[None], config.input_deltas)[0] for i in range(len(dataset))]
+    points = torch.cat(features)  # (P, F)
     return tuple(points.mean(0).tolist()), tuple(points.std(0).clamp_min(1e-6).tolist())
 
 
@@ -270,7 +272,7 @@ def fit(
         torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed) if train_config.seed is not None else None
     if train_config.normalize_inputs:
-        mean, std = input_statistics(dataset)
+        mean, std = input_statistics(dataset, model_config)
         model_config = replace(model_config, input_mean=mean, input_std=std)
     model = JEPA.from_config(model_config)
     loader = DataLoader(

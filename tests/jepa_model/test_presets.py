@@ -16,6 +16,7 @@ from jepa_model import (
     pad_sequences,
     save_checkpoint,
 )
+from jepa_model.encoders import step_features
 from jepa_model.train import momentum_at, sample_spans
 from tests.factories import random_sequences
 
@@ -79,3 +80,9 @@ def test_the_default_preset_trains_and_round_trips_exactly(tmp_path: Path) -> No
         assert torch.equal(result.model.encode(x), loaded.encode(x))
         offsets = torch.tensor([0, 1, 2, 3, 4])
         assert torch.equal(result.model.predict(x, offsets=offsets), loaded.predict(x, offsets=offsets))
+
+
+def test_input_deltas_are_each_steps_displacement() -> None:
+    x = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [3.0, 3.0]]])
+    assert step_features(x, deltas=True).tolist() == [[[0, 0, 0, 0], [1, 2, 1, 2], [3, 3, 2, 1]]]
+    assert torch.equal(step_features(x, deltas=False), x)
