@@ -98,6 +98,13 @@ def pad_sequences(sequences: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch
     return padded, lengths
 
 
+def batch_sequences(sequences: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Like pad_sequences, but lengths are None when all are equal: packing then is skipped,
+    which matters because it costs more than the LSTM itself on short sequences."""
+    x, lengths = pad_sequences(sequences)
+    return x, lengths if bool((lengths != lengths[0]).any()) else None
+
+
 def collate_ragged(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """DataLoader collate_fn for datasets whose sequences differ in length."""
     return pad_sequences(batch)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jepa_model.data import ToySequenceDataset, pad_sequences
+from jepa_model.data import ToySequenceDataset, batch_sequences
 from jepa_model.jepa import JEPA
 from jepa_model.train import sample_windows
 
@@ -116,9 +116,7 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0, ridg
 @torch.inference_mode()
 def embed_sequences(model: JEPA, sequences: torch.Tensor | list[torch.Tensor]) -> np.ndarray:
     """The default embedding of whole sequences: the target encoder, as /encode serves it."""
-    x, lengths = pad_sequences(list(sequences))
-    ragged = bool((lengths != lengths[0]).any())
-    return model.encode(x, lengths if ragged else None, "target").numpy()
+    return model.encode(*batch_sequences(list(sequences)), "target").numpy()
 
 
 def _probes(z: np.ndarray, dataset: ToySequenceDataset) -> dict[str, float]:

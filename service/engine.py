@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jepa_model import JEPA, CheckpointError, load_checkpoint, pad_sequences
+from jepa_model import JEPA, CheckpointError, load_checkpoint
+from jepa_model.data import batch_sequences
 from training.db import SessionFactory
 from training.errors import InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
@@ -96,15 +97,9 @@ class InferenceEngine:
         log.info("loaded %s in %.3fs", served.label, time.perf_counter() - started)
         return model
 
-    @staticmethod
-    def _batch(sequences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, lengths = pad_sequences(sequences)  # (B, T_max, D), (B,)
-        # Equal lengths skip packing, which costs more than the LSTM itself on short sequences.
-        return x, lengths if bool((lengths != lengths[0]).any()) else None
-
     @torch.inference_mode()
     def _embed(self, model: JEPA, sequences: Sequence[np.ndarray], encoder: EncoderName) -> torch.Tensor:
-        return model.encode(*self._batch(sequences), encoder)  # (B, R)
+        return model.encode(*batch_sequences(sequences), encoder)  # (B, R)
 
     def encode(
         self, served: ServedVersion, sequences: Sequence[np.ndarray], encoder: EncoderName, normalize: bool
@@ -119,7 +114,7 @@ class InferenceEngine:
         if targets is not None and len(targets) != len(contexts):
             raise InvalidInput(f"got {len(contexts)} contexts but {len(targets)} targets; they pair up one to one")
         model = self.load(served)
-        predicted = model.predict(*self._batch(contexts))  # (B, R)
+        predicted = model.predict(*batch_sequences(contexts))  # (B, R)
         if targets is None:
             return predicted.numpy(), None
         actual = self._embed(model, targets, "target")  # (B, R)
