@@ -21,7 +21,9 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("+ 4 target spans at offsets 0-4, offset told", {"num_targets": 4, "max_offset": 4, "predictor_offsets": 5}),
     ("+ last-step and mean pooling", {"pooling": "last_mean"}),
     ("+ 1-layer LSTM", {"num_layers": 1}),
-    ("+ EMA momentum ramp 0.996 -> 1.0 (= default)", {"momentum": 0.996, "momentum_end": 1.0}),
+    ("+ EMA momentum ramp 0.996 -> 1.0", {"momentum": 0.996, "momentum_end": 1.0}),
+    ("+ step displacements as inputs too", {"input_deltas": True}),
+    ("+ light VICReg terms, 0.3 / 0.01 (= default)", {"var_weight": 0.3, "cov_weight": 0.01}),
 ]
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, constant EMA momentum 0.99", {"momentum": 0.99, "momentum_end": None}),
@@ -29,7 +31,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
         "default, layer-normed targets + smooth L1 (I-JEPA)",
         {"output_norm": "none", "loss": "smooth_l1", "target_norm": "layer"},
     ),
-    ("default, + VICReg variance/covariance", {"var_weight": 1.0, "cov_weight": 0.04}),
+    ("default, VICReg terms 1.0 / 0.04", {"var_weight": 1.0, "cov_weight": 0.04}),
     ("default, InfoNCE instead of MSE", {"loss": "infonce"}),
     ("default, transformer encoder", {"encoder": "transformer"}),
     ("default, bidirectional LSTM", {"bidirectional": True}),
@@ -37,7 +39,6 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, 8 target spans", {"num_targets": 8}),
     ("default, 2 contexts x 2 spans per sequence", {"num_contexts": 2, "num_targets": 2}),
     ("default, 64-dimensional embeddings", {"repr_dim": 64}),
-    ("default, step displacements as inputs too", {"input_deltas": True}),
 ]
 COLUMNS = [
     "retrieval", "retrieval_ratio", "rankme", "embedding_std",
