@@ -44,8 +44,6 @@ class ToySequenceDataset(Dataset):
     parameter does not apply to that kind.
     """
 
-    PARAM_NAMES = ("radius", "centre_x", "centre_y", "start_x", "start_y", "velocity_x", "velocity_y")
-
     def __init__(
         self,
         num_samples: int = 1000,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from jepa_model import JEPA, CheckpointError, load_checkpoint
 from jepa_model.data import batch_sequences
+from jepa_model.jepa import EncoderName
 from training.db import SessionFactory
 from training.errors import InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
@@ -29,7 +30,6 @@ from training.registry import VersionRef, get_version
 log = logging.getLogger("jepa.engine")
 
 T = TypeVar("T")
-EncoderName = Literal["context", "target"]
 
 
 @dataclass(frozen=True)

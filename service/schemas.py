@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict
 
-from training.spec import ModelName, ToyDataset, TrainOptions, check_windows_fit
+from jepa_model.jepa import EncoderName
+from training.spec import ModelName, TrainingSpec
 
 # Strict: booleans and numeric strings are refused, not coerced. Non-finite values are refused too.
 Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -21,7 +22,6 @@ VersionRef = Annotated[
         examples=[1, "production"],
     ),
 ]
-EncoderName = Literal["target", "context"]
 
 
 class InferenceRequest(BaseModel):
@@ -75,17 +75,10 @@ class SimilarityResponse(BaseModel):
     similarities: list[list[float]] = Field(description="|a| x |b| cosines between embeddings.")
 
 
-class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TrainRequest(TrainingSpec):
+    """A TrainingSpec whose model may be left to the service's default."""
 
     model: ModelName | None = Field(None, description="Model to add a version to; default JEPA_DEFAULT_MODEL.")
-    dataset: ToyDataset = Field(default_factory=ToyDataset)
-    config: TrainOptions = Field(default_factory=TrainOptions)
-
-    @model_validator(mode="after")
-    def _windows_fit(self) -> TrainRequest:
-        check_windows_fit(self.dataset, self.config)
-        return self
 
 
 class TrainAccepted(BaseModel):

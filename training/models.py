@@ -37,7 +37,6 @@ class JobStatus:
     FAILED = "failed"
     CANCELLED = "cancelled"
     ACTIVE = (QUEUED, RUNNING)
-    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 
 
 class ModelRow(Base):

@@ -31,7 +31,3 @@ class StorageSettings(BaseSettings):
     @property
     def safe_database_url(self) -> str:
         return make_url(self.resolved_database_url).render_as_string(hide_password=True)
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.data_dir / "checkpoints"
