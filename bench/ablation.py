@@ -23,7 +23,11 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("+ 1-layer LSTM", {"num_layers": 1}),
     ("+ EMA momentum ramp 0.996 -> 1.0", {"momentum": 0.996, "momentum_end": 1.0}),
     ("+ step displacements as inputs too", {"input_deltas": True}),
-    ("+ light VICReg terms, 0.3 / 0.01 (= default)", {"var_weight": 0.3, "cov_weight": 0.01}),
+    ("+ light VICReg terms, 0.3 / 0.01", {"var_weight": 0.3, "cov_weight": 0.01}),
+    ("+ one target span, right after the context", {"num_targets": 1, "max_offset": 0}),
+    ("+ lr 5e-3 on a cosine schedule", {"lr": 5e-3, "lr_schedule": "cosine"}),
+    ("+ first-step pooling, linear skip in the head", {"pooling": "first_last_mean", "head_skip": True}),
+    ("+ 40-dimensional embeddings (= default)", {"repr_dim": 40}),
 ]
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, constant EMA momentum 0.99", {"momentum": 0.99, "momentum_end": None}),
@@ -36,8 +40,10 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default, transformer encoder", {"encoder": "transformer"}),
     ("default, bidirectional LSTM", {"bidirectional": True}),
     ("default, context lengths 4..16", {"min_context_len": 4}),
-    ("default, 8 target spans", {"num_targets": 8}),
-    ("default, 2 contexts x 2 spans per sequence", {"num_contexts": 2, "num_targets": 2}),
+    ("default, 4 target spans at offsets 0-4", {"num_targets": 4, "max_offset": 4}),
+    ("default, 2 contexts per sequence", {"num_contexts": 2}),
+    ("default, no skip in the head", {"head_skip": False}),
+    ("default, 32-dimensional embeddings", {"repr_dim": 32}),
     ("default, 64-dimensional embeddings", {"repr_dim": 64}),
 ]
 COLUMNS = [

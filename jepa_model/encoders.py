@@ -19,7 +19,7 @@ def step_features(x: torch.Tensor, deltas: bool) -> torch.Tensor:
 
 
 # How many (B, H) parts each pooling concatenates for the head.
-POOLED_PARTS = {"last": 1, "last_mean": 2}
+POOLED_PARTS = {"last": 1, "last_mean": 2, "first_last_mean": 3}
 
 
 class SequenceEncoder(nn.Module):
@@ -37,6 +37,7 @@ class SequenceEncoder(nn.Module):
             nn.ReLU(),
             nn.Linear(config.hidden_dim, config.repr_dim),
         )
+        self.skip = nn.Linear(pooled_dim, config.repr_dim, bias=False) if config.head_skip else None
         self.output_norm: nn.Module = {
             "none": nn.Identity(),
             "layer": nn.LayerNorm(config.repr_dim, elementwise_affine=False),
@@ -53,6 +54,9 @@ class SequenceEncoder(nn.Module):
         # last: (B, H) each row's last valid step; steps: (B, T, H) every step (None for "last"
         # pooling), read only where valid; lengths: (B,) or None when all rows are full -> (B, R)
         parts = [last]
+        if self.pooling == "first_last_mean":
+            assert steps is not None
+            parts.append(steps[:, 0])
         if self.pooling != "last":
             assert steps is not None
             if lengths is None:
@@ -61,7 +65,9 @@ class SequenceEncoder(nn.Module):
                 valid = (torch.arange(steps.shape[1])[None, :] < lengths[:, None]).to(steps.dtype)[:, :, None]
                 mean = (steps * valid).sum(1) / lengths.to(steps.dtype)[:, None]
             parts.append(mean)
-        return self.output_norm(self.head(torch.cat(parts, dim=-1)))
+        pooled = torch.cat(parts, dim=-1)  # (B, P)
+        out = self.head(pooled) if self.skip is None else self.head(pooled) + self.skip(pooled)  # (B, R)
+        return self.output_norm(out)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, T, D) -> (B, T, F) standardised step features

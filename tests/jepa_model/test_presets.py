@@ -54,6 +54,8 @@ def test_the_momentum_ramps_linearly_to_its_end() -> None:
         {"encoder": "transformer", "pooling": "last_mean"},
         {"bidirectional": True, "pooling": "last_mean", "output_norm": "batch"},
         {"num_layers": 1, "pooling": "last_mean", "output_norm": "layer"},
+        {"num_layers": 1, "pooling": "first_last_mean", "head_skip": True, "output_norm": "batch"},
+        {"encoder": "transformer", "pooling": "first_last_mean", "head_skip": True},
     ],
 )
 def test_every_encoder_embeds_a_sequence_the_same_alone_and_in_a_ragged_batch(options: dict) -> None:
@@ -86,3 +88,31 @@ def test_input_deltas_are_each_steps_displacement() -> None:
     x = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [3.0, 3.0]]])
     assert step_features(x, deltas=True).tolist() == [[[0, 0, 0, 0], [1, 2, 1, 2], [3, 3, 2, 1]]]
     assert torch.equal(step_features(x, deltas=False), x)
+
+
+def test_first_step_pooling_changes_the_embedding_when_only_the_start_differs() -> None:
+    # A 1-step difference at t=0 is all but forgotten by the last state; first-step pooling keeps it.
+    torch.manual_seed(0)
+    model = JEPA(input_dim=2, hidden_dim=16, repr_dim=8, num_layers=1, pooling="first_last_mean").eval()
+    x = torch.zeros(2, 40, 2)
+    x[1, 0] = 1.0
+    with torch.no_grad():
+        steps, _ = model.context_encoder.lstm(model.context_encoder.standardize(x))
+        pooled_first = steps[:, 0]
+        z = model.encode(x)
+    assert not torch.allclose(pooled_first[0], pooled_first[1])
+    assert not torch.allclose(z[0], z[1], atol=1e-4)
+
+
+def test_the_ablation_steps_add_up_to_the_default_preset() -> None:
+    from bench.ablation import STEPS
+
+    cumulative: dict = {}
+    for _, change in STEPS:
+        cumulative |= change
+    model, train = PRESETS["seed"].model, PRESETS["seed"].train
+    built = (
+        ModelConfig(**{**model.to_dict(), **{k: v for k, v in cumulative.items() if k in model.to_dict()}}),
+        TrainConfig(**{**train.to_dict(), **{k: v for k, v in cumulative.items() if k in train.to_dict()}}),
+    )
+    assert built == (PRESETS["default"].model, PRESETS["default"].train)
