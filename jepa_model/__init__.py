@@ -12,7 +12,7 @@ from jepa_model.checkpoint import (
     save_checkpoint,
 )
 from jepa_model.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, get_preset, resolve_configs
-from jepa_model.data import ToySequenceDataset, collate_ragged, pad_sequences
+from jepa_model.data import SequenceDataset, ToySequenceDataset, collate_ragged, pad_sequences
 from jepa_model.jepa import JEPA, ema_update
 from jepa_model.train import fit, train_jepa
 
@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointMissing",
     "LoadedCheckpoint",
     "ModelConfig",
+    "SequenceDataset",
     "ToySequenceDataset",
     "TrainConfig",
     "__version__",

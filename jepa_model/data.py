@@ -85,6 +85,27 @@ class ToySequenceDataset(Dataset):
         return self.data[idx]
 
 
+class SequenceDataset(Dataset):
+    """Users' sequences: N float32 arrays (T_i, D) that may differ in length, with no labels."""
+
+    def __init__(self, sequences: Sequence[np.ndarray | torch.Tensor]) -> None:
+        if not sequences:
+            raise ValueError("a dataset needs at least one sequence")
+        self.data = [torch.as_tensor(s, dtype=torch.float32) for s in sequences]
+        dims = {s.shape[-1] for s in self.data}
+        if len(dims) != 1 or any(s.ndim != 2 for s in self.data):
+            raise ValueError("every sequence must be a (T, D) array with the same D")
+        self.input_dim = dims.pop()
+        self.clean = None  # no noise-free version to compare against, unlike toy data
+        self.kinds = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return self.data[idx]
+
+
 def pad_sequences(sequences: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad ragged (T_i, D) sequences into (B, T_max, D) plus their lengths (B,).
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jepa_model.data import ToySequenceDataset, batch_sequences
+from jepa_model.data import SequenceDataset, ToySequenceDataset, batch_sequences
 from jepa_model.jepa import JEPA
 from jepa_model.train import sample_windows
 
@@ -31,9 +31,16 @@ class Windows:
     clean_target: np.ndarray | None  # (N, K, D), toy data only
 
 
-def held_out_windows(dataset: ToySequenceDataset, context_len: int, target_len: int, seed: int = 0) -> Windows:
-    x = dataset.data  # (N, T, D)
+HeldOut = ToySequenceDataset | SequenceDataset
+
+
+def held_out_windows(dataset: HeldOut, context_len: int, target_len: int, seed: int = 0) -> Windows:
     generator = torch.Generator().manual_seed(seed)
+    if dataset.clean is None:  # users' data: ragged, and no noise-free version
+        x, lengths = batch_sequences(dataset.data)  # (N, T_max, D)
+        context, target = sample_windows(x, lengths, context_len, target_len, generator)
+        return Windows(context, target, None)
+    x = dataset.data  # (N, T, D)
     # Sampling the index windows over [x, clean] together keeps noisy and clean targets aligned.
     clean = torch.from_numpy(dataset.clean)
     both = torch.cat([x, clean], dim=-1)  # (N, T, 2D)
@@ -140,7 +147,7 @@ def _probes(z: np.ndarray, dataset: ToySequenceDataset) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def evaluate(model: JEPA, dataset: ToySequenceDataset, context_len: int, target_len: int, seed: int = 0) -> dict:
+def evaluate(model: JEPA, dataset: HeldOut, context_len: int, target_len: int, seed: int = 0) -> dict:
     """Every metric above, on `dataset` (which the model must not have trained on)."""
     model.eval()
     windows = held_out_windows(dataset, context_len, target_len, seed)
@@ -151,7 +158,7 @@ def evaluate(model: JEPA, dataset: ToySequenceDataset, context_len: int, target_
         "cosine": float(F.cosine_similarity(torch.from_numpy(predicted), torch.from_numpy(actual)).mean()),
         "retrieval": float(hits.mean()),
     }
-    kinds = dataset.kinds[: len(hits)]
+    kinds = dataset.kinds[: len(hits)] if dataset.kinds is not None else np.array([])
     if len(set(kinds)) > 1:  # a mix: which kind's windows are found, among keys of both kinds
         metrics |= {f"retrieval_{kind}": float(hits[kinds == kind].mean()) for kind in ("circle", "linear")}
     if windows.clean_target is not None:
@@ -164,7 +171,8 @@ def evaluate(model: JEPA, dataset: ToySequenceDataset, context_len: int, target_
         metrics["embedding_oracle_retrieval"] = retrieval_top1(clean, actual)
     z = embed_sequences(model, dataset.data)
     metrics |= {"rankme": rankme(z), "embedding_std": normalized_std(z)}
-    metrics |= _probes(z, dataset)
+    if isinstance(dataset, ToySequenceDataset):
+        metrics |= _probes(z, dataset)
     return metrics
 
 
@@ -175,7 +183,7 @@ class EpochMonitor:
     epoch of 1000 sequences that takes a few hundred.
     """
 
-    def __init__(self, dataset: ToySequenceDataset, context_len: int, target_len: int, seed: int = 0) -> None:
+    def __init__(self, dataset: HeldOut, context_len: int, target_len: int, seed: int = 0) -> None:
         windows = held_out_windows(dataset, context_len, target_len, seed)
         self.context, self.target = windows.context[:BLOCK], windows.target[:BLOCK]
         self.sequences = dataset.data[:BLOCK]

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from jepa_model import __version__
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
-from service.routes import encode, health, jobs, models, predict, similarity, train
+from service.routes import datasets, encode, health, jobs, models, predict, similarity, train
 from service.settings import Settings, get_settings
 from training import jobs as job_queue
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
@@ -48,9 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.session_factory, app.state.engine = factory, engine
     if settings.bootstrap:
         await run_in_threadpool(queue_default_model, factory, settings)
-    worker = (
-        Worker(settings, factory, poll_s=settings.worker_poll_s, role="embedded") if settings.embedded_worker else None
-    )
+    worker = Worker(settings, factory, poll_s=settings.worker_poll_s) if settings.embedded_worker else None
     worker_thread = worker.start_thread() if worker else None
     try:
         yield
@@ -72,6 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     register_error_handlers(app)
-    for module in (health, encode, predict, similarity, train, jobs, models):
+    for module in (health, encode, predict, similarity, train, jobs, models, datasets):
         app.include_router(module.router)
     return app

@@ -144,7 +144,8 @@ def _train_with_progress(settings: Settings, spec: TrainingSpec) -> int:
 
     factory = _session_factory(settings)
     job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
-    jobs.claim(factory, job_id, jobs.worker_id("cli"))
+    worker = jobs.worker_id()
+    jobs.claim(factory, job_id, worker)
     console.print(f"job {job_id}: training {spec.model!r} ({spec.config.preset} preset) in {settings.data_dir}")
     columns = [
         TextColumn("epoch {task.completed}/{task.total}"),
@@ -161,9 +162,9 @@ def _train_with_progress(settings: Settings, spec: TrainingSpec) -> int:
             progress.update(task, completed=p["epoch"], loss=f"{p['loss']:.4f}")
 
         try:
-            return run_job(factory, settings, job_id, on_progress=show)
+            return run_job(factory, settings, job_id, on_progress=show, worker=worker)
         except BaseException as exc:  # Ctrl-C included: the job must not stay `running`
-            jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}")
+            jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}", worker)
             raise
 
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.engine import InferenceEngine, ServedVersion
 from service.settings import Settings
+from training.db import SessionFactory
 from training.registry import VersionRef
 
 
@@ -22,6 +23,10 @@ def get_engine(request: Request) -> InferenceEngine:
     return request.app.state.engine
 
 
+def get_session_factory(request: Request) -> SessionFactory:
+    return request.app.state.session_factory
+
+
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.session_factory() as session:
         yield session
@@ -30,6 +35,7 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
+SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 
 
 async def resolve_served(

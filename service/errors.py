@@ -7,11 +7,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from jepa_model import CheckpointError
-from training.errors import DomainError, InvalidInput, ModelUnavailable, NotFound
+from training.errors import (
+    Conflict,
+    DatasetCorrupt,
+    DomainError,
+    InvalidInput,
+    ModelUnavailable,
+    NotFound,
+    UnsupportedMediaType,
+)
 
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (NotFound, 404),
     (InvalidInput, 422),
+    (Conflict, 409),
+    (DatasetCorrupt, 409),
+    (UnsupportedMediaType, 415),
     (ModelUnavailable, 503),
     (CheckpointError, 503),
 ]

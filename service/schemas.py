@@ -75,6 +75,31 @@ class SimilarityResponse(BaseModel):
     similarities: list[list[float]] = Field(description="|a| x |b| cosines between embeddings.")
 
 
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,127}$"
+DatasetName = Annotated[str, Field(pattern=DATASET_NAME_PATTERN)]
+
+
+class DatasetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: DatasetName
+    sequences: Annotated[
+        list[list[list[Number]]],
+        Field(min_length=2, description="[N][T][D]: at least 2 sequences of 2+ points, D from 1 to 64."),
+    ]
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    num_sequences: int
+    input_dim: int
+    min_len: int
+    max_len: int
+    sha256: str
+    created_at: datetime
+
+
 class TrainRequest(TrainingSpec):
     """A TrainingSpec whose model may be left to the service's default."""
 
@@ -99,6 +124,34 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    loss: float
+    metrics: dict[str, float]
+    seconds: float = Field(description="Since this attempt started training.")
+
+
+class JobMetrics(BaseModel):
+    job_id: str
+    attempt: int
+    epochs: list[EpochOut]
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Annotated[
+        Annotated[int, Strict(), Field(ge=1)] | str,
+        Field(description="The version to point at: a number, or another alias (promote staging).", examples=[3]),
+    ]
+
+
+class AliasOut(BaseModel):
+    model: str
+    alias: str
+    version: int
 
 
 class VersionSummary(BaseModel):

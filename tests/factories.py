@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from jepa_model import JEPA, TrainConfig, __version__, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
-from training.models import VersionRow
+from training import datasets
+from training.db import SessionFactory, in_transaction
+from training.models import DatasetRow, VersionRow
 from training.registry import register_version
 from training.spec import TrainingSpec
 
@@ -58,3 +60,11 @@ def add_version(session: Session, data_dir: Path, model_name: str = "toy", seed:
     return register_version(
         session, model_name, config=config, metrics={}, sha256=sha256, path=str(relative), job_id=None
     )
+
+
+def stored_dataset(
+    factory: SessionFactory, data_dir: Path, sequences: list[np.ndarray], name: str = "data"
+) -> DatasetRow:
+    """Store `sequences` as an uploaded dataset would be."""
+    checked = datasets.check_sequences(sequences)
+    return in_transaction(factory, lambda s: datasets.store_dataset(s, data_dir, name, checked))

@@ -8,6 +8,7 @@ container that never turns healthy.
 
 import fnmatch
 import importlib
+import importlib.util
 import json
 import re
 import shlex
@@ -134,19 +135,28 @@ def test_dockerfile_installs_the_pinned_cpu_torch():
             assert "--no-cache-dir" in run, run
 
 
-@pytest.mark.parametrize("name", list(COMPOSE["services"]))
-def test_compose_service_matches_the_image(name):
+JEPA_SERVICES = [
+    name for name, service in COMPOSE["services"].items() if as_argv(service.get("command", ""))[:1] == ["jepa"]
+]
+API_SERVICES = [name for name in JEPA_SERVICES if as_argv(COMPOSE["services"][name]["command"])[1] == "serve"]
+
+
+def test_compose_runs_postgres_two_api_replicas_and_a_worker():
+    services = COMPOSE["services"]
+    assert "postgres" in services
+    assert sum(services[name].get("deploy", {}).get("replicas", 1) for name in API_SERVICES) >= 2
+    assert any(as_argv(services[name]["command"])[1] == "worker" for name in JEPA_SERVICES)
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+
+
+@pytest.mark.parametrize("name", JEPA_SERVICES)
+def test_compose_jepa_services_share_the_data_volume_and_wait_for_postgres(name):
     service = COMPOSE["services"][name]
-    port = served_port(as_argv(service["command"]))
-
-    test = service["healthcheck"]["test"]
-    assert f":{port}/health" in (test if isinstance(test, str) else " ".join(test))
-    container_ports = [
-        str(p["target"]) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1].split("/")[0] for p in service["ports"]
-    ]
-    assert str(port) in container_ports, service["ports"]
-
-    data_dir = service["environment"]["JEPA_DATA_DIR"]
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = service["environment"]
+    assert env["JEPA_DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:" in env["JEPA_DATABASE_URL"]
+    data_dir = env["JEPA_DATA_DIR"]
     assert data_dir == dockerfile_env()["JEPA_DATA_DIR"]
     mounts = {
         (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2]) for v in service["volumes"]
@@ -154,6 +164,24 @@ def test_compose_service_matches_the_image(name):
     assert any(target == data_dir and source in COMPOSE["volumes"] for source, target in mounts), (
         f"{data_dir} is not on a named volume: {service['volumes']}"
     )
+    test = service["healthcheck"]["test"]
+    if name not in API_SERVICES:  # a worker's healthcheck is a module that must exist
+        module = as_argv(test)[as_argv(test).index("-m") + 1]
+        assert importlib.util.find_spec(module) is not None, module
+
+
+@pytest.mark.parametrize("name", API_SERVICES)
+def test_compose_api_matches_the_image(name):
+    service = COMPOSE["services"][name]
+    port = served_port(as_argv(service["command"]))
+    test = service["healthcheck"]["test"]
+    assert f":{port}/health" in (test if isinstance(test, str) else " ".join(test))
+    container_ports = [
+        str(p["target"]) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1].split("/")[0] for p in service["ports"]
+    ]
+    assert str(port) in container_ports, service["ports"]
+    # Training belongs to the worker service, not to the replicas answering requests.
+    assert service["environment"]["JEPA_EMBEDDED_WORKER"] == "0"
 
 
 def dockerignored(path: str) -> bool:

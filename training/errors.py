@@ -29,3 +29,19 @@ class InvalidInput(DomainError):
 
 class ModelUnavailable(DomainError):
     """The version exists in the registry but its checkpoint cannot be loaded."""
+
+
+class DatasetNotFound(NotFound):
+    pass
+
+
+class DatasetCorrupt(DomainError):
+    """A stored dataset's file is missing or no longer matches its recorded sha256."""
+
+
+class Conflict(DomainError):
+    """The request is valid but the resource's state does not allow it (e.g. cancelling a finished job)."""
+
+
+class UnsupportedMediaType(DomainError):
+    pass

@@ -12,21 +12,24 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, selectinload
 
+from training.datasets import resolve_spec
 from training.db import SessionFactory, in_transaction
-from training.errors import JobNotFound
-from training.models import JobRow, JobStatus, VersionRow, utcnow
+from training.errors import Conflict, JobNotFound
+from training.models import JobEpochRow, JobRow, JobStatus, VersionRow, utcnow
 from training.registry import has_versions
 from training.spec import TrainingSpec
 
 
-def worker_id(role: str = "worker") -> str:
-    return f"{role}:{socket.gethostname()}:{os.getpid()}"
+def worker_id() -> str:
+    """`host:pid` of this process, as GET /jobs/{id} names the worker that claimed a job."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def enqueue(session: Session, spec: TrainingSpec) -> JobRow:
+    spec = resolve_spec(session, spec)
     epochs = spec.configs()[1].epochs
     job = JobRow(
         id=uuid.uuid4().hex,
@@ -41,7 +44,14 @@ def enqueue(session: Session, spec: TrainingSpec) -> JobRow:
 
 
 def enqueue_unless_served(session: Session, spec: TrainingSpec) -> JobRow | None:
-    """Queue `spec` only if its model has no version and no job on the way (first start)."""
+    """Queue `spec` only if its model has no version and no job on the way (first start).
+
+    On PostgreSQL a transaction-scoped advisory lock per model makes the check and the insert
+    one step, so API replicas starting together queue one job between them (SQLite's single
+    writer already does).
+    """
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:model))"), {"model": f"bootstrap:{spec.model}"})
     if has_versions(session, spec.model) or has_active_job(session, spec.model):
         return None
     return enqueue(session, spec)
@@ -68,19 +78,21 @@ def has_active_job(session: Session, model_name: str) -> bool:
     return session.scalar(query.limit(1)) is not None
 
 
-def _try_claim(session: Session, job_id: str, worker: str) -> bool:
+def _claim_values(worker: str) -> dict[str, Any]:
     now = utcnow()
+    return {
+        "status": JobStatus.RUNNING,
+        "worker": worker,
+        "attempts": JobRow.attempts + 1,
+        "started_at": now,
+        "heartbeat_at": now,
+        "error": None,
+    }
+
+
+def _try_claim(session: Session, job_id: str, worker: str) -> bool:
     result = session.execute(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.RUNNING,
-            worker=worker,
-            attempts=JobRow.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-            error=None,
-        )
+        update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED).values(**_claim_values(worker))
     )
     return result.rowcount == 1
 
@@ -88,22 +100,37 @@ def _try_claim(session: Session, job_id: str, worker: str) -> bool:
 def claim_next(factory: SessionFactory, worker: str) -> str | None:
     """Claim the oldest queued job for `worker`; returns its id, or None when the queue is empty."""
 
-    def claim(session: Session) -> str | None:
-        # SKIP LOCKED lets PostgreSQL workers pass over rows another worker is claiming; SQLite
-        # ignores it and serialises writers, and the status check in the UPDATE decides either way.
-        candidates = session.scalars(
+    def claim_postgres(session: Session) -> str | None:
+        # SKIP LOCKED passes over rows another worker is claiming right now, so workers never
+        # queue up behind each other; the status check in the UPDATE decides each claim.
+        oldest = session.scalars(
             select(JobRow.id)
             .where(JobRow.status == JobStatus.QUEUED)
             .order_by(JobRow.created_at)
             .limit(1)
             .with_for_update(skip_locked=True)
-        ).all()
-        for job_id in candidates:
-            if _try_claim(session, job_id, worker):
-                return job_id
-        return None
+        ).first()
+        return oldest if oldest is not None and _try_claim(session, oldest, worker) else None
 
-    return in_transaction(factory, claim)
+    def claim_sqlite(session: Session) -> str | None:
+        # SQLite has one writer at a time: a single UPDATE ... RETURNING picks and claims the
+        # oldest queued job atomically under its write lock.
+        oldest = (
+            select(JobRow.id)
+            .where(JobRow.status == JobStatus.QUEUED)
+            .order_by(JobRow.created_at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == oldest, JobRow.status == JobStatus.QUEUED)
+            .values(**_claim_values(worker))
+            .returning(JobRow.id)
+        )
+        return session.execute(statement).scalar()
+
+    return in_transaction(factory, lambda s: (claim_sqlite if s.bind.dialect.name == "sqlite" else claim_postgres)(s))
 
 
 def claim(factory: SessionFactory, job_id: str, worker: str) -> bool:
@@ -111,46 +138,109 @@ def claim(factory: SessionFactory, job_id: str, worker: str) -> bool:
     return in_transaction(factory, lambda s: _try_claim(s, job_id, worker))
 
 
-def heartbeat(factory: SessionFactory, job_id: str, progress: dict[str, Any] | None = None) -> None:
-    values: dict[str, Any] = {"heartbeat_at": utcnow()}
-    if progress is not None:
-        values["progress"] = progress
-    in_transaction(
+def _running(job_id: str, worker: str | None) -> Any:
+    """The WHERE clause for a job that is still running, and still `worker`'s when one is given.
+
+    A training process whose worker lost the job (re-queued as stale, or cancelled) thereby can
+    neither heartbeat over its successor nor register a result.
+    """
+    clause = (JobRow.id == job_id) & (JobRow.status == JobStatus.RUNNING)
+    return clause if worker is None else clause & (JobRow.worker == worker)
+
+
+def heartbeat(factory: SessionFactory, job_id: str, worker: str | None = None) -> bool:
+    """Mark the job alive; False when it is no longer running for this worker (e.g. cancelled)."""
+    return in_transaction(
         factory,
-        lambda s: s.execute(
-            update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING).values(**values)
-        ),
+        lambda s: s.execute(update(JobRow).where(_running(job_id, worker)).values(heartbeat_at=utcnow())).rowcount == 1,
     )
 
 
-def mark_succeeded(session: Session, job_id: str, progress: dict[str, Any]) -> bool:
+def record_epoch(
+    factory: SessionFactory, job_id: str, worker: str | None, progress: dict[str, Any], seconds: float
+) -> bool:
+    """Store a finished epoch in the job's progress and history; False when the job was lost."""
+
+    def record(session: Session) -> bool:
+        result = session.execute(
+            update(JobRow)
+            .where(_running(job_id, worker))
+            .values(progress=progress, heartbeat_at=utcnow())
+            .returning(JobRow.attempts)
+        )
+        attempt = result.scalar()
+        if attempt is None:
+            return False
+        session.add(
+            JobEpochRow(
+                job_id=job_id,
+                attempt=attempt,
+                epoch=progress["epoch"],
+                loss=progress["loss"],
+                metrics=progress.get("metrics", {}),
+                seconds=seconds,
+            )
+        )
+        return True
+
+    return in_transaction(factory, record)
+
+
+def epoch_history(session: Session, job_id: str) -> list[JobEpochRow]:
+    """The latest attempt's epochs, in order."""
+    job = get_job(session, job_id)
+    query = select(JobEpochRow).where(JobEpochRow.job_id == job.id, JobEpochRow.attempt == job.attempts)
+    return list(session.scalars(query.order_by(JobEpochRow.epoch)))
+
+
+def mark_succeeded(session: Session, job_id: str, progress: dict[str, Any], worker: str | None = None) -> bool:
     result = session.execute(
         update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING)
+        .where(_running(job_id, worker))
         .values(status=JobStatus.SUCCEEDED, progress=progress, finished_at=utcnow(), error=None)
     )
     return result.rowcount == 1
 
 
-def mark_failed(factory: SessionFactory, job_id: str, error: str) -> bool:
-    def fail(session: Session) -> bool:
+def cancel(factory: SessionFactory, job_id: str) -> JobRow:
+    """Cancel a queued or running job. A running one's worker sees it at its next heartbeat and
+    stops the training process; whatever that process had made is never registered."""
+
+    def cancel_one(session: Session) -> JobRow:
+        job = get_job(session, job_id)
         result = session.execute(
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.status.in_(JobStatus.ACTIVE))
-            .values(status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow())
+            .values(status=JobStatus.CANCELLED, finished_at=utcnow(), error="cancelled by request")
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"job {job_id!r} already {job.status}; only queued or running jobs can be cancelled")
+        session.refresh(job)
+        return job
+
+    return in_transaction(factory, cancel_one)
+
+
+def mark_failed(factory: SessionFactory, job_id: str, error: str, worker: str | None = None) -> bool:
+    """Fail an active job; with `worker`, only while it is still running for that worker."""
+    active = _running(job_id, worker) if worker else (JobRow.id == job_id) & JobRow.status.in_(JobStatus.ACTIVE)
+
+    def fail(session: Session) -> bool:
+        result = session.execute(
+            update(JobRow).where(active).values(status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow())
         )
         return result.rowcount == 1
 
     return in_transaction(factory, fail)
 
 
-def requeue(factory: SessionFactory, job_id: str, reason: str) -> bool:
+def requeue(factory: SessionFactory, job_id: str, reason: str, worker: str | None = None) -> bool:
     """Put a running job back in the queue, e.g. when its worker shuts down mid-run."""
 
     def put_back(session: Session) -> bool:
         result = session.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING)
+            .where(_running(job_id, worker))
             .values(status=JobStatus.QUEUED, worker=None, error=reason, heartbeat_at=None)
         )
         return result.rowcount == 1

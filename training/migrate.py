@@ -1,15 +1,27 @@
-"""Bring a database's schema to the newest alembic revision."""
+"""Bring a database's schema to the newest alembic revision, safely from many processes at once.
+
+Every entry point (API replicas, workers, the CLI) calls `upgrade_to_head` at start. When several
+start together, one migrates while the others wait for it and then find nothing left to do:
+PostgreSQL serialises them with an advisory lock, SQLite with a lock file beside the database.
+"""
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic.config import Config
+from sqlalchemy import Connection, text
 
 from alembic import command
+from training.db import create_db_engine
 
 # The migrations live at the repository root, beside this package (installed editable).
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# Any fixed 64-bit number names the lock; every process that migrates must use the same one.
+MIGRATION_LOCK_KEY = 0x4A455041  # "JEPA"
 
 
 def alembic_config(url: str) -> Config:
@@ -23,5 +35,34 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@contextmanager
+def migration_lock(conn: Connection) -> Iterator[None]:
+    """Hold the cross-process migration lock for the database behind `conn`."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        conn.commit()  # the lock belongs to the session, so it outlives this transaction
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            conn.commit()
+        return
+    database = conn.engine.url.database
+    if conn.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def upgrade_to_head(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    cfg = alembic_config(url)
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn, migration_lock(conn):
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    finally:
+        engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -69,6 +69,36 @@ class JobRow(Base):
     heartbeat_at: Mapped[datetime | None]
 
     version: Mapped[VersionRow | None] = relationship(back_populates="job", uselist=False)
+
+
+class JobEpochRow(Base):
+    """One finished epoch of one attempt of a job: the history behind GET /jobs/{id}/metrics."""
+
+    __tablename__ = "job_epochs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[int] = mapped_column(primary_key=True)  # 1-based
+    loss: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    seconds: Mapped[float] = mapped_column(Float)  # since the attempt started training
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetRow(Base):
+    """An uploaded dataset; its sequences live in a safetensors file under the data directory."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    num_sequences: Mapped[int]
+    input_dim: Mapped[int]
+    min_len: Mapped[int]
+    max_len: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the data directory
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class VersionRow(Base):

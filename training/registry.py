@@ -117,16 +117,17 @@ def list_models(session: Session) -> list[ModelRow]:
     )
 
 
-def set_alias(session: Session, model_name: str, alias: str, number: int) -> AliasRow:
+def set_alias(session: Session, model_name: str, alias: str, ref: int | str) -> AliasRow:
+    """Point `alias` at the version `ref` names (a number, or another alias)."""
     if not ALIAS_PATTERN.match(alias) or alias.isdigit():
         raise InvalidInput(f"alias must match {ALIAS_PATTERN.pattern}, got {alias!r}")
-    version = get_version(session, model_name, number)
+    version = get_version(session, model_name, ref)
     row = session.get(AliasRow, (version.model_id, alias))
     if row is None:
-        row = AliasRow(model_id=version.model_id, name=alias, version_id=version.id)
+        row = AliasRow(model_id=version.model_id, name=alias, version=version)
         session.add(row)
     else:
-        row.version_id = version.id
+        row.version = version
     session.flush()
     return row
 

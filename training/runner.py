@@ -1,4 +1,4 @@
-"""Run one training job: train, checkpoint, register. `python -m training.runner JOB_ID`.
+"""Run one training job: train, checkpoint, register. `python -m training.runner JOB_ID [WORKER]`.
 
 A worker starts this as a child process, so training never shares an interpreter (or a GIL)
 with a process that serves requests. The checkpoint is written completely before the version
@@ -8,9 +8,13 @@ crash at any point leaves either no version or a whole one.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
+import os
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,16 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from jepa_model import __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from jepa_model.metrics import EpochMonitor, evaluate
 from jepa_model.train import EpochReport
-from training import jobs
+from training import datasets, jobs
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.registry import register_version
 from training.settings import StorageSettings
-from training.spec import TrainingSpec
+from training.spec import ToyDataset, TrainingSpec
 
 log = logging.getLogger("jepa.runner")
 
@@ -52,17 +57,28 @@ def load_spec(factory: SessionFactory, job_id: str) -> TrainingSpec:
         return TrainingSpec.model_validate(jobs.get_job(session, job_id).spec)
 
 
+def load_data(factory: SessionFactory, settings: StorageSettings, spec: TrainingSpec) -> tuple[Dataset, Dataset | None]:
+    """(training data, held-out data for the version's metrics, or None when too small to split)."""
+    if isinstance(spec.dataset, ToyDataset):
+        return spec.dataset.build(), spec.dataset.held_out(HELD_OUT_SEQUENCES)
+    with factory() as session:
+        row = datasets.get_dataset(session, spec.dataset.id)
+    sequences = datasets.load_sequences(settings.data_dir, row)
+    return datasets.split_held_out(sequences, spec.config.seed or 0, HELD_OUT_SEQUENCES)
+
+
 def run_job(
     factory: SessionFactory,
     settings: StorageSettings,
     job_id: str,
     on_progress: ProgressCallback | None = None,
+    worker: str | None = None,
 ) -> int:
     """Train the claimed job `job_id` and register its version; returns the version number."""
     spec = load_spec(factory, job_id)
     model_config, train_config = spec.configs()
-    dataset = spec.dataset.build()
-    held_out = spec.dataset.held_out(HELD_OUT_SEQUENCES)
+    dataset, held_out = load_data(factory, settings, spec)
+    evaluation = held_out if held_out is not None else dataset
     started = time.monotonic()
     progress: dict[str, Any] = {"epoch": 0, "epochs": train_config.epochs, "loss": None}
 
@@ -70,24 +86,27 @@ def run_job(
         if not math.isfinite(report.loss):
             raise TrainingDiverged(f"loss became {report.loss} at epoch {report.epoch + 1}; try a lower lr")
         done = report.epoch + 1
-        eta = (time.monotonic() - started) / done * (report.epochs - done)
+        elapsed = time.monotonic() - started
         metrics = {k: round(v, 4) for k, v in report.metrics.items()}
-        progress.update(epoch=done, loss=report.loss, eta_s=round(eta, 2), metrics=metrics)
+        progress.update(
+            epoch=done, loss=report.loss, eta_s=round(elapsed / done * (report.epochs - done), 2), metrics=metrics
+        )
         log.info("job %s epoch %d/%d loss %.4f %s", job_id, done, report.epochs, report.loss, metrics)
         if metrics.get("embedding_std", 1.0) < COLLAPSE_STD:
             log.warning("job %s: embeddings are collapsing (embedding_std %.4f)", job_id, metrics["embedding_std"])
-        jobs.heartbeat(factory, job_id, dict(progress))
+        if not jobs.record_epoch(factory, job_id, worker, dict(progress), round(elapsed, 3)):
+            raise JobLost(f"job {job_id} is no longer running here (cancelled or re-queued); stopping")
         if on_progress is not None:
             on_progress(dict(progress))
 
-    monitor = EpochMonitor(held_out, train_config.context_len, train_config.target_len)
+    monitor = EpochMonitor(evaluation, train_config.context_len, train_config.target_len)
     result = fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor)
-    metrics = evaluate(result.model, held_out, train_config.context_len, train_config.target_len)
+    metrics = evaluate(result.model, evaluation, train_config.context_len, train_config.target_len)
     metrics |= {
         "final_loss": result.losses[-1],
         "train_seconds": round(result.seconds, 3),
         "epoch_seconds": round(result.seconds / train_config.epochs, 4),
-        "held_out_sequences": len(held_out),
+        "held_out_sequences": len(held_out) if held_out is not None else 0,
     }
     log.info("job %s held-out metrics %s", job_id, {k: round(v, 4) for k, v in metrics.items()})
 
@@ -97,37 +116,59 @@ def run_job(
     config = json.loads((directory / CONFIG_FILE).read_text())
 
     def register(session: Any) -> int:
-        if not jobs.mark_succeeded(session, job_id, dict(progress)):
-            raise JobLost(f"job {job_id} is no longer running; its result is discarded")
+        if not jobs.mark_succeeded(session, job_id, dict(progress), worker):
+            raise JobLost(f"job {job_id} is no longer running here; its result is discarded")
         version = register_version(
             session, spec.model, config=config, metrics=metrics, sha256=sha256, path=str(relative), job_id=job_id
         )
         return version.number
 
-    number = in_transaction(factory, register)
+    try:
+        number = in_transaction(factory, register)
+    except JobLost:
+        shutil.rmtree(directory, ignore_errors=True)  # nothing refers to it; a re-run writes its own
+        raise
     log.info("job %s registered %s v%d", job_id, spec.model, number)
     return number
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_worker(worker: str) -> None:
+    """Ask Linux to SIGKILL this process when the worker that started it dies.
+
+    Otherwise a SIGKILLed worker would leave its training running on, unsupervised, while the job
+    is handed to another worker. `worker` is `host:pid` of our parent.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if str(os.getppid()) != worker.rsplit(":", 1)[-1]:
+        raise SystemExit(f"worker {worker} is gone before training started")
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m training.runner JOB_ID", file=sys.stderr)
+    if len(argv) not in (1, 2):
+        print("usage: python -m training.runner JOB_ID [WORKER]", file=sys.stderr)
         return 2
-    job_id = argv[0]
+    job_id, worker = argv[0], argv[1] if len(argv) == 2 else None
+    if worker is not None:
+        die_with_worker(worker)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = StorageSettings()
     torch.set_num_threads(settings.train_threads)
     engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(engine)
     try:
-        run_job(factory, settings, job_id)
+        run_job(factory, settings, job_id, worker=worker)
         return 0
     except JobLost as exc:
         log.warning("%s", exc)
         return 3
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, then reported
         log.exception("job %s failed", job_id)
-        jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}")
+        jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}", worker)
         return 1
     finally:
         engine.dispose()

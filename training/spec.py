@@ -36,6 +36,21 @@ class ToyDataset(BaseModel):
         return ToySequenceDataset(num_samples, self.seq_len, self.pattern, self.noise, seed)
 
 
+class StoredDataset(BaseModel):
+    """A dataset uploaded with POST /datasets, by id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["stored"] = "stored"
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    # Filled in from the stored dataset when the job is queued; values sent are replaced.
+    input_dim: int | None = Field(None, ge=1, description="set by the server")
+    min_len: int | None = Field(None, ge=1, description="set by the server")
+
+
+DatasetSpec = ToyDataset | StoredDataset
+
+
 class TrainOptions(BaseModel):
     """Overrides on top of a preset; anything left out keeps the preset's value."""
 
@@ -69,7 +84,7 @@ class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelName
-    dataset: ToyDataset = Field(default_factory=ToyDataset)
+    dataset: DatasetSpec = Field(default_factory=ToyDataset)
     config: TrainOptions = Field(default_factory=TrainOptions)
 
     @model_validator(mode="after")
@@ -81,13 +96,21 @@ class TrainingSpec(BaseModel):
         return build_configs(self.dataset, self.config)
 
 
-def build_configs(dataset: ToyDataset, options: TrainOptions) -> tuple[ModelConfig, TrainConfig]:
+def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelConfig, TrainConfig]:
     model, train = resolve_configs(options.preset, options.overrides())
-    return ModelConfig(**{**model.to_dict(), "input_dim": 2}), train
+    input_dim = 2 if isinstance(dataset, ToyDataset) else dataset.input_dim
+    if input_dim is None:
+        raise ValueError(f"dataset {dataset.id!r} has not been resolved against the registry")
+    return ModelConfig(**{**model.to_dict(), "input_dim": input_dim}), train
 
 
-def check_windows_fit(dataset: ToyDataset, options: TrainOptions) -> None:
+def check_windows_fit(dataset: DatasetSpec, options: TrainOptions) -> None:
     """Raise ValueError when a training window cannot fit in the dataset's sequences."""
-    _, train = build_configs(dataset, options)
-    if train.window_len > dataset.seq_len:
-        raise ValueError(f"context_len + target_len = {train.window_len} exceeds the sequence length {dataset.seq_len}")
+    shortest = dataset.seq_len if isinstance(dataset, ToyDataset) else dataset.min_len
+    if shortest is None:  # a stored dataset not yet resolved: checked again once it is
+        return
+    _, train = resolve_configs(options.preset, options.overrides())
+    if train.window_len > shortest:
+        raise ValueError(
+            f"context_len + target_len = {train.window_len} exceeds the shortest sequence's length {shortest}"
+        )

@@ -15,9 +15,19 @@ import threading
 
 from training import jobs
 from training.db import SessionFactory
+from training.models import JobStatus
 from training.settings import StorageSettings
 
 log = logging.getLogger("jepa.worker")
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 class Worker:
@@ -26,14 +36,13 @@ class Worker:
         settings: StorageSettings,
         factory: SessionFactory,
         poll_s: float = 1.0,
-        heartbeat_s: float = 2.0,
-        role: str = "worker",
+        heartbeat_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
-        self.id = jobs.worker_id(role)
+        self.id = jobs.worker_id()
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -53,31 +62,38 @@ class Worker:
     def run_one(self, job_id: str) -> int:
         log.info("worker %s starts job %s", self.id, job_id)
         child = subprocess.Popen(
-            [sys.executable, "-m", "training.runner", job_id],
+            [sys.executable, "-m", "training.runner", job_id, self.id],
             env={**os.environ, **self._child_env()},
         )
         while child.poll() is None:
             if self.stop_event.wait(self.heartbeat_s):
                 return self._abandon(child, job_id)
             try:
-                jobs.heartbeat(self.factory, job_id)
+                still_ours = jobs.heartbeat(self.factory, job_id, self.id)
             except Exception:  # noqa: BLE001
                 log.exception("heartbeat for job %s failed", job_id)
+                continue
+            if not still_ours and child.poll() is None and not self._finished_by_child(job_id):
+                # Cancelled, or declared stale and handed on: stop training now, register nothing.
+                log.info("job %s is no longer running for %s; stopping its training process", job_id, self.id)
+                _stop(child)
+                return child.returncode
         if child.returncode not in (0, 3):
             # The runner records its own failures; this catches the ones it could not (killed, OOM).
-            jobs.mark_failed(self.factory, job_id, f"training process exited with code {child.returncode}")
+            jobs.mark_failed(self.factory, job_id, f"training process exited with code {child.returncode}", self.id)
         log.info("job %s finished with exit code %s", job_id, child.returncode)
         return child.returncode
 
+    def _finished_by_child(self, job_id: str) -> bool:
+        """Whether the training process itself just finished the job (it is only exiting now)."""
+        with self.factory() as session:
+            job = jobs.get_job(session, job_id)
+        return job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) and job.worker == self.id
+
     def _abandon(self, child: subprocess.Popen[bytes], job_id: str) -> int:
         """Shutting down mid-job: stop the child and give the job back to the queue."""
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        jobs.requeue(self.factory, job_id, f"worker {self.id} shut down during the run")
+        _stop(child)
+        jobs.requeue(self.factory, job_id, f"worker {self.id} shut down during the run", self.id)
         log.info("job %s re-queued: worker %s is stopping", job_id, self.id)
         return child.returncode
 

@@ -1,9 +1,10 @@
 from typing import Literal
 
 from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
-from service.deps import SessionDep
-from service.schemas import JobOut
+from service.deps import SessionDep, SessionFactoryDep
+from service.schemas import EpochOut, JobMetrics, JobOut
 from training import jobs
 from training.models import JobRow
 
@@ -40,3 +41,24 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, session: SessionDep) -> JobOut:
     return job_out(jobs.get_job(session, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: str, factory: SessionFactoryDep) -> JobOut:
+    """Cancel a queued or running job. A running job stops within a few seconds and registers
+    nothing; a finished one answers 409."""
+    job = await run_in_threadpool(jobs.cancel, factory, job_id)
+    with factory() as session:
+        return job_out(jobs.get_job(session, job.id))
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=JobMetrics)
+def job_metrics(job_id: str, session: SessionDep) -> JobMetrics:
+    """The per-epoch history of the job's latest attempt: loss and the collapse alarms."""
+    job = jobs.get_job(session, job_id)
+    epochs = jobs.epoch_history(session, job_id)
+    return JobMetrics(
+        job_id=job.id,
+        attempt=job.attempts,
+        epochs=[EpochOut(epoch=e.epoch, loss=e.loss, metrics=e.metrics, seconds=e.seconds) for e in epochs],
+    )

@@ -1,7 +1,7 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from service.deps import SessionDep
-from service.schemas import ModelOut, VersionOut, VersionSummary
+from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
 from training import registry
 
 router = APIRouter(tags=["models"])
@@ -39,3 +39,19 @@ def get_version(name: str, version: str, session: SessionDep) -> VersionOut:
         created_at=row.created_at,
         job=row.job_id,
     )
+
+
+@router.put("/models/{name}/aliases/{alias}", response_model=AliasOut)
+def set_alias(name: str, alias: str, body: AliasIn, session: SessionDep) -> AliasOut:
+    """Point `alias` at a version. Every replica serves the new target from its next request:
+    aliases are resolved in the database per request, never cached."""
+    row = registry.set_alias(session, name, alias, body.version)
+    session.commit()
+    return AliasOut(model=name, alias=row.name, version=row.version.number)
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204)
+def delete_alias(name: str, alias: str, session: SessionDep) -> Response:
+    registry.delete_alias(session, name, alias)
+    session.commit()
+    return Response(status_code=204)

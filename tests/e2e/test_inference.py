@@ -6,7 +6,10 @@ import httpx
 import numpy as np
 import pytest
 
+from jepa_model import PRESETS
 from tests.factories import random_sequences
+
+DIM = PRESETS["default"].model.repr_dim  # the first-start model's width
 
 
 def seqs(*lengths: int, seed: int = 0) -> list:
@@ -15,8 +18,8 @@ def seqs(*lengths: int, seed: int = 0) -> list:
 
 def test_encode_returns_one_embedding_per_sequence(client: httpx.Client) -> None:
     body = client.post("/encode", json={"sequences": seqs(20, 20, 20)}).json()
-    assert body["model"] == "trajectories" and body["version"] == 1 and body["dim"] == 32
-    assert np.asarray(body["embeddings"]).shape == (3, 32)
+    assert body["model"] == "trajectories" and body["version"] == 1 and body["dim"] == DIM
+    assert np.asarray(body["embeddings"]).shape == (3, DIM)
 
 
 def test_mixed_lengths_embed_as_each_sequence_would_alone(client: httpx.Client) -> None:
@@ -41,7 +44,7 @@ def test_normalize_and_encoder_choice(client: httpx.Client) -> None:
 def test_predict_scores_only_when_targets_are_given(client: httpx.Client) -> None:
     contexts, targets = seqs(8, 8, 6), seqs(4, 4, 4, seed=1)
     plain = client.post("/predict", json={"contexts": contexts}).json()
-    assert np.asarray(plain["predictions"]).shape == (3, 32) and "similarities" not in plain
+    assert np.asarray(plain["predictions"]).shape == (3, DIM) and "similarities" not in plain
     scored = client.post("/predict", json={"contexts": contexts, "targets": targets}).json()
     np.testing.assert_allclose(scored["predictions"], plain["predictions"], atol=1e-6)
     assert len(scored["similarities"]) == 3 and all(-1 <= s <= 1 for s in scored["similarities"])

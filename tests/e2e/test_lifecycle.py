@@ -1,6 +1,7 @@
 """Start-up, separate workers, shutdown mid-job and PostgreSQL, with real processes."""
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def test_first_start_is_not_ready_until_the_default_model_is_trained(start_serve
             ready = server.wait_for("/ready", 200, timeout=30).json()
             assert ready["version"] == 1
             assert client.post("/encode", json={"sequences": [[[0, 1]]]}).status_code == 200
-            assert client.get(f"/jobs/{job['id']}").json()["worker"].startswith("worker:")  # not "embedded:"
+            # host:pid of the separate worker process, not of the server
+            assert client.get(f"/jobs/{job['id']}").json()["worker"] == f"{socket.gethostname()}:{worker.proc.pid}"
         finally:
             assert worker.stop(signal.SIGTERM) == 0
 

@@ -64,7 +64,10 @@ def test_the_default_model_gets_new_versions_too(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"dataset": {"seq_len": 10}, "config": {"context_len": 8, "target_len": 4}}, "exceeds the sequence length"),
+        (
+            {"dataset": {"seq_len": 10}, "config": {"context_len": 8, "target_len": 4}},
+            "exceeds the shortest sequence's length",
+        ),
         ({"config": {"epochs": 0}}, "greater than or equal to 1"),
         ({"config": {"epochs": 10**9}}, "less than or equal to"),
         ({"config": {"hidden_dim": 10**6}}, "less than or equal to"),

@@ -42,7 +42,7 @@ def test_train_from_a_config_file_with_flag_overrides(tmp_path: Path) -> None:
 def test_train_refuses_a_config_that_cannot_work(tmp_path: Path) -> None:
     result = jepa("train", "--seq-len", "6", "--context-len", "8", data_dir=tmp_path)
     assert result.returncode == 2
-    assert "exceeds the sequence length" in result.stdout
+    assert "exceeds the shortest sequence's length" in result.stdout
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -2,11 +2,13 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from tests.factories import add_version, tiny_spec
 from training import jobs
 from training.db import SessionFactory, in_transaction
+from training.errors import Conflict, JobNotFound
 from training.models import JobRow, JobStatus, utcnow
 
 
@@ -87,3 +89,51 @@ def test_the_default_model_is_queued_only_when_nothing_serves_it(factory: Sessio
     with factory.begin() as s:
         add_version(s, tmp_path, "served")
     assert in_transaction(factory, lambda s: jobs.enqueue_unless_served(s, tiny_spec("served"))) is None
+
+
+def progress(epoch: int, loss: float = 1.0) -> dict:
+    return {"epoch": epoch, "epochs": 3, "loss": loss, "metrics": {"rankme": 2.0}}
+
+
+def test_a_cancelled_job_stops_counting_and_cannot_succeed(factory: SessionFactory) -> None:
+    queued, running = enqueue(factory), enqueue(factory)
+    assert jobs.cancel(factory, queued).status == JobStatus.CANCELLED
+    assert jobs.claim_next(factory, "w1") == running  # the cancelled job is never claimed
+    assert jobs.heartbeat(factory, running, "w1") and jobs.record_epoch(factory, running, "w1", progress(1), 0.1)
+    job = jobs.cancel(factory, running)
+    assert job.status == JobStatus.CANCELLED and job.finished_at is not None
+    assert not jobs.heartbeat(factory, running, "w1")
+    assert not jobs.record_epoch(factory, running, "w1", progress(2), 0.2)
+    assert not in_transaction(factory, lambda s: jobs.mark_succeeded(s, running, {}, "w1"))
+    with pytest.raises(Conflict, match="already cancelled"):
+        jobs.cancel(factory, running)
+    with pytest.raises(JobNotFound):
+        jobs.cancel(factory, "nope")
+
+
+def test_only_the_claiming_worker_may_touch_a_running_job(factory: SessionFactory) -> None:
+    job_id = enqueue(factory)
+    jobs.claim_next(factory, "w1")
+    assert not jobs.heartbeat(factory, job_id, "w2")
+    assert not jobs.mark_failed(factory, job_id, "not mine", "w2")
+    age_heartbeat(factory, job_id, 60)
+    jobs.recover_stale(factory, stale_s=30, max_attempts=3)
+    assert jobs.claim_next(factory, "w2") == job_id
+    # The first worker's training process, still running somewhere, can neither report nor register.
+    assert not jobs.record_epoch(factory, job_id, "w1", progress(1), 0.1)
+    assert not in_transaction(factory, lambda s: jobs.mark_succeeded(s, job_id, {}, "w1"))
+    assert in_transaction(factory, lambda s: jobs.mark_succeeded(s, job_id, {}, "w2"))
+
+
+def test_the_epoch_history_is_the_latest_attempts(factory: SessionFactory) -> None:
+    job_id = enqueue(factory)
+    jobs.claim_next(factory, "w1")
+    for epoch in (1, 2):
+        assert jobs.record_epoch(factory, job_id, "w1", progress(epoch, loss=5.0 - epoch), epoch * 0.1)
+    assert jobs.requeue(factory, job_id, "restart", "w1")
+    jobs.claim_next(factory, "w2")
+    assert jobs.record_epoch(factory, job_id, "w2", progress(1, loss=9.0), 0.1)
+    with factory() as s:
+        history = jobs.epoch_history(s, job_id)
+        assert [(e.attempt, e.epoch, e.loss, e.metrics) for e in history] == [(2, 1, 9.0, {"rankme": 2.0})]
+        assert jobs.get_job(s, job_id).progress["loss"] == 9.0

@@ -4,17 +4,20 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from sqlalchemy import select, update
 
 from jepa_model import load_checkpoint
 from jepa_model.checkpoint import WEIGHTS_FILE, sha256_file
-from tests.factories import tiny_spec
+from tests.factories import TINY_CONFIG, stored_dataset, tiny_spec
 from training import jobs
 from training.db import SessionFactory, in_transaction
 from training.models import JobRow, JobStatus, VersionRow
-from training.runner import run_job
+from training.runner import JobLost, run_job
 from training.settings import StorageSettings
+from training.spec import TrainingSpec
 from training.worker import Worker
 
 
@@ -140,3 +143,58 @@ def wait_for_child(job_id: str, timeout: float = 30) -> int:
                 return int(entry.name)
         time.sleep(0.05)
     raise TimeoutError(f"no training process for job {job_id}")
+
+
+@pytest.mark.parametrize("dim", [1, 5, 64])
+def test_a_stored_dataset_of_any_width_trains_and_serves_that_width(
+    factory: SessionFactory, settings: StorageSettings, dim: int
+) -> None:
+    rng = np.random.default_rng(dim)
+    sequences = [np.cumsum(rng.normal(size=(length, dim)), axis=0) for length in rng.integers(8, 14, size=40)]
+    row = stored_dataset(factory, settings.data_dir, sequences)
+    spec = TrainingSpec.model_validate({"model": f"walk{dim}", "dataset": {"id": row.id}, "config": TINY_CONFIG})
+    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
+    jobs.claim(factory, job_id, "test")
+    run_job(factory, settings, job_id)
+    with factory() as s:
+        version = jobs.get_job(s, job_id).version
+        assert version is not None
+        assert version.metrics["held_out_sequences"] == 4 and "retrieval" in version.metrics
+        assert "oracle_retrieval" not in version.metrics  # users' data has no noise-free future
+    model = load_checkpoint(settings.data_dir / version.path, version.sha256).model
+    assert model.config.input_dim == dim
+    assert model.encode(torch.randn(3, 9, dim)).shape == (3, 8)
+
+
+def test_a_job_cancelled_mid_training_stops_and_leaves_no_checkpoint(
+    factory: SessionFactory, settings: StorageSettings
+) -> None:
+    job_id = queue(factory, epochs=10_000)
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    jobs.claim_next(factory, worker.id)
+    thread = threading.Thread(target=worker.run_one, args=(job_id,))
+    thread.start()
+    pid = wait_for_child(job_id)
+    jobs.cancel(factory, job_id)
+    started = time.monotonic()
+    thread.join(30)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+    with factory() as s:
+        assert jobs.get_job(s, job_id).status == JobStatus.CANCELLED
+    assert versions(factory) == []
+    assert not (settings.data_dir / "checkpoints" / "toy" / job_id).exists()
+
+
+def test_a_runner_whose_job_was_cancelled_registers_nothing(factory: SessionFactory, settings: StorageSettings) -> None:
+    job_id = queue(factory, epochs=3)
+    jobs.claim(factory, job_id, "w1")
+
+    def cancel_after_first_epoch(progress: dict) -> None:
+        if progress["epoch"] == 1:
+            jobs.cancel(factory, job_id)
+
+    with pytest.raises(JobLost):
+        run_job(factory, settings, job_id, on_progress=cancel_after_first_epoch, worker="w1")
+    assert versions(factory) == []
+    assert not (settings.data_dir / "checkpoints" / "toy" / job_id).exists()
