@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from service.engine import InferenceEngine, ServedVersion
 from service.settings import Settings
@@ -15,15 +14,17 @@ from training.db import SessionFactory
 from training.registry import VersionRef
 
 
-def get_settings(request: Request) -> Settings:
+# `async def`, though they never await: FastAPI runs plain `def` dependencies in its threadpool,
+# and two thread hops per request cost more than the model on small requests.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> InferenceEngine:
+async def get_engine(request: Request) -> InferenceEngine:
     return request.app.state.engine
 
 
-def get_session_factory(request: Request) -> SessionFactory:
+async def get_session_factory(request: Request) -> SessionFactory:
     return request.app.state.session_factory
 
 
@@ -41,5 +42,5 @@ SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 async def resolve_served(
     engine: InferenceEngine, settings: Settings, model: str | None, version: VersionRef
 ) -> ServedVersion:
-    """The version a request names, with the service's defaults filled in (database I/O off the loop)."""
-    return await run_in_threadpool(engine.resolve, model or settings.default_model, version, settings.default_alias)
+    """The version a request names, with the service's defaults filled in."""
+    return await engine.resolve_async(model or settings.default_model, version, settings.default_alias)

@@ -1,7 +1,7 @@
-"""The inference engine: resolves versions, keeps recent ones loaded, runs torch off the event loop.
+"""The inference engine: resolves versions, keeps recent ones loaded, batches forward passes.
 
-It knows nothing about HTTP. All torch work runs on one dedicated thread, so the event loop never
-blocks on a forward pass and models are only ever touched from one thread.
+It knows nothing about HTTP. All torch work runs on one dedicated thread, fed by the micro-batcher,
+so the event loop never blocks on a forward pass and models are only ever touched from one thread.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +18,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from starlette.concurrency import run_in_threadpool
 
 from jepa_model import JEPA, CheckpointError, load_checkpoint
-from jepa_model.data import batch_sequences
 from jepa_model.jepa import EncoderName
+from jepa_model.serving import Forward, eager_forwards, traced_forwards
+from service.batcher import MicroBatcher
 from training.db import SessionFactory
 from training.errors import InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
@@ -49,21 +50,93 @@ class ServedVersion:
         return f"model {self.model!r} v{self.number}"
 
 
+# Sequences as the payload decoder hands them over: one (N, T, D) array when every sequence has
+# the same length, else a list of (T_i, D) arrays.
+Sequences = np.ndarray | list[np.ndarray]
+
+
+def length_groups(sequences: Sequences) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(indices, (n, T, D) array) for each distinct length, so no batch ever needs padding."""
+    if isinstance(sequences, np.ndarray):
+        return [(np.arange(len(sequences)), sequences)]
+    by_length: dict[int, list[int]] = {}
+    for i, seq in enumerate(sequences):
+        by_length.setdefault(len(seq), []).append(i)
+    return [(np.array(idx), np.stack([sequences[i] for i in idx])) for idx in by_length.values()]
+
+
 class InferenceEngine:
-    def __init__(self, factory: SessionFactory, data_dir: Path, cache_size: int = 8, threads: int = 1) -> None:
+    """Resolves versions, keeps recent ones loaded, and batches concurrent requests' forward passes.
+
+    `start()` must run inside the event loop that will call the async methods.
+    """
+
+    def __init__(
+        self,
+        factory: SessionFactory,
+        data_dir: Path,
+        cache_size: int = 8,
+        threads: int = 1,
+        max_batch: int = 256,
+        max_wait_s: float = 0.002,
+        max_queue: int = 512,
+        resolve_ttl_s: float = 1.0,
+        trace: bool = True,
+    ) -> None:
         self.factory = factory
         self.data_dir = data_dir
         self.cache_size = max(cache_size, 1)
-        self._models: OrderedDict[int, JEPA] = OrderedDict()  # touched only on the inference thread
+        self.resolve_ttl_s = resolve_ttl_s
+        self.trace = trace
+        # version id -> its forward passes; touched only on the inference thread
+        self._models: OrderedDict[int, dict[str, Forward]] = OrderedDict()
+        self._resolved: dict[tuple[str, VersionRef, str | None], tuple[float, ServedVersion]] = {}
+        self._refreshing: dict[tuple[str, VersionRef, str | None], asyncio.Future[ServedVersion]] = {}
+        # Torch's intra-op pool is per process: one inference thread using `threads` of them.
         torch.set_num_threads(threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.batcher = MicroBatcher(self._run_batch, self._executor, max_batch, max_wait_s, max_queue)
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def aclose(self) -> None:
+        await self.batcher.stop()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     # -- registry -----------------------------------------------------------------------------
 
+    async def resolve_async(self, model: str, version: VersionRef, default_alias: str | None) -> ServedVersion:
+        """`resolve`, without a database query on the hot path.
+
+        A fresh cached answer is used as is. An expired one is still used while one background
+        query refreshes it (so a burst of requests never stampedes the database); only the first
+        request for a name waits for the query. Requests that arrive during that wait share it.
+        """
+        key = (model, version, default_alias)
+        hit = self._resolved.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        refresh = self._refreshing.get(key)
+        if refresh is None:
+            refresh = asyncio.ensure_future(run_in_threadpool(self.resolve, model, version, default_alias))
+            self._refreshing[key] = refresh
+            refresh.add_done_callback(lambda done: self._refresh_done(key, done))
+        if hit is not None:
+            return hit[1]
+        return await asyncio.shield(refresh)
+
+    def _refresh_done(self, key: tuple[str, VersionRef, str | None], done: asyncio.Future[ServedVersion]) -> None:
+        self._refreshing.pop(key, None)
+        if not done.cancelled() and done.exception() is not None:
+            self._resolved.pop(key, None)  # e.g. the alias was deleted: the next request gets the 404
+
     def resolve(self, model: str, version: VersionRef, default_alias: str | None) -> ServedVersion:
+        """The version a request names. Cached for resolve_ttl_s: a promoted alias is served by
+        every replica within that time, without a database query per request."""
         with self.factory() as session:
             row = get_version(session, model, version, default_alias)
-            return ServedVersion(
+            served = ServedVersion(
                 model=row.model.name,
                 number=row.number,
                 version_id=row.id,
@@ -72,59 +145,86 @@ class InferenceEngine:
                 input_dim=int(row.config["model"]["input_dim"]),
                 repr_dim=int(row.config["model"]["repr_dim"]),
             )
+        if len(self._resolved) > 4096:  # names come from requests; keep the cache bounded
+            self._resolved.clear()
+        self._resolved[(model, version, default_alias)] = (time.monotonic() + self.resolve_ttl_s, served)
+        return served
 
-    # -- running on the inference thread -----------------------------------------------------
+    # -- the inference thread -------------------------------------------------------------------
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    def load(self, served: ServedVersion) -> JEPA:
-        model = self._models.get(served.version_id)
-        if model is not None:
+    def load(self, served: ServedVersion) -> dict[str, Forward]:
+        """The version's forward passes, loading (and tracing) its checkpoint on first use."""
+        forwards = self._models.get(served.version_id)
+        if forwards is not None:
             self._models.move_to_end(served.version_id)
-            return model
+            return forwards
         started = time.perf_counter()
         try:
             model = load_checkpoint(self.data_dir / served.path, expected_sha256=served.sha256).model
         except CheckpointError as exc:
             raise ModelUnavailable(f"{served.label} is unavailable: {exc}") from exc
-        self._models[served.version_id] = model
+        forwards = self._compile(model, served)
+        self._models[served.version_id] = forwards
         while len(self._models) > self.cache_size:
             self._models.popitem(last=False)
         log.info("loaded %s in %.3fs", served.label, time.perf_counter() - started)
-        return model
+        return forwards
+
+    def _compile(self, model: JEPA, served: ServedVersion) -> dict[str, Forward]:
+        if self.trace:
+            try:
+                return traced_forwards(model)
+            except Exception as exc:  # noqa: BLE001 - serve correctly, if slower, whatever the tracer does
+                log.warning("%s is served eagerly: tracing failed (%s)", served.label, exc)
+        return eager_forwards(model.eval())
 
     @torch.inference_mode()
-    def _embed(self, model: JEPA, sequences: Sequence[np.ndarray], encoder: EncoderName) -> torch.Tensor:
-        return model.encode(*batch_sequences(sequences), encoder)  # (B, R)
+    def _run_batch(self, key: Hashable, served: ServedVersion, x: np.ndarray) -> np.ndarray:
+        # x: (B, T, D) sequences of one length -> (B, R)
+        _, operation, _ = key  # type: ignore[misc]
+        return self.load(served)[operation](torch.from_numpy(x)).numpy()
 
-    def encode(
-        self, served: ServedVersion, sequences: Sequence[np.ndarray], encoder: EncoderName, normalize: bool
+    async def _batched(self, served: ServedVersion, operation: str, sequences: Sequences) -> np.ndarray:
+        """Run `operation` ("target", "context" or "predict") on every sequence, batched with others."""
+        groups = length_groups(sequences)
+        results = await asyncio.gather(
+            *(self.batcher.submit((served.version_id, operation, x.shape[1]), served, x) for _, x in groups)
+        )
+        if len(groups) == 1:
+            return results[0]
+        out = np.empty((len(sequences), served.repr_dim), dtype=np.float32)
+        for (indices, _), rows in zip(groups, results, strict=True):
+            out[indices] = rows
+        return out
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def encode(
+        self, served: ServedVersion, sequences: Sequences, encoder: EncoderName, normalize: bool
     ) -> np.ndarray:
-        z = self._embed(self.load(served), sequences, encoder)
-        return (F.normalize(z, dim=-1) if normalize else z).numpy()
+        z = await self._batched(served, encoder, sequences)  # (N, R)
+        return _unit(z) if normalize else z
 
-    @torch.inference_mode()
-    def predict(
-        self, served: ServedVersion, contexts: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None
+    async def predict(
+        self, served: ServedVersion, contexts: Sequences, targets: Sequences | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if targets is not None and len(targets) != len(contexts):
             raise InvalidInput(f"got {len(contexts)} contexts but {len(targets)} targets; they pair up one to one")
-        model = self.load(served)
-        predicted = model.predict(*batch_sequences(contexts))  # (B, R)
         if targets is None:
-            return predicted.numpy(), None
-        actual = self._embed(model, targets, "target")  # (B, R)
-        return predicted.numpy(), F.cosine_similarity(predicted, actual, dim=-1).numpy()
+            return await self._batched(served, "predict", contexts), None
+        predicted, actual = await asyncio.gather(
+            self._batched(served, "predict", contexts), self._batched(served, "target", targets)
+        )
+        return predicted, np.einsum("nr,nr->n", _unit(predicted), _unit(actual))
 
-    @torch.inference_mode()
-    def similarity(
-        self, served: ServedVersion, a: Sequence[np.ndarray], b: Sequence[np.ndarray], encoder: EncoderName
-    ) -> np.ndarray:
-        model = self.load(served)
-        za = F.normalize(self._embed(model, a, encoder), dim=-1)  # (A, R)
-        zb = F.normalize(self._embed(model, b, encoder), dim=-1)  # (B, R)
-        return (za @ zb.T).numpy()  # (A, B)
+    async def similarity(self, served: ServedVersion, a: Sequences, b: Sequences, encoder: EncoderName) -> np.ndarray:
+        za, zb = await asyncio.gather(self._batched(served, encoder, a), self._batched(served, encoder, b))
+        return _unit(za) @ _unit(zb).T  # (A, B)
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (a zero row stays zero), as F.normalize does."""
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from jepa_model import CheckpointError
+from service.batcher import Overloaded
 from training.errors import (
     Conflict,
     DatasetCorrupt,
@@ -18,6 +19,7 @@ from training.errors import (
 )
 
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
+    (Overloaded, 429),
     (NotFound, 404),
     (InvalidInput, 422),
     (Conflict, 409),
@@ -36,7 +38,9 @@ def status_for(exc: Exception) -> int:
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+    status = status_for(exc)
+    headers = {"Retry-After": "1"} if status == 429 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -31,10 +31,13 @@ class InferenceRequest(BaseModel):
     version: VersionRef = None
 
 
-class EncodeRequest(InferenceRequest):
-    sequences: Batch
+class EncodeOptions(InferenceRequest):
     encoder: EncoderName = "target"
     normalize: bool = Field(False, description="L2-normalise each embedding.")
+
+
+class EncodeRequest(EncodeOptions):
+    sequences: Batch
 
 
 class EncodeResponse(BaseModel):
@@ -44,7 +47,11 @@ class EncodeResponse(BaseModel):
     embeddings: list[list[float]]
 
 
-class PredictRequest(InferenceRequest):
+class PredictOptions(InferenceRequest):
+    pass
+
+
+class PredictRequest(PredictOptions):
     contexts: Batch
     targets: Batch | None = Field(
         None, description="The actual continuations; when given, the response carries similarities."
@@ -63,10 +70,13 @@ class PredictResponse(BaseModel):
     )
 
 
-class SimilarityRequest(InferenceRequest):
+class SimilarityOptions(InferenceRequest):
+    encoder: EncoderName = "target"
+
+
+class SimilarityRequest(SimilarityOptions):
     a: Batch
     b: Batch
-    encoder: EncoderName = "target"
 
 
 class SimilarityResponse(BaseModel):

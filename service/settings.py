@@ -17,8 +17,21 @@ class Settings(StorageSettings):
     default_alias: str = "production"
     # Loaded versions kept in memory, least recently used evicted first.
     model_cache_size: int = 8
-    # Torch threads for inference. One thread per API process avoids oversubscribing small hosts.
+    # Torch threads for inference. One thread per API process avoids oversubscribing small hosts:
+    # the other core is the event loop's (and, on one machine, the load's). Scale with replicas.
     inference_threads: int = 1
+    # Micro-batching: concurrent requests for one version and sequence length share a forward
+    # pass of at most max_batch sequences; a lone request waits at most batch_wait_ms for company.
+    # 0 still batches: whatever queues up while the inference thread is busy goes in together.
+    max_batch: int = 1024
+    batch_wait_ms: float = 0.0
+    # Requests waiting for the inference thread; past this, 429 at once.
+    max_queue: int = 256
+    # How long a resolved name/version/alias is reused before the registry is asked again.
+    resolve_ttl_s: float = 1.0
+    # How often Python hands the GIL between threads (sys.setswitchinterval); small, so the
+    # inference thread gets it back quickly from the event loop after each forward pass.
+    gil_switch_interval_ms: float = 0.2
 
     # Run a worker thread inside `jepa serve`; turn off when separate `jepa worker`s run.
     embedded_worker: bool = True

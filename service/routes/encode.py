@@ -1,18 +1,34 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from service.deps import EngineDep, SettingsDep, resolve_served
-from service.payloads import to_arrays
-from service.schemas import EncodeRequest, EncodeResponse
+from service.payloads import npy_sequences, parse_json, respond, sends_npy, take_field, to_sequences, validate_options
+from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
+from service.schemas import EncodeOptions, EncodeRequest, EncodeResponse
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/encode", response_model=EncodeResponse)
-async def encode(body: EncodeRequest, engine: EngineDep, settings: SettingsDep) -> EncodeResponse:
-    """Embed each sequence with the target (default) or context encoder."""
-    served = await resolve_served(engine, settings, body.model, body.version)
-    sequences = to_arrays("sequences", body.sequences, served)
-    embeddings = await engine.run(engine.encode, served, sequences, body.encoder, body.normalize)
-    return EncodeResponse(
-        model=served.model, version=served.number, dim=served.repr_dim, embeddings=embeddings.tolist()
-    )
+@router.post(
+    "/encode", response_model=EncodeResponse, openapi_extra=json_or_npy_body(EncodeRequest), responses=NPY_RESPONSE
+)
+async def encode(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    """Embed each sequence with the target (default) or context encoder.
+
+    Also takes an `application/x-npy` body, a float array (N, T, D), with the other fields as
+    query parameters; `Accept: application/x-npy` returns the embeddings (N, R) as .npy.
+    """
+    body = await request.body()
+    if sends_npy(request):
+        options = validate_options(EncodeOptions, dict(request.query_params))
+        served = await resolve_served(engine, settings, options.model, options.version)
+        sequences = npy_sequences(body, served)
+    else:
+        data = parse_json(body)
+        raw = take_field(data, "sequences")
+        options = validate_options(EncodeOptions, data)
+        served = await resolve_served(engine, settings, options.model, options.version)
+        sequences = to_sequences("sequences", raw, served)
+    embeddings = await engine.encode(served, sequences, options.encoder, options.normalize)
+    payload = {"model": served.model, "version": served.number, "dim": served.repr_dim, "embeddings": embeddings}
+    return respond(request, payload, "embeddings")

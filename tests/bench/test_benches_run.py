@@ -12,6 +12,8 @@ import pytest
         ("bench.quality", ["--epochs", "1", "--seeds", "0", "--patterns", "linear"], "| pattern | preset | cosine"),
         ("bench.ablation", ["--epochs", "1", "--patterns", "circle"], "| configuration | pattern |"),
         ("bench.monitor_cost", ["--epochs", "1", "--repeats", "1"], "| training | s/epoch |"),
+        ("bench.train_speed", ["--rounds", "1"], "| preset | s/epoch | sequences/s |"),
+        ("bench.serve", ["--seconds", "0.3", "--warmup", "0.2"], "| scenario | requests/s |"),
     ],
 )
 def test_bench_prints_its_table(module: str, args: list[str], header: str) -> None:

@@ -1,12 +1,15 @@
 """/encode, /predict and /similarity against a real server."""
 
+import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
 from jepa_model import PRESETS
+from tests.e2e.servers import StartServer
 from tests.factories import random_sequences
 
 DIM = PRESETS["default"].model.repr_dim  # the first-start model's width
@@ -88,27 +91,32 @@ def test_malformed_sequences_name_the_problem(client: httpx.Client, body: dict, 
 
 
 @pytest.mark.parametrize(
-    ("raw", "loc"),
+    ("raw", "expected"),
     [
-        ('{"sequences": [[[0, NaN]]]}', ["body", "sequences", 0, 0, 1]),
-        ('{"sequences": [[[0, Infinity]]]}', ["body", "sequences", 0, 0, 1]),
-        ('{"sequences": [[[true, 1]]]}', ["body", "sequences", 0, 0, 0]),
-        ('{"sequences": [[["1", 1]]]}', ["body", "sequences", 0, 0, 0]),
-        ('{"sequences": [[0, 1]]}', ["body", "sequences", 0, 0]),
-        ('{"sequences": []}', ["body", "sequences"]),
-        ('{"sequences": [[[0, 1]]], "version": -1}', None),
+        ('{"sequences": [[[0, NaN]]]}', "NaN and Infinity are not JSON numbers"),
+        ('{"sequences": [[[0, Infinity]]]}', "NaN and Infinity are not JSON numbers"),
+        ('{"sequences": [[[true, 1]]]}', "sequences[0][0][0] must be a number, got bool"),
+        ('{"sequences": [[["1", 1]]]}', "sequences[0][0][0] must be a number, got str"),
+        ('{"sequences": [[0, 1]]}', "sequences[0][0] must be a list of 2 numbers, got int"),
+        ('{"sequences": [[[0, 1]], [[0, 1], null]]}', "sequences[1][1] must be a list of 2 numbers, got NoneType"),
+        ('{"sequences": []}', "sequences must be a non-empty list"),
+        ('{"encoder": "target"}', "sequences is required"),
+        ('{"sequences": [[[0, 1]]], "version": -1}', "version must be a positive integer"),
         ('{"sequences": [[[0, 1]]], "version": 1.5}', ["body", "version", "int"]),
         ('{"sequences": [[[0, 1]]], "encoder": "online"}', ["body", "encoder"]),
         ('{"sequences": [[[0, 1]]], "extra": 1}', ["body", "extra"]),
-        ("not json", None),
+        ("[1, 2]", "must be a JSON object"),
+        ("not json", "not valid JSON"),
     ],
 )
-def test_invalid_bodies_get_422_with_a_location(client: httpx.Client, raw: str, loc: list | None) -> None:
+def test_invalid_bodies_get_422_that_says_where(client: httpx.Client, raw: str, expected: str | list) -> None:
     response = client.post("/encode", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
-    if loc is not None:
-        assert loc in [error["loc"] for error in detail]
+    if isinstance(expected, list):  # a field pydantic checks: FastAPI's list of errors with locations
+        assert expected in [error["loc"] for error in detail]
+    else:
+        assert expected in detail
 
 
 @pytest.mark.parametrize(
@@ -127,3 +135,54 @@ def test_unknown_models_and_versions_are_404(client: httpx.Client, extra: dict, 
     ]:
         response = client.post(route, json={**body, **extra})
         assert response.status_code == 404 and needle in response.json()["detail"], (route, response.text)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_binary_bodies_and_answers_match_json(client: httpx.Client) -> None:
+    batch = np.asarray(seqs(20, 20, 20), dtype=np.float32)
+    as_json = np.asarray(client.post("/encode", json={"sequences": batch.tolist()}).json()["embeddings"])
+    response = client.post(
+        "/encode?encoder=target&version=1",
+        content=npy_bytes(batch),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
+    assert response.headers["x-jepa-model"] == "trajectories" and response.headers["x-jepa-version"] == "1"
+    as_npy = np.load(io.BytesIO(response.content), allow_pickle=False)
+    assert as_npy.dtype == np.float32 and as_npy.shape == (3, DIM)
+    np.testing.assert_allclose(as_npy, as_json, atol=1e-5)
+
+    predicted = client.post("/predict", content=npy_bytes(batch[:, :8]), headers={"content-type": "application/x-npy"})
+    assert predicted.status_code == 200 and np.asarray(predicted.json()["predictions"]).shape == (3, DIM)
+
+    wrong = client.post("/encode", content=npy_bytes(batch[..., :1]), headers={"content-type": "application/x-npy"})
+    assert wrong.status_code == 422 and "1 features" in wrong.json()["detail"]
+    pickled = np.array([{"x": 1}], dtype=object)
+    refused = client.post("/encode", content=npy_bytes(pickled), headers={"content-type": "application/x-npy"})
+    assert refused.status_code == 422 and "not a readable .npy" in refused.json()["detail"]
+
+
+def test_the_openapi_schema_documents_json_and_binary_bodies(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/encode"]["post"]["requestBody"]["content"]
+    assert set(body["application/json"]["schema"]["properties"]) >= {"sequences", "model", "version", "encoder"}
+    assert "application/x-npy" in body
+    similarity = spec["paths"]["/similarity"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"a", "b"} <= set(similarity["required"])
+
+
+def test_past_the_queue_limit_requests_get_429_at_once(start_server: StartServer) -> None:
+    server = start_server(JEPA_MAX_QUEUE="1")
+    server.wait_for("/ready")
+    body = {"sequences": seqs(*[20] * 256)}
+    with ThreadPoolExecutor(16) as pool, server.client() as client:
+        responses = list(pool.map(lambda _: client.post("/encode", json=body), range(48)))
+    statuses = {r.status_code for r in responses}
+    assert statuses == {200, 429}, statuses
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.headers["retry-after"] == "1" and "retry" in refused.json()["detail"]
