@@ -112,6 +112,17 @@ def _read_embedded_config(weights: bytes, path: Path) -> dict[str, Any]:
         raise CheckpointCorrupt(f"{path}: no readable embedded config ({exc})") from exc
 
 
+def checkpoint_problem(directory: str | os.PathLike[str], expected_sha256: str) -> str | None:
+    """What makes the checkpoint unusable at a glance (missing files, a wrong checksum), or None."""
+    directory = Path(directory)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (directory / name).is_file():
+            return f"{name} is missing"
+    if sha256_file(directory / WEIGHTS_FILE) != expected_sha256:
+        return f"{WEIGHTS_FILE} does not match its recorded sha256"
+    return None
+
+
 def load_checkpoint(directory: str | os.PathLike[str], expected_sha256: str | None = None) -> LoadedCheckpoint:
     """Rebuild the exact saved model, in eval mode. Raises CheckpointError on any mismatch."""
     directory = Path(directory)

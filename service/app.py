@@ -13,9 +13,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from jepa_model import __version__
+from service.deps import ReadAuth
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
 from service.routes import datasets, encode, health, jobs, models, predict, similarity, train
+from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
 from training import jobs as job_queue
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
@@ -43,6 +45,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log.info("database %s, data dir %s", settings.safe_database_url, settings.data_dir.resolve())
+    if settings.api_key is None:
+        log.warning("JEPA_API_KEY is not set: anyone who can reach this service can train, upload and promote")
     await run_in_threadpool(upgrade_to_head, settings.resolved_database_url)
     db_engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(db_engine)
@@ -51,7 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir,
         cache_size=settings.model_cache_size,
         threads=settings.inference_threads,
-        max_batch=settings.max_batch,
+        max_batch=settings.micro_batch,
         max_wait_s=settings.batch_wait_ms / 1000,
         max_queue=settings.max_queue,
         resolve_ttl_s=settings.resolve_ttl_s,
@@ -81,15 +85,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
     app = FastAPI(
         title="JEPA service",
         version=__version__,
         description="Train and serve JEPA encoders for sequences: embeddings, predicted future "
         "representations and similarities.",
         lifespan=lifespan,
+        # Past this, 413 before the body is read whole: at once when Content-Length says so,
+        # else as soon as the streamed bytes pass it.
+        max_body_size=settings.max_body_bytes,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
     register_error_handlers(app)
-    for module in (health, encode, predict, similarity, train, jobs, models, datasets):
-        app.include_router(module.router)
+    app.include_router(health.router)  # open, for load balancers and orchestrators
+    for module in (encode, predict, similarity, train, jobs, models, datasets):
+        app.include_router(module.router, dependencies=[ReadAuth], responses=ERROR_RESPONSES)
     return app

@@ -22,12 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from training.errors import DomainError
-
-
-class Overloaded(DomainError):
-    """More requests are waiting than the queue may hold; the caller should retry later."""
-
+from training.errors import Overloaded
 
 # Runs one batch on the inference thread: (key, payload of the first request, (B, T, D)) -> (B, ...).
 BatchFn = Callable[[Hashable, Any, np.ndarray], np.ndarray]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.engine import InferenceEngine, ServedVersion
+from service.payloads import RequestLimits
 from service.settings import Settings
 from training.db import SessionFactory
+from training.errors import Unauthorized
 from training.registry import VersionRef
 
 
@@ -34,6 +38,14 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_limits(request: Request) -> RequestLimits:
+    settings: Settings = request.app.state.settings
+    return RequestLimits(max_batch=settings.max_batch, max_seq_len=settings.max_seq_len)
+
+
+LimitsDep = Annotated[RequestLimits, Depends(get_limits)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
@@ -44,3 +56,34 @@ async def resolve_served(
 ) -> ServedVersion:
     """The version a request names, with the service's defaults filled in."""
     return await engine.resolve_async(model or settings.default_model, version, settings.default_alias)
+
+
+# Declared as a security scheme, so /docs offers an "Authorize" button.
+bearer = HTTPBearer(auto_error=False, description="The service's JEPA_API_KEY, when it has one.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _check_key(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if settings.api_key is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    # compare_digest takes as long whatever the key's first wrong character, so response times
+    # reveal nothing about it.
+    if not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+        raise Unauthorized("this needs the API key: send Authorization: Bearer <JEPA_API_KEY>")
+
+
+async def require_write_key(request: Request, credentials: Credentials) -> None:
+    """Everything that changes state needs the key, when the service has one."""
+    _check_key(request.app.state.settings, credentials)
+
+
+async def require_read_key(request: Request, credentials: Credentials) -> None:
+    """Reads need it too with JEPA_AUTH_READS=1."""
+    settings: Settings = request.app.state.settings
+    if settings.auth_reads:
+        _check_key(settings, credentials)
+
+
+WriteAuth = Depends(require_write_key)
+ReadAuth = Depends(require_read_key)

@@ -18,14 +18,14 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import text
 
 from jepa_model import JEPA, CheckpointError, load_checkpoint
 from jepa_model.jepa import EncoderName
 from jepa_model.serving import Forward, eager_forwards, traced_forwards
 from service.batcher import MicroBatcher
 from training.db import SessionFactory
-from training.errors import InvalidInput, ModelUnavailable
+from training.errors import DomainError, InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
 
 log = logging.getLogger("jepa.engine")
@@ -119,7 +119,7 @@ class InferenceEngine:
             return hit[1]
         refresh = self._refreshing.get(key)
         if refresh is None:
-            refresh = asyncio.ensure_future(run_in_threadpool(self.resolve, model, version, default_alias))
+            refresh = asyncio.ensure_future(asyncio.to_thread(self.resolve, model, version, default_alias))
             self._refreshing[key] = refresh
             refresh.add_done_callback(lambda done: self._refresh_done(key, done))
         if hit is not None:
@@ -128,8 +128,17 @@ class InferenceEngine:
 
     def _refresh_done(self, key: tuple[str, VersionRef, str | None], done: asyncio.Future[ServedVersion]) -> None:
         self._refreshing.pop(key, None)
-        if not done.cancelled() and done.exception() is not None:
+        error = None if done.cancelled() else done.exception()
+        if isinstance(error, DomainError):
             self._resolved.pop(key, None)  # e.g. the alias was deleted: the next request gets the 404
+        elif error is not None:
+            # The registry is unreachable: keep serving what it last said, and ask again next time.
+            log.warning("registry lookup for %s failed (%s); serving the last answer", key[0], type(error).__name__)
+
+    def check_registry(self) -> None:
+        """Raise if the database does not answer (for /ready)."""
+        with self.factory() as session:
+            session.execute(text("SELECT 1"))
 
     def resolve(self, model: str, version: VersionRef, default_alias: str | None) -> ServedVersion:
         """The version a request names. Cached for resolve_ttl_s: a promoted alias is served by

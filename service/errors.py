@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from jepa_model import CheckpointError
-from service.batcher import Overloaded
 from training.errors import (
     Conflict,
     DatasetCorrupt,
@@ -15,11 +15,14 @@ from training.errors import (
     InvalidInput,
     ModelUnavailable,
     NotFound,
+    Overloaded,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (Overloaded, 429),
+    (Unauthorized, 401),
     (NotFound, 404),
     (InvalidInput, 422),
     (Conflict, 409),
@@ -39,7 +42,7 @@ def status_for(exc: Exception) -> int:
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
-    headers = {"Retry-After": "1"} if status == 429 else None
+    headers = {429: {"Retry-After": "1"}, 401: {"WWW-Authenticate": 'Bearer realm="jepa"'}}.get(status)
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
@@ -51,7 +54,13 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    # The class name says what failed; the message could carry connection details.
+    return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}"}, status_code=503)
+
+
 def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(CheckpointError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -10,6 +10,7 @@ A binary body (`Content-Type: application/x-npy`) is one float array (N, T, D), 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any, TypeVar
 
@@ -22,6 +23,13 @@ from starlette.responses import Response
 
 from service.engine import Sequences, ServedVersion
 from training.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_batch: int = 4096  # sequences per request
+    max_seq_len: int = 4096  # steps per sequence
+
 
 NPY = "application/x-npy"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -62,10 +70,11 @@ def take_field(data: dict[str, Any], field: str, required: bool = True) -> Any:
     return value
 
 
-def to_sequences(field: str, value: Any, served: ServedVersion) -> Sequences:
+def to_sequences(field: str, value: Any, served: ServedVersion, limits: RequestLimits) -> Sequences:
     """JSON lists [N][T][D] -> one float32 (N, T, D) array, or (T_i, D) arrays when lengths differ."""
     if not isinstance(value, list) or not value:
         raise InvalidInput(f"{field} must be a non-empty list of sequences [N][T][D]")
+    _check_size(field, len(value), [len(s) if isinstance(s, list) else 0 for s in value], limits)
     try:
         # Only ints and floats may be there: numpy would silently turn booleans and numeric
         # strings into numbers. One pass over the values in C finds anything else.
@@ -93,6 +102,16 @@ def _fast(value: list[Any], served: ServedVersion) -> Sequences:
     if not _valid(array, served):
         raise ValueError("invalid")
     return array
+
+
+def _check_size(field: str, count: int, lengths: list[int] | np.ndarray, limits: RequestLimits) -> None:
+    if count > limits.max_batch:
+        raise InvalidInput(f"{field} holds {count} sequences; at most {limits.max_batch} per request (JEPA_MAX_BATCH)")
+    longest = int(np.argmax(lengths))
+    if lengths[longest] > limits.max_seq_len:
+        raise InvalidInput(
+            f"{field}[{longest}] has {lengths[longest]} steps; at most {limits.max_seq_len} (JEPA_MAX_SEQ_LEN)"
+        )
 
 
 def _valid(array: np.ndarray, served: ServedVersion) -> bool:
@@ -126,7 +145,7 @@ def _explain(field: str, value: list[Any], served: ServedVersion) -> str:
     return f"{field} must be sequences [N][T][D] of numbers"
 
 
-def npy_sequences(body: bytes, served: ServedVersion) -> np.ndarray:
+def npy_sequences(body: bytes, served: ServedVersion, limits: RequestLimits) -> np.ndarray:
     """An .npy body -> a float32 (N, T, D) array."""
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
@@ -136,6 +155,7 @@ def npy_sequences(body: bytes, served: ServedVersion) -> np.ndarray:
         raise InvalidInput(f"an {NPY} body must be a numeric array (N, T, D), got {getattr(array, 'shape', '?')}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidInput(f"an {NPY} body needs at least one sequence of one point, got shape {array.shape}")
+    _check_size("sequences", array.shape[0], [array.shape[1]], limits)
     if array.shape[2] != served.input_dim:
         raise InvalidInput(f"the array has {array.shape[2]} features; {served.label} expects {served.input_dim}")
     array = np.ascontiguousarray(array, dtype=np.float32)

@@ -24,6 +24,28 @@ VersionRef = Annotated[
 ]
 
 
+class ErrorOut(BaseModel):
+    """Every error: a message naming the problem, or, for a field pydantic checked, FastAPI's list."""
+
+    detail: str | list[dict[str, Any]]
+
+
+# The errors any route may answer with, documented once for all of them.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        401: "The API key is missing or wrong (only when JEPA_API_KEY is set).",
+        404: "No such model, version, alias, job or dataset.",
+        409: "The resource's state does not allow this (a finished job, a corrupt dataset).",
+        413: "The body is larger than JEPA_MAX_BODY_BYTES.",
+        415: "The body's media type is not one this route reads.",
+        422: "The request is malformed; the detail names the field and what is wrong.",
+        429: "Too much is already waiting; retry after the Retry-After header's seconds.",
+        503: "A checkpoint or the database is unavailable.",
+    }.items()
+}
+
+
 class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -182,6 +204,8 @@ class ModelOut(BaseModel):
 class VersionOut(BaseModel):
     model: str
     version: int
+    available: bool = Field(description="Whether its checkpoint is present and matches its sha256.")
+    problem: str | None = Field(None, description="Why it is unavailable.")
     aliases: list[str]
     config: dict[str, Any]
     metrics: dict[str, Any]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import SecretStr
+
 from training.settings import StorageSettings
 
 
@@ -21,9 +23,9 @@ class Settings(StorageSettings):
     # the other core is the event loop's (and, on one machine, the load's). Scale with replicas.
     inference_threads: int = 1
     # Micro-batching: concurrent requests for one version and sequence length share a forward
-    # pass of at most max_batch sequences; a lone request waits at most batch_wait_ms for company.
+    # pass of at most micro_batch sequences; a lone request waits at most batch_wait_ms for company.
     # 0 still batches: whatever queues up while the inference thread is busy goes in together.
-    max_batch: int = 1024
+    micro_batch: int = 1024
     batch_wait_ms: float = 0.0
     # Requests waiting for the inference thread; past this, 429 at once.
     max_queue: int = 256
@@ -36,6 +38,19 @@ class Settings(StorageSettings):
     # Run a worker thread inside `jepa serve`; turn off when separate `jepa worker`s run.
     embedded_worker: bool = True
     worker_poll_s: float = 1.0
+    # Security and limits. With an API key set, every request that changes state needs
+    # `Authorization: Bearer <key>`; with auth_reads, every other request too, except /health
+    # and /ready. Without a key the service is open, and says so in its log at start.
+    api_key: SecretStr | None = None
+    auth_reads: bool = False
+    # Bodies past this many bytes get 413 before they are read whole (uploads included).
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Per inference request: at most this many sequences, each at most this many steps.
+    max_batch: int = 4096
+    max_seq_len: int = 4096
+    # Past this many queued training jobs, POST /train answers 429.
+    max_queued_jobs: int = 64
+
     # On first start with no versions of the default model, queue a job that trains one.
     bootstrap: bool = True
     bootstrap_epochs: int = 50

@@ -36,17 +36,22 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database with a clean schema: nothing left by earlier tests."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    return postgres_url
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jepa.db'}"
-    url = request.getfixturevalue("postgres_url")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:  # a clean schema per test
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
+    return request.getfixturevalue("fresh_postgres_url")
 
 
 @pytest.fixture

@@ -45,3 +45,11 @@ class Conflict(DomainError):
 
 class UnsupportedMediaType(DomainError):
     pass
+
+
+class Overloaded(DomainError):
+    """Too much is already waiting (inference requests, or queued training jobs); retry later."""
+
+
+class Unauthorized(DomainError):
+    """A request that needs the API key came without it, or with a wrong one."""

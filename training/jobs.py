@@ -12,12 +12,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from training.datasets import resolve_spec
 from training.db import SessionFactory, in_transaction
-from training.errors import Conflict, JobNotFound
+from training.errors import Conflict, JobNotFound, Overloaded
 from training.models import JobEpochRow, JobRow, JobStatus, VersionRow, utcnow
 from training.registry import has_versions
 from training.spec import TrainingSpec
@@ -28,7 +28,12 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def enqueue(session: Session, spec: TrainingSpec) -> JobRow:
+def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None) -> JobRow:
+    """Queue `spec`; with `max_queued`, refuse (Overloaded) once that many jobs are waiting."""
+    if max_queued is not None:
+        waiting = session.scalar(select(func.count(JobRow.id)).where(JobRow.status == JobStatus.QUEUED)) or 0
+        if waiting >= max_queued:
+            raise Overloaded(f"{waiting} training jobs are already queued (JEPA_MAX_QUEUED_JOBS); retry later")
     spec = resolve_spec(session, spec)
     epochs = spec.configs()[1].epochs
     job = JobRow(

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.deps import SessionDep, SettingsDep
+from service.deps import SessionDep, SettingsDep, WriteAuth
 from service.schemas import DATASET_NAME_PATTERN, DatasetIn, DatasetOut
 from training import datasets
 from training.errors import InvalidInput, UnsupportedMediaType
@@ -73,7 +73,9 @@ async def _read_upload(request: Request) -> tuple[str, list]:
     raise UnsupportedMediaType(f"send application/json or multipart/form-data, not {content_type!r}")
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "/datasets", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY, dependencies=[WriteAuth]
+)
 async def create_dataset(
     request: Request, session: SessionDep, settings: SettingsDep, response: Response
 ) -> DatasetOut:

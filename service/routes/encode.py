@@ -1,7 +1,7 @@
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.deps import EngineDep, SettingsDep, resolve_served
+from service.deps import EngineDep, LimitsDep, SettingsDep, resolve_served
 from service.payloads import npy_sequences, parse_json, respond, sends_npy, take_field, to_sequences, validate_options
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import EncodeOptions, EncodeRequest, EncodeResponse
@@ -12,7 +12,7 @@ router = APIRouter(tags=["inference"])
 @router.post(
     "/encode", response_model=EncodeResponse, openapi_extra=json_or_npy_body(EncodeRequest), responses=NPY_RESPONSE
 )
-async def encode(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+async def encode(request: Request, engine: EngineDep, settings: SettingsDep, limits: LimitsDep) -> Response:
     """Embed each sequence with the target (default) or context encoder.
 
     Also takes an `application/x-npy` body, a float array (N, T, D), with the other fields as
@@ -22,13 +22,13 @@ async def encode(request: Request, engine: EngineDep, settings: SettingsDep) -> 
     if sends_npy(request):
         options = validate_options(EncodeOptions, dict(request.query_params))
         served = await resolve_served(engine, settings, options.model, options.version)
-        sequences = npy_sequences(body, served)
+        sequences = npy_sequences(body, served, limits)
     else:
         data = parse_json(body)
         raw = take_field(data, "sequences")
         options = validate_options(EncodeOptions, data)
         served = await resolve_served(engine, settings, options.model, options.version)
-        sequences = to_sequences("sequences", raw, served)
+        sequences = to_sequences("sequences", raw, served, limits)
     embeddings = await engine.encode(served, sequences, options.encoder, options.normalize)
     payload = {"model": served.model, "version": served.number, "dim": served.repr_dim, "embeddings": embeddings}
     return respond(request, payload, "embeddings")

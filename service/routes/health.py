@@ -1,6 +1,7 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from service.deps import EngineDep, SettingsDep, resolve_served
 from service.schemas import Health, Readiness
@@ -19,6 +20,7 @@ async def health() -> Health:
 async def ready(engine: EngineDep, settings: SettingsDep) -> Readiness | JSONResponse:
     """200 once the database answers and the default model is loaded; 503 with the reason before."""
     try:
+        await run_in_threadpool(engine.check_registry)
         served = await resolve_served(engine, settings, None, None)
         await engine.run(engine.load, served)
     except SQLAlchemyError as exc:

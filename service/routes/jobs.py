@@ -3,7 +3,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import SessionDep, SessionFactoryDep
+from service.deps import SessionDep, SessionFactoryDep, WriteAuth
 from service.schemas import EpochOut, JobMetrics, JobOut
 from training import jobs
 from training.models import JobRow
@@ -43,7 +43,7 @@ def get_job(job_id: str, session: SessionDep) -> JobOut:
     return job_out(jobs.get_job(session, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, dependencies=[WriteAuth])
 async def cancel_job(job_id: str, factory: SessionFactoryDep) -> JobOut:
     """Cancel a queued or running job. A running job stops within a few seconds and registers
     nothing; a finished one answers 409."""

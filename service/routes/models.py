@@ -1,6 +1,7 @@
 from fastapi import APIRouter, Response
 
-from service.deps import SessionDep
+from jepa_model.checkpoint import checkpoint_problem
+from service.deps import SessionDep, SettingsDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
 from training import registry
 
@@ -26,12 +27,16 @@ def list_models(session: SessionDep) -> list[ModelOut]:
 
 
 @router.get("/models/{name}/versions/{version}", response_model=VersionOut)
-def get_version(name: str, version: str, session: SessionDep) -> VersionOut:
-    """One version, by number or alias: its config, metrics, checksum and the job that made it."""
+def get_version(name: str, version: str, session: SessionDep, settings: SettingsDep) -> VersionOut:
+    """One version, by number or alias: its config, metrics, checksum, the job that made it, and
+    whether its checkpoint is intact (present, and matching the recorded sha256)."""
     row = registry.get_version(session, name, version)
+    problem = checkpoint_problem(settings.data_dir / row.path, row.sha256)
     return VersionOut(
         model=name,
         version=row.number,
+        available=problem is None,
+        problem=problem,
         aliases=sorted(alias.name for alias in row.model.aliases if alias.version_id == row.id),
         config=row.config,
         metrics=row.metrics,
@@ -41,7 +46,7 @@ def get_version(name: str, version: str, session: SessionDep) -> VersionOut:
     )
 
 
-@router.put("/models/{name}/aliases/{alias}", response_model=AliasOut)
+@router.put("/models/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[WriteAuth])
 def set_alias(name: str, alias: str, body: AliasIn, session: SessionDep) -> AliasOut:
     """Point `alias` at a version. Every replica serves the new target from its next request:
     aliases are resolved in the database per request, never cached."""
@@ -50,7 +55,7 @@ def set_alias(name: str, alias: str, body: AliasIn, session: SessionDep) -> Alia
     return AliasOut(model=name, alias=row.name, version=row.version.number)
 
 
-@router.delete("/models/{name}/aliases/{alias}", status_code=204)
+@router.delete("/models/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAuth])
 def delete_alias(name: str, alias: str, session: SessionDep) -> Response:
     registry.delete_alias(session, name, alias)
     session.commit()

@@ -56,9 +56,9 @@ def test_a_job_interrupted_by_shutdown_is_finished_after_restart(start_server: S
         assert [v["version"] for v in model["versions"]] == [1]  # the interrupted attempt left nothing
 
 
-def test_the_whole_flow_on_postgresql(start_server: StartServer, postgres_url: str) -> None:
+def test_the_whole_flow_on_postgresql(start_server: StartServer, fresh_postgres_url: str) -> None:
     # Trust auth ignores the password, which lets the test check that it never reaches the logs.
-    url = make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    url = make_url(fresh_postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
     server = start_server(JEPA_DATABASE_URL=url)
     server.wait_for("/ready")
     with server.client() as client:
@@ -70,3 +70,24 @@ def test_the_whole_flow_on_postgresql(start_server: StartServer, postgres_url: s
         assert httpx.get(f"{server.base_url}/models/pg/versions/1").json()["config"]["preset"] == "default"
     server.stop()
     assert "s3cret-pw" not in server.log() and "postgresql+psycopg://postgres:***@" in server.log()
+
+
+def test_a_job_whose_server_was_killed_is_rerun_after_restart(start_server: StartServer, tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    fast_recovery = {"JEPA_JOB_STALE_S": "3"}
+    first = start_server(data_dir, **fast_recovery)
+    first.wait_for("/ready")
+    with first.client() as client:
+        body = {"model": "killed", "dataset": {"num_samples": 1000}, "config": {"epochs": 12}}
+        job_id = client.post("/train", json=body).json()["job_id"]
+        while client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] < 1:
+            time.sleep(0.05)
+    first.stop(signal.SIGKILL)  # no shutdown at all: the job is left `running` with a stale heartbeat
+    assert not list((data_dir / "checkpoints").glob("killed/*")), "a half-trained checkpoint was written"
+
+    second = start_server(data_dir, **fast_recovery)
+    with second.client() as client:
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "succeeded" and job["attempts"] == 2 and job["version"] == 1
+        assert "stopped heartbeating during attempt 1" not in (job["error"] or "")  # cleared on success
+    assert len(list((data_dir / "checkpoints").glob("killed/*"))) == 1

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tests.e2e.servers import Process, Server, StartServer, server_env, wait_for_job
 from tests.factories import TINY_CONFIG
@@ -18,17 +17,9 @@ Cluster = tuple[list[Server], list[Process]]
 
 
 @pytest.fixture
-def cluster(
-    start_server: StartServer, postgres_url: str, tmp_path: Path
-) -> Iterator[tuple[list[Server], list[Process]]]:
-
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as conn:  # a clean schema: the session's database is shared with other tests
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+def cluster(start_server: StartServer, fresh_postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
     shared = tmp_path / "shared"  # the volume every replica and worker mounts
-    env = {"JEPA_DATABASE_URL": postgres_url, "JEPA_JOB_STALE_S": STALE_S}
+    env = {"JEPA_DATABASE_URL": fresh_postgres_url, "JEPA_JOB_STALE_S": STALE_S}
     apis = [start_server(shared, JEPA_EMBEDDED_WORKER="0", JEPA_BOOTSTRAP="0", **env) for _ in range(2)]
     workers = [Process(["worker"], server_env(shared, **env), tmp_path / f"worker-{i}.log") for i in range(2)]
     yield apis, workers

@@ -91,7 +91,7 @@ def test_batched_requests_get_exactly_what_they_would_get_alone(run: Callable[..
 
 
 def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
-    from service.batcher import Overloaded
+    from training.errors import Overloaded
 
     async def scenario(engine: InferenceEngine) -> list[Any]:
         served = engine.resolve("toy", 1, None)

@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from service.engine import ServedVersion
-from service.payloads import npy_sequences, parse_json, to_sequences
+from service.payloads import RequestLimits, npy_sequences, parse_json, to_sequences
 from training.errors import InvalidInput
 
 SERVED = ServedVersion(model="toy", number=1, version_id=1, sha256="", path="", input_dim=2, repr_dim=8)
+LIMITS = RequestLimits(max_batch=8, max_seq_len=16)
 
 
 def test_equal_lengths_become_one_array_and_ragged_ones_a_list() -> None:
-    rectangular = to_sequences("s", [[[0, 1], [2, 3.5]], [[4, 5], [6, 7]]], SERVED)
+    rectangular = to_sequences("s", [[[0, 1], [2, 3.5]], [[4, 5], [6, 7]]], SERVED, LIMITS)
     assert isinstance(rectangular, np.ndarray) and rectangular.shape == (2, 2, 2) and rectangular.dtype == np.float32
-    ragged = to_sequences("s", [[[0, 1]], [[2, 3], [4, 5]]], SERVED)
+    ragged = to_sequences("s", [[[0, 1]], [[2, 3], [4, 5]]], SERVED, LIMITS)
     assert isinstance(ragged, list) and [a.shape for a in ragged] == [(1, 2), (2, 2)]
 
 
@@ -31,11 +32,13 @@ def test_equal_lengths_become_one_array_and_ragged_ones_a_list() -> None:
         ([1.0], "s[0] must be a list of points [T][D], got float"),
         ([], "s must be a non-empty list"),
         ({"a": 1}, "s must be a non-empty list"),
+        ([[[0.0, 1.0]]] * 9, "s holds 9 sequences; at most 8 per request"),
+        ([[[0.0, 1.0]], [[0.0, 1.0]] * 17], "s[1] has 17 steps; at most 16"),
     ],
 )
 def test_bad_sequences_say_where(value: object, message: str) -> None:
     with pytest.raises(InvalidInput) as raised:
-        to_sequences("s", value, SERVED)
+        to_sequences("s", value, SERVED, LIMITS)
     assert message in str(raised.value)
 
 
@@ -45,7 +48,7 @@ def test_npy_bodies_are_read_without_pickle() -> None:
         np.save(buffer, array)
         return buffer.getvalue()
 
-    assert npy_sequences(npy(np.ones((3, 4, 2))), SERVED).dtype == np.float32
+    assert npy_sequences(npy(np.ones((3, 4, 2))), SERVED, LIMITS).dtype == np.float32
     for body, message in [
         (npy(np.array([{"a": 1}], dtype=object)), "not a readable .npy"),
         (npy(np.ones((3, 4))), "(N, T, D)"),
@@ -54,7 +57,7 @@ def test_npy_bodies_are_read_without_pickle() -> None:
         (b"garbage", "not a readable .npy"),
     ]:
         with pytest.raises(InvalidInput) as raised:
-            npy_sequences(body, SERVED)
+            npy_sequences(body, SERVED, LIMITS)
         assert message in str(raised.value)
 
 
