@@ -16,7 +16,8 @@ from jepa_model import __version__
 from service.deps import ReadAuth
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
-from service.routes import datasets, encode, health, jobs, models, predict, similarity, train
+from service.observability import Metrics, MetricsMiddleware
+from service.routes import datasets, encode, health, info, jobs, models, predict, similarity, train
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
 from training import jobs as job_queue
@@ -26,6 +27,11 @@ from training.spec import ToyDataset, TrainingSpec, TrainOptions
 from training.worker import Worker
 
 log = logging.getLogger("jepa.app")
+
+
+def _count_jobs(factory: SessionFactory) -> dict[str, int]:
+    with factory() as session:
+        return job_queue.count_by_status(session)
 
 
 def queue_default_model(factory: SessionFactory, settings: Settings) -> None:
@@ -59,7 +65,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_wait_s=settings.batch_wait_ms / 1000,
         max_queue=settings.max_queue,
         resolve_ttl_s=settings.resolve_ttl_s,
+        on_batch=app.state.metrics.batch_size.observe,
+        on_load=app.state.metrics.model_load.observe,
     )
+    app.state.metrics.queue_depth.set_function(lambda: engine.batcher.depth)
+    app.state.metrics.watch_jobs(lambda: _count_jobs(factory))
     engine.start()
     app.state.session_factory, app.state.engine = factory, engine
     if settings.bootstrap:
@@ -97,8 +107,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     register_error_handlers(app)
-    app.include_router(health.router)  # open, for load balancers and orchestrators
-    for module in (encode, predict, similarity, train, jobs, models, datasets):
+    app.include_router(health.router)  # open, for load balancers, orchestrators and Prometheus
+    for module in (info, encode, predict, similarity, train, jobs, models, datasets):
         app.include_router(module.router, dependencies=[ReadAuth], responses=ERROR_RESPONSES)
     return app

@@ -55,8 +55,9 @@ class MicroBatcher:
         max_batch: int = 256,
         max_wait_s: float = 0.002,
         max_queue: int = 512,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self.run_batch, self.executor = run_batch, executor
+        self.run_batch, self.executor, self.on_batch = run_batch, executor, on_batch
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
@@ -109,6 +110,8 @@ class MicroBatcher:
                 continue
             self._batches += 1
             self._sequences += len(x)
+            if self.on_batch is not None:
+                self.on_batch(len(x))
             start = 0
             for pending in batch:
                 if not pending.future.done():  # the client may have gone away

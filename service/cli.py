@@ -168,6 +168,67 @@ def _train_with_progress(settings: Settings, spec: TrainingSpec) -> int:
             raise
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to save the PNGs.")] = Path("demo-output"),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 50,
+    pattern: Annotated[str, typer.Option(help="circle, linear or mixed.")] = "circle",
+    preset: Annotated[str, typer.Option(help="default, or seed for the seed's exact recipe.")] = "default",
+    seed: Annotated[int, typer.Option(help="Data and training seed.")] = 0,
+) -> None:
+    """The seed's main.py: train on toy trajectories, print its lines and the collapse-aware
+    metrics, and save sample sequences, the loss curve, a PCA of the representations and
+    prediction examples as PNGs. Needs no server or database."""
+    from training.demo import run_demo
+
+    if pattern not in ("circle", "linear", "mixed"):
+        raise typer.BadParameter("pattern must be circle, linear or mixed", param_hint="--pattern")
+    run_demo(out, epochs, pattern, preset, seed, say=console.print)
+
+
+datasets_app = typer.Typer(help="Upload and list datasets to train on.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("upload")
+def upload_dataset(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npy (N, T, D) or long-format .csv")],
+    name: Annotated[str | None, typer.Option(help="Default: the file's name.")] = None,
+) -> None:
+    """Store a dataset in the registry, as POST /datasets would."""
+    from training import datasets
+    from training.db import in_transaction
+    from training.errors import InvalidInput
+
+    parse = {".npy": datasets.parse_npy, ".csv": datasets.parse_csv}.get(path.suffix.lower())
+    if parse is None:
+        raise typer.BadParameter("upload a .npy or .csv file", param_hint="PATH")
+    settings = Settings()
+    try:
+        sequences = parse(path.read_bytes())
+    except InvalidInput as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    row = in_transaction(
+        _session_factory(settings), lambda s: datasets.store_dataset(s, settings.data_dir, name or path.stem, sequences)
+    )
+    console.print(f"dataset [bold]{row.id}[/bold]: {row.num_sequences} sequences of {row.input_dim} features")
+
+
+@datasets_app.command("list")
+def list_datasets(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+    """List datasets with their shapes."""
+    from training import datasets
+
+    settings = Settings()
+    table = Table("id", "name", "sequences", "features", "lengths", "created")
+    with _session_factory(settings)() as session:
+        for d in datasets.list_datasets(session, limit):
+            table.add_row(d.id, d.name, str(d.num_sequences), str(d.input_dim), f"{d.min_len}-{d.max_len}",
+                          d.created_at.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+    console.print(table)
+
+
 @app.command("models")
 def list_models() -> None:
     """List models with their versions and aliases."""

@@ -82,7 +82,10 @@ class InferenceEngine:
         max_queue: int = 512,
         resolve_ttl_s: float = 1.0,
         trace: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+        on_load: Callable[[float], None] | None = None,
     ) -> None:
+        """on_batch gets each forward pass's size, on_load each checkpoint's load time (seconds)."""
         self.factory = factory
         self.data_dir = data_dir
         self.cache_size = max(cache_size, 1)
@@ -95,7 +98,8 @@ class InferenceEngine:
         # Torch's intra-op pool is per process: one inference thread using `threads` of them.
         torch.set_num_threads(threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.batcher = MicroBatcher(self._run_batch, self._executor, max_batch, max_wait_s, max_queue)
+        self.batcher = MicroBatcher(self._run_batch, self._executor, max_batch, max_wait_s, max_queue, on_batch)
+        self.on_load = on_load
 
     def start(self) -> None:
         self.batcher.start()
@@ -179,7 +183,10 @@ class InferenceEngine:
         self._models[served.version_id] = forwards
         while len(self._models) > self.cache_size:
             self._models.popitem(last=False)
-        log.info("loaded %s in %.3fs", served.label, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        log.info("loaded %s in %.3fs", served.label, seconds)
+        if self.on_load is not None:
+            self.on_load(seconds)
         return forwards
 
     def _compile(self, model: JEPA, served: ServedVersion) -> dict[str, Forward]:

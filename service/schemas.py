@@ -214,6 +214,23 @@ class VersionOut(BaseModel):
     job: str | None
 
 
+class ServedModel(BaseModel):
+    name: str
+    latest: int
+    aliases: dict[str, int]
+    input_dim: int = Field(description="Features per step of the latest version (D of [N][T][D]).")
+    repr_dim: int = Field(description="Dimension of its embeddings and predictions.")
+
+
+class Info(BaseModel):
+    version: str
+    default_model: str
+    default_alias: str | None
+    models: list[ServedModel]
+    limits: dict[str, float]
+    auth: dict[str, bool] = Field(description="Whether writes and reads need the API key.")
+
+
 class Health(BaseModel):
     status: str
 

@@ -78,6 +78,11 @@ def list_jobs(session: Session, status: str | None = None, limit: int = 100) -> 
     return list(session.scalars(query.order_by(JobRow.created_at.desc()).limit(limit)))
 
 
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(JobRow.status, func.count(JobRow.id)).group_by(JobRow.status))
+    return {status: count for status, count in rows}
+
+
 def has_active_job(session: Session, model_name: str) -> bool:
     query = select(JobRow.id).where(JobRow.model_name == model_name, JobRow.status.in_(JobStatus.ACTIVE))
     return session.scalar(query.limit(1)) is not None

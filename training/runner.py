@@ -26,9 +26,10 @@ from torch.utils.data import Dataset
 
 from jepa_model import __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
-from jepa_model.metrics import EpochMonitor, evaluate
+from jepa_model.jepa import JEPA
+from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
 from jepa_model.train import EpochReport
-from training import datasets, jobs
+from training import datasets, jobs, plots
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.registry import register_version
 from training.settings import StorageSettings
@@ -65,6 +66,18 @@ def load_data(factory: SessionFactory, settings: StorageSettings, spec: Training
         row = datasets.get_dataset(session, spec.dataset.id)
     sequences = datasets.load_sequences(settings.data_dir, row)
     return datasets.split_held_out(sequences, spec.config.seed or 0, HELD_OUT_SEQUENCES)
+
+
+def draw_plots(model: JEPA, losses: list[float], data: Dataset, directory: Path, job_id: str) -> None:
+    """The loss curve and a PCA of whole-sequence embeddings, beside the checkpoint."""
+    try:
+        plots.plot_loss(losses, directory / "loss.png")
+        sequences = list(data.data[:HELD_OUT_SEQUENCES])  # type: ignore[attr-defined]
+        kinds = getattr(data, "kinds", None)
+        labels = None if kinds is None else list(kinds[: len(sequences)])
+        plots.plot_embeddings(embed_sequences(model, sequences), labels, directory / "embeddings.png")
+    except Exception:  # noqa: BLE001 - a version without plots is still a good version
+        log.exception("job %s: could not draw its plots", job_id)
 
 
 def run_job(
@@ -114,6 +127,7 @@ def run_job(
     directory = settings.data_dir / relative
     sha256 = save_checkpoint(result.model, directory, train_config, spec.config.preset, __version__)
     config = json.loads((directory / CONFIG_FILE).read_text())
+    draw_plots(result.model, result.losses, evaluation, directory / plots.PLOTS_DIR, job_id)
 
     def register(session: Any) -> int:
         if not jobs.mark_succeeded(session, job_id, dict(progress), worker):

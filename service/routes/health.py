@@ -1,5 +1,6 @@
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +15,14 @@ router = APIRouter(tags=["health"])
 async def health() -> Health:
     """The process is up and answering."""
     return Health(status="ok")
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics: requests by route and status, latencies, batch sizes, queue depth,
+    model load times, and training jobs by status."""
+    registry = request.app.state.metrics.registry
+    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"description": "Not ready; detail says why."}})

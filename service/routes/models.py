@@ -1,9 +1,14 @@
+from typing import Literal
+
 from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
 
 from jepa_model.checkpoint import checkpoint_problem
 from service.deps import SessionDep, SettingsDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
 from training import registry
+from training.errors import NotFound
+from training.plots import PLOTS_DIR
 
 router = APIRouter(tags=["models"])
 
@@ -44,6 +49,23 @@ def get_version(name: str, version: str, session: SessionDep, settings: Settings
         created_at=row.created_at,
         job=row.job_id,
     )
+
+
+@router.get(
+    "/models/{name}/versions/{version}/plots/{plot}.png",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "The PNG."}},
+)
+def get_plot(
+    name: str, version: str, plot: Literal["loss", "embeddings"], session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """The version's training plots, drawn when it was trained: the loss curve, and a PCA of
+    whole-sequence embeddings of held-out data (coloured by pattern for toy data)."""
+    row = registry.get_version(session, name, version)
+    path = settings.data_dir / row.path / PLOTS_DIR / f"{plot}.png"
+    if not path.is_file():
+        raise NotFound(f"model {name!r} v{row.number} has no {plot} plot")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[WriteAuth])

@@ -59,3 +59,12 @@ def test_openapi_describes_every_route(client: httpx.Client) -> None:
     for path, method in expected.items():
         assert method in paths[path], path
     assert client.get("/docs").status_code == 200
+
+
+def test_every_version_serves_its_training_plots(client: httpx.Client) -> None:
+    for plot in ("loss", "embeddings"):
+        response = client.get(f"/models/trajectories/versions/1/plots/{plot}.png")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert response.content.startswith(b"\x89PNG") and len(response.content) > 5000
+    assert client.get("/models/trajectories/versions/1/plots/other.png").status_code == 422
+    assert client.get("/models/trajectories/versions/99/plots/loss.png").status_code == 404

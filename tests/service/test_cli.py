@@ -50,3 +50,27 @@ def test_train_refuses_a_config_that_cannot_work(tmp_path: Path) -> None:
 def test_every_command_explains_itself(command: str, tmp_path: Path) -> None:
     result = jepa(command, "--help", data_dir=tmp_path)
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_demo_prints_the_seeds_lines_and_saves_its_plots(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = jepa("demo", "--epochs", "2", "--pattern", "mixed", "--out", str(out), data_dir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Epoch 0, Loss:" in result.stdout and "Mean similarity:" in result.stdout
+    assert "retrieval_ratio" in result.stdout and "probe_kind_acc" in result.stdout
+    for name in ("sequences", "loss", "embeddings", "predictions"):
+        assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_datasets_upload_and_list(tmp_path: Path) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "walks.npy", np.random.default_rng(0).normal(size=(6, 9, 3)).astype(np.float32))
+    uploaded = jepa("datasets", "upload", str(tmp_path / "walks.npy"), data_dir=tmp_path)
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert "6 sequences of 3 features" in uploaded.stdout
+    listed = jepa("datasets", "list", data_dir=tmp_path)
+    assert "walks" in listed.stdout and "9-9" in listed.stdout
+    (tmp_path / "bad.csv").write_text("id,x\n1,2\n")
+    refused = jepa("datasets", "upload", str(tmp_path / "bad.csv"), data_dir=tmp_path)
+    assert refused.returncode == 2 and "header" in refused.stdout

@@ -1,0 +1,357 @@
+"""A Python client for the service: numpy arrays in and out, typed errors that carry `detail`.
+
+    from service.client import JEPAClient
+
+    with JEPAClient("http://localhost:8000", api_key=None) as client:
+        z = client.encode(np.random.randn(16, 20, 2))  # (16, R) float32, sent as .npy
+        job = client.train({"pattern": "circle"}, config={"epochs": 20}, model="circles")
+        client.wait_for_job(job, progress=True)
+        client.set_alias("circles", "production", 1)
+
+`AsyncJEPAClient` has the same methods as coroutines. Built on httpx; it imports nothing else of
+this package, so it can be copied into a service that only talks to this one.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+NPY = "application/x-npy"
+# One sequence is (T, D); a batch is (N, T, D), or a list of (T_i, D) arrays when lengths differ.
+Batch = np.ndarray | Sequence[np.ndarray] | Sequence[Sequence[Sequence[float]]]
+
+
+class JEPAError(Exception):
+    """An error answer from the service: `status` and the server's `detail`."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+class BadRequest(JEPAError):  # 400, 413, 415, 422
+    pass
+
+
+class Unauthorized(JEPAError):  # 401
+    pass
+
+
+class NotFound(JEPAError):  # 404
+    pass
+
+
+class Conflict(JEPAError):  # 409
+    pass
+
+
+class Overloaded(JEPAError):  # 429: retry after `retry_after` seconds
+    def __init__(self, status: int, detail: Any, retry_after: float | None) -> None:
+        super().__init__(status, detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(JEPAError):  # 5xx
+    pass
+
+
+class JobFailed(JEPAError):
+    """wait_for_job: the job ended `failed` or `cancelled`; `job` is its last state."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(200, f"job {job['id']} {job['status']}: {job.get('error')}")
+        self.job = job
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    status = response.status_code
+    if status == 429:
+        retry = response.headers.get("retry-after")
+        raise Overloaded(status, detail, float(retry) if retry else None)
+    error = {401: Unauthorized, 404: NotFound, 409: Conflict}.get(status)
+    if error is None:
+        error = Unavailable if status >= 500 else BadRequest
+    raise error(status, detail)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _rectangular(batch: Batch) -> np.ndarray | None:
+    """The batch as one float32 (N, T, D) array when every sequence has the same length."""
+    if isinstance(batch, np.ndarray):
+        return batch.astype(np.float32, copy=False) if batch.ndim == 3 else None
+    lengths = {len(seq) for seq in batch}
+    return np.asarray(batch, dtype=np.float32) if len(lengths) == 1 else None
+
+
+def _as_lists(batch: Batch) -> list[Any]:
+    return [np.asarray(seq, dtype=np.float32).tolist() for seq in batch]
+
+
+def _options(model: str | None, version: int | str | None, **extra: Any) -> dict[str, Any]:
+    return {k: v for k, v in {"model": model, "version": version, **extra}.items() if v is not None}
+
+
+class _Requests:
+    """What the two clients share: building each request and reading each answer."""
+
+    def _encode_request(self, sequences: Batch, options: dict[str, Any]) -> dict[str, Any]:
+        array = _rectangular(sequences)
+        if array is not None:  # binary both ways: no floats through JSON
+            params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in options.items()}
+            headers = {"content-type": NPY, "accept": NPY}
+            return {"content": _npy(array), "params": params, "headers": headers}
+        return {"json": {"sequences": _as_lists(sequences), **options}}
+
+    @staticmethod
+    def _array(response: httpx.Response, field: str) -> np.ndarray:
+        _raise_for(response)
+        if response.headers.get("content-type", "").startswith(NPY):
+            return np.load(io.BytesIO(response.content), allow_pickle=False)
+        return np.asarray(response.json()[field], dtype=np.float32)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        _raise_for(response)
+        return response.json() if response.content else None
+
+    @staticmethod
+    def _train_body(dataset: dict[str, Any] | str, config: dict[str, Any] | None, model: str | None) -> dict:
+        data = {"id": dataset} if isinstance(dataset, str) else dataset
+        return {k: v for k, v in {"model": model, "dataset": data, "config": config or {}}.items() if v is not None}
+
+    @staticmethod
+    def _upload(sequences: Batch | str | Path, name: str | None) -> dict[str, Any]:
+        if isinstance(sequences, str | Path):  # a .npy or .csv file
+            path = Path(sequences)
+            return {"files": {"file": (path.name, path.read_bytes())}, "data": {"name": name} if name else {}}
+        array = _rectangular(sequences)
+        if array is not None:
+            return {"files": {"file": ("data.npy", _npy(array))}, "data": {"name": name or "data"}}
+        return {"json": {"name": name or "data", "sequences": _as_lists(sequences)}}
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class JEPAClient(_Requests):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout)
+
+    def __enter__(self) -> JEPAClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def encode(
+        self,
+        sequences: Batch,
+        model: str | None = None,
+        version: int | str | None = None,
+        encoder: str = "target",
+        normalize: bool = False,
+    ) -> np.ndarray:
+        """(N, R) embeddings."""
+        options = _options(model, version, encoder=encoder, normalize=normalize)
+        return self._array(self.http.post("/encode", **self._encode_request(sequences, options)), "embeddings")
+
+    def predict(
+        self, contexts: Batch, targets: Batch | None = None, model: str | None = None, version: int | str | None = None
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """(N, R) predicted representations; with targets, also the (N,) similarities to them."""
+        options = _options(model, version)
+        if targets is None:
+            return self._array(self.http.post("/predict", **self._encode_request(contexts, options)), "predictions")
+        body = self._json(
+            self.http.post("/predict", json={"contexts": _as_lists(contexts), "targets": _as_lists(targets), **options})
+        )
+        return np.asarray(body["predictions"], np.float32), np.asarray(body["similarities"], np.float32)
+
+    def similarity(
+        self, a: Batch, b: Batch, model: str | None = None, version: int | str | None = None, encoder: str = "target"
+    ) -> np.ndarray:
+        """(|a|, |b|) cosine similarities."""
+        body = {"a": _as_lists(a), "b": _as_lists(b), **_options(model, version, encoder=encoder)}
+        return np.asarray(self._json(self.http.post("/similarity", json=body))["similarities"], np.float32)
+
+    def train(
+        self, dataset: dict[str, Any] | str, config: dict[str, Any] | None = None, model: str | None = None
+    ) -> str:
+        """Queue a job; `dataset` is a toy spec ({"pattern": ...}) or an uploaded dataset's id."""
+        return self._json(self.http.post("/train", json=self._train_body(dataset, config, model)))["job_id"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json(self.http.get(f"/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json(self.http.post(f"/jobs/{job_id}/cancel"))
+
+    def wait_for_job(self, job_id: str, timeout: float = 3600, poll_s: float = 0.5, progress: bool = False) -> dict:
+        """Poll until the job finishes; returns it, or raises JobFailed / TimeoutError."""
+        bar = _ProgressBar() if progress else None
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                job = self.job(job_id)
+                if bar is not None:
+                    bar.show(job)
+                if job["status"] == "succeeded":
+                    return job
+                if job["status"] in ("failed", "cancelled"):
+                    raise JobFailed(job)
+                time.sleep(poll_s)
+        finally:
+            if bar is not None:
+                bar.close()
+        raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
+
+    def upload_dataset(self, sequences: Batch | str | Path, name: str | None = None) -> dict[str, Any]:
+        """Upload arrays (sent as .npy, or JSON when lengths differ) or a .npy/.csv file."""
+        return self._json(self.http.post("/datasets", **self._upload(sequences, name)))
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._json(self.http.get("/models"))
+
+    def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
+        return self._json(self.http.put(f"/models/{model}/aliases/{alias}", json={"version": version}))
+
+
+class AsyncJEPAClient(_Requests):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout)
+
+    async def __aenter__(self) -> AsyncJEPAClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def encode(
+        self,
+        sequences: Batch,
+        model: str | None = None,
+        version: int | str | None = None,
+        encoder: str = "target",
+        normalize: bool = False,
+    ) -> np.ndarray:
+        options = _options(model, version, encoder=encoder, normalize=normalize)
+        return self._array(await self.http.post("/encode", **self._encode_request(sequences, options)), "embeddings")
+
+    async def predict(
+        self, contexts: Batch, targets: Batch | None = None, model: str | None = None, version: int | str | None = None
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        options = _options(model, version)
+        if targets is None:
+            response = await self.http.post("/predict", **self._encode_request(contexts, options))
+            return self._array(response, "predictions")
+        response = await self.http.post(
+            "/predict", json={"contexts": _as_lists(contexts), "targets": _as_lists(targets), **options}
+        )
+        body = self._json(response)
+        return np.asarray(body["predictions"], np.float32), np.asarray(body["similarities"], np.float32)
+
+    async def similarity(
+        self, a: Batch, b: Batch, model: str | None = None, version: int | str | None = None, encoder: str = "target"
+    ) -> np.ndarray:
+        body = {"a": _as_lists(a), "b": _as_lists(b), **_options(model, version, encoder=encoder)}
+        return np.asarray(self._json(await self.http.post("/similarity", json=body))["similarities"], np.float32)
+
+    async def train(
+        self, dataset: dict[str, Any] | str, config: dict[str, Any] | None = None, model: str | None = None
+    ) -> str:
+        return self._json(await self.http.post("/train", json=self._train_body(dataset, config, model)))["job_id"]
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return self._json(await self.http.get(f"/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json(await self.http.post(f"/jobs/{job_id}/cancel"))
+
+    async def wait_for_job(
+        self, job_id: str, timeout: float = 3600, poll_s: float = 0.5, progress: bool = False
+    ) -> dict[str, Any]:
+        import asyncio
+
+        bar = _ProgressBar() if progress else None
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                job = await self.job(job_id)
+                if bar is not None:
+                    bar.show(job)
+                if job["status"] == "succeeded":
+                    return job
+                if job["status"] in ("failed", "cancelled"):
+                    raise JobFailed(job)
+                await asyncio.sleep(poll_s)
+        finally:
+            if bar is not None:
+                bar.close()
+        raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
+
+    async def upload_dataset(self, sequences: Batch | str | Path, name: str | None = None) -> dict[str, Any]:
+        return self._json(await self.http.post("/datasets", **self._upload(sequences, name)))
+
+    async def models(self) -> list[dict[str, Any]]:
+        return self._json(await self.http.get("/models"))
+
+    async def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
+        return self._json(await self.http.put(f"/models/{model}/aliases/{alias}", json={"version": version}))
+
+
+class _ProgressBar:
+    """Epoch, loss and ETA of a job, drawn with rich (already a dependency of the CLI)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("epoch {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("eta {task.fields[eta]}"),
+            TimeElapsedColumn(),
+        )
+        self.progress.start()
+        self.task: Any = None
+
+    def show(self, job: dict[str, Any]) -> None:
+        p = job.get("progress") or {}
+        loss = f"{p['loss']:.4f}" if p.get("loss") is not None else "-"
+        eta = f"{p['eta_s']:.0f}s" if p.get("eta_s") is not None else "-"
+        if self.task is None:
+            self.task = self.progress.add_task(
+                f"{job['model']} {job['status']}", total=p.get("epochs"), loss=loss, eta=eta
+            )
+        self.progress.update(
+            self.task, completed=p.get("epoch", 0), loss=loss, eta=eta, description=f"{job['model']} {job['status']}"
+        )
+
+    def close(self) -> None:
+        self.progress.stop()

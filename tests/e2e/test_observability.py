@@ -1,0 +1,49 @@
+"""GET /metrics (Prometheus) and GET /info against a real server."""
+
+import re
+
+import httpx
+
+from jepa_model import PRESETS
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample, by name and labels."""
+    for line in text.splitlines():
+        match = re.match(rf"{name}(?:{{(.*)}})? (\S+)$", line)
+        if match is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(2))
+    raise KeyError(f"{name} {labels} not in the scrape")
+
+
+def test_metrics_count_requests_batches_loads_and_jobs(client: httpx.Client) -> None:
+    before = client.get("/metrics").text
+    for _ in range(3):
+        assert client.post("/encode", json={"sequences": [[[0.0, 1.0], [1.0, 2.0]]]}).status_code == 200
+    assert client.post("/encode", json={"sequences": []}).status_code == 422
+    scrape = client.get("/metrics")
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    text = scrape.text
+    ok = sample(text, "jepa_requests_total", route="/encode", method="POST", status="200")
+    try:
+        ok_before = sample(before, "jepa_requests_total", route="/encode", method="POST", status="200")
+    except KeyError:
+        ok_before = 0.0
+    assert ok - ok_before == 3
+    assert sample(text, "jepa_requests_total", route="/encode", method="POST", status="422") >= 1
+    assert sample(text, "jepa_request_duration_seconds_count", route="/encode") >= 4
+    assert sample(text, "jepa_batch_size_sequences_count") >= 3
+    assert sample(text, "jepa_queue_depth") == 0
+    assert sample(text, "jepa_model_load_seconds_count") >= 1
+    assert sample(text, "jepa_jobs", status="succeeded") >= 1  # the first-start job
+
+
+def test_info_names_the_served_models_and_the_limits(client: httpx.Client) -> None:
+    info = client.get("/info").json()
+    (default,) = [m for m in info["models"] if m["name"] == "trajectories"]
+    assert default["input_dim"] == 2 and default["repr_dim"] == PRESETS["default"].model.repr_dim
+    assert info["default_model"] == "trajectories" and info["limits"]["max_batch"] == 4096
+    assert info["auth"] == {"writes": False, "reads": False}
