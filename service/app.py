@@ -16,8 +16,9 @@ from jepa_model import __version__
 from service.deps import ReadAuth
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
+from service.logs import RequestIdMiddleware
 from service.observability import Metrics, MetricsMiddleware
-from service.routes import datasets, encode, health, info, jobs, models, predict, similarity, train
+from service.routes import dashboard, datasets, encode, health, info, jobs, models, predict, similarity, train
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
 from training import jobs as job_queue
@@ -109,8 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the id covers everything logged below
     register_error_handlers(app)
     app.include_router(health.router)  # open, for load balancers, orchestrators and Prometheus
+    app.include_router(dashboard.router)  # the page is public; the data it fetches is not
     for module in (info, encode, predict, similarity, train, jobs, models, datasets):
         app.include_router(module.router, dependencies=[ReadAuth], responses=ERROR_RESPONSES)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import signal
 import tomllib
 from pathlib import Path
@@ -24,9 +25,12 @@ app = typer.Typer(help="Train and serve JEPA sequence encoders.", no_args_is_hel
 console = Console()
 
 
-def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at start
+def _setup_logging(level: str = "info", fmt: str = "text") -> dict[str, Any]:
+    from training.logs import log_config
+
+    config = log_config(level, fmt)
+    logging.config.dictConfig(config)
+    return config
 
 
 def _session_factory(settings: Settings) -> SessionFactory:
@@ -52,9 +56,10 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    _setup_logging(settings.log_level)
+    config = _setup_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "service.app:create_app",
+        log_config=config,
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
@@ -69,7 +74,7 @@ def worker() -> None:
     from training.worker import Worker
 
     settings = Settings()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     w = Worker(settings, _session_factory(settings))
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     try:

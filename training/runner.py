@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import logging.config
 import math
 import os
 import shutil
@@ -31,6 +32,7 @@ from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
 from jepa_model.train import EpochReport
 from training import datasets, jobs, plots
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.logs import log_config
 from training.registry import register_version
 from training.settings import StorageSettings
 from training.spec import ToyDataset, TrainingSpec
@@ -169,8 +171,8 @@ def main(argv: list[str]) -> int:
     job_id, worker = argv[0], argv[1] if len(argv) == 2 else None
     if worker is not None:
         die_with_worker(worker)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = StorageSettings()
+    logging.config.dictConfig(log_config("info", settings.log_format))
     torch.set_num_threads(settings.train_threads)
     engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(engine)

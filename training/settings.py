@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -21,6 +22,8 @@ class StorageSettings(BaseSettings):
     # A running job whose worker has not heartbeated for this long is re-queued.
     job_stale_s: float = 60.0
     job_max_attempts: int = 3
+    # "json": one JSON object per line (what log pipelines want), or "text" for reading by eye.
+    log_format: Literal["json", "text"] = "json"
 
     @property
     def resolved_database_url(self) -> str:

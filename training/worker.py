@@ -103,6 +103,7 @@ class Worker:
             "JEPA_DATA_DIR": str(self.settings.data_dir.resolve()),
             "JEPA_DATABASE_URL": self.settings.resolved_database_url,
             "JEPA_TRAIN_THREADS": str(self.settings.train_threads),
+            "JEPA_LOG_FORMAT": self.settings.log_format,
         }
 
     def start_thread(self) -> threading.Thread:

@@ -1,10 +1,13 @@
 """GET /metrics (Prometheus) and GET /info against a real server."""
 
+import json
 import re
+import time
 
 import httpx
 
 from jepa_model import PRESETS
+from tests.e2e.servers import Server
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -47,3 +50,20 @@ def test_info_names_the_served_models_and_the_limits(client: httpx.Client) -> No
     assert default["input_dim"] == 2 and default["repr_dim"] == PRESETS["default"].model.repr_dim
     assert info["default_model"] == "trajectories" and info["limits"]["max_batch"] == 4096
     assert info["auth"] == {"writes": False, "reads": False}
+
+
+def test_logs_are_json_lines_carrying_the_request_id_echoed_in_the_response(server: Server) -> None:
+    with server.client() as client:
+        mine = client.post("/encode", json={"sequences": []}, headers={"X-Request-ID": "trace-42.a"})
+        assert mine.status_code == 422 and mine.headers["x-request-id"] == "trace-42.a"
+        generated = client.get("/health", headers={"X-Request-ID": "no spaces allowed"}).headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        tagged = [line for line in lines if line.get("request_id") == "trace-42.a"]
+        if tagged:
+            break
+        time.sleep(0.1)
+    assert tagged and {"ts", "level", "logger", "msg"} <= set(tagged[0])
+    assert any("POST /encode" in line["msg"] for line in tagged)  # uvicorn's access line

@@ -1,0 +1,49 @@
+"""The dashboard at / in headless Chromium: load it, launch a job, watch it finish."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.servers import StartServer
+
+CHROMIUM = os.environ.get("JEPA_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is required in CI and missing at {CHROMIUM} (.ci/run installs Debian's)")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start_server()
+    server.wait_for("/ready")
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.base_url + "/")
+    page.wait_for_selector("text=ready: trajectories v1")
+    page.wait_for_selector('[data-model="trajectories"] img')  # the first-start model, with its plots
+
+    page.fill('input[name="model"]', "from-the-browser")
+    page.select_option('select[name="pattern"]', "linear")
+    page.fill('input[name="num_samples"]', "64")
+    page.fill('input[name="epochs"]', "3")
+    page.click("#launch")
+    job_id = page.wait_for_selector("#train-result[data-job]").get_attribute("data-job")
+    row = f'#jobs tr[data-job="{job_id}"]'
+    page.wait_for_selector(f"{row} .status-succeeded", timeout=90_000)
+    assert page.inner_text(f"{row} td:nth-child(4)").strip().endswith("3/3")
+    page.wait_for_selector('[data-model="from-the-browser"]', timeout=10_000)
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert errors == []
