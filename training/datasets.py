@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jepa_model import SequenceDataset
+from jepa_model.checkpoint import atomic_write
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput
 from training.models import DatasetRow
 from training.spec import StoredDataset, TrainingSpec
@@ -142,22 +142,13 @@ def _file_bytes(sequences: list[np.ndarray]) -> bytes:
     return save_safetensors({"values": values, "lengths": lengths})
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def store_dataset(session: Session, data_dir: Path, name: str, sequences: list[np.ndarray]) -> DatasetRow:
     """Write the file, then the row: a crash in between leaves an orphan file, never a bad row."""
     dataset_id = uuid.uuid4().hex
     relative = Path("datasets") / f"{dataset_id}.safetensors"
     data = _file_bytes(sequences)
-    _write_atomically(data_dir / relative, data)
+    (data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(data_dir / relative, data)
     lengths = [len(s) for s in sequences]
     row = DatasetRow(
         id=dataset_id,
