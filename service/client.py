@@ -14,6 +14,7 @@ this package, so it can be copied into a service that only talks to this one.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Sequence
@@ -121,6 +122,24 @@ class _Requests:
         return {"json": {"sequences": _as_lists(sequences), **options}}
 
     @staticmethod
+    def _scored_request(contexts: Batch, targets: Batch, options: dict[str, Any]) -> dict[str, Any]:
+        return {"json": {"contexts": _as_lists(contexts), "targets": _as_lists(targets), **options}}
+
+    @classmethod
+    def _scored(cls, response: httpx.Response) -> tuple[np.ndarray, np.ndarray]:
+        body = cls._json(response)
+        return np.asarray(body["predictions"], np.float32), np.asarray(body["similarities"], np.float32)
+
+    @staticmethod
+    def _settled(job: dict[str, Any], bar: _ProgressBar | None) -> bool:
+        """True once the job succeeded; JobFailed if it failed or was cancelled; False while it runs."""
+        if bar is not None:
+            bar.show(job)
+        if job["status"] in ("failed", "cancelled"):
+            raise JobFailed(job)
+        return job["status"] == "succeeded"
+
+    @staticmethod
     def _array(response: httpx.Response, field: str) -> np.ndarray:
         _raise_for(response)
         if response.headers.get("content-type", "").startswith(NPY):
@@ -184,10 +203,7 @@ class JEPAClient(_Requests):
         options = _options(model, version)
         if targets is None:
             return self._array(self.http.post("/predict", **self._encode_request(contexts, options)), "predictions")
-        body = self._json(
-            self.http.post("/predict", json={"contexts": _as_lists(contexts), "targets": _as_lists(targets), **options})
-        )
-        return np.asarray(body["predictions"], np.float32), np.asarray(body["similarities"], np.float32)
+        return self._scored(self.http.post("/predict", **self._scored_request(contexts, targets, options)))
 
     def similarity(
         self, a: Batch, b: Batch, model: str | None = None, version: int | str | None = None, encoder: str = "target"
@@ -215,12 +231,8 @@ class JEPAClient(_Requests):
         try:
             while time.monotonic() < deadline:
                 job = self.job(job_id)
-                if bar is not None:
-                    bar.show(job)
-                if job["status"] == "succeeded":
+                if self._settled(job, bar):
                     return job
-                if job["status"] in ("failed", "cancelled"):
-                    raise JobFailed(job)
                 time.sleep(poll_s)
         finally:
             if bar is not None:
@@ -269,11 +281,7 @@ class AsyncJEPAClient(_Requests):
         if targets is None:
             response = await self.http.post("/predict", **self._encode_request(contexts, options))
             return self._array(response, "predictions")
-        response = await self.http.post(
-            "/predict", json={"contexts": _as_lists(contexts), "targets": _as_lists(targets), **options}
-        )
-        body = self._json(response)
-        return np.asarray(body["predictions"], np.float32), np.asarray(body["similarities"], np.float32)
+        return self._scored(await self.http.post("/predict", **self._scored_request(contexts, targets, options)))
 
     async def similarity(
         self, a: Batch, b: Batch, model: str | None = None, version: int | str | None = None, encoder: str = "target"
@@ -295,19 +303,13 @@ class AsyncJEPAClient(_Requests):
     async def wait_for_job(
         self, job_id: str, timeout: float = 3600, poll_s: float = 0.5, progress: bool = False
     ) -> dict[str, Any]:
-        import asyncio
-
         bar = _ProgressBar() if progress else None
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 job = await self.job(job_id)
-                if bar is not None:
-                    bar.show(job)
-                if job["status"] == "succeeded":
+                if self._settled(job, bar):
                     return job
-                if job["status"] in ("failed", "cancelled"):
-                    raise JobFailed(job)
                 await asyncio.sleep(poll_s)
         finally:
             if bar is not None:
