@@ -205,17 +205,19 @@ def upload_dataset(
     from training.db import in_transaction
     from training.errors import InvalidInput
 
-    parse = {".npy": datasets.parse_npy, ".csv": datasets.parse_csv}.get(path.suffix.lower())
+    parse = {".npy": datasets.parse_npy, ".csv": datasets.parse_csv_labelled}.get(path.suffix.lower())
     if parse is None:
         raise typer.BadParameter("upload a .npy or .csv file", param_hint="PATH")
     settings = Settings()
     try:
-        sequences = parse(path.read_bytes())
+        parsed = parse(path.read_bytes())
     except InvalidInput as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    sequences, labels = parsed if isinstance(parsed, tuple) else (parsed, None)  # a CSV's `label` column
     row = in_transaction(
-        _session_factory(settings), lambda s: datasets.store_dataset(s, settings.data_dir, name or path.stem, sequences)
+        _session_factory(settings),
+        lambda s: datasets.store_dataset(s, settings.data_dir, name or path.stem, sequences, labels),
     )
     console.print(f"dataset [bold]{row.id}[/bold]: {row.num_sequences} sequences of {row.input_dim} features")
 

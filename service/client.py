@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 NPY = "application/x-npy"
 # One sequence is (T, D); a batch is (N, T, D), or a list of (T_i, D) arrays when lengths differ.
 Batch = np.ndarray | Sequence[np.ndarray] | Sequence[Sequence[Sequence[float]]]
+# One class per sequence: strings or integers.
+Labels = np.ndarray | Sequence[str] | Sequence[int]
 
 
 class JEPAError(Exception):
@@ -106,6 +109,13 @@ def _as_lists(batch: Batch) -> list[Any]:
     return [np.asarray(seq, dtype=np.float32).tolist() for seq in batch]
 
 
+def _label_list(labels: Labels) -> list[Any]:
+    """Labels as JSON-ready ints and strings (numpy scalars become Python ones)."""
+    if isinstance(labels, np.ndarray):
+        return labels.tolist()
+    return [label.item() if isinstance(label, np.generic) else label for label in labels]
+
+
 def _options(model: str | None, version: int | str | None, **extra: Any) -> dict[str, Any]:
     return {k: v for k, v in {"model": model, "version": version, **extra}.items() if v is not None}
 
@@ -157,14 +167,19 @@ class _Requests:
         return {k: v for k, v in {"model": model, "dataset": data, "config": config or {}}.items() if v is not None}
 
     @staticmethod
-    def _upload(sequences: Batch | str | Path, name: str | None) -> dict[str, Any]:
+    def _upload(sequences: Batch | str | Path, name: str | None, labels: Labels | None = None) -> dict[str, Any]:
+        label_list = None if labels is None else _label_list(labels)
+        # Beside a file, the labels travel as a JSON file part: no size limit on form fields applies.
+        label_part = {} if label_list is None else {"labels": ("labels.json", json.dumps(label_list).encode())}
         if isinstance(sequences, str | Path):  # a .npy or .csv file
             path = Path(sequences)
-            return {"files": {"file": (path.name, path.read_bytes())}, "data": {"name": name} if name else {}}
+            files = {"file": (path.name, path.read_bytes()), **label_part}
+            return {"files": files, "data": {"name": name} if name else {}}
         array = _rectangular(sequences)
         if array is not None:
-            return {"files": {"file": ("data.npy", _npy(array))}, "data": {"name": name or "data"}}
-        return {"json": {"name": name or "data", "sequences": _as_lists(sequences)}}
+            return {"files": {"file": ("data.npy", _npy(array)), **label_part}, "data": {"name": name or "data"}}
+        body = {"name": name or "data", "sequences": _as_lists(sequences)}
+        return {"json": body if label_list is None else body | {"labels": label_list}}
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -239,9 +254,15 @@ class JEPAClient(_Requests):
                 bar.close()
         raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
 
-    def upload_dataset(self, sequences: Batch | str | Path, name: str | None = None) -> dict[str, Any]:
-        """Upload arrays (sent as .npy, or JSON when lengths differ) or a .npy/.csv file."""
-        return self._json(self.http.post("/datasets", **self._upload(sequences, name)))
+    def upload_dataset(
+        self, sequences: Batch | str | Path, name: str | None = None, labels: Labels | None = None
+    ) -> dict[str, Any]:
+        """Upload arrays (sent as .npy, or JSON when lengths differ) or a .npy/.csv file.
+
+        `labels`: optional, one class per sequence (strings or integers; a CSV may instead have a
+        `label` column). Never trained on; versions trained on the dataset report label_* metrics.
+        """
+        return self._json(self.http.post("/datasets", **self._upload(sequences, name, labels)))
 
     def models(self) -> list[dict[str, Any]]:
         return self._json(self.http.get("/models"))
@@ -316,8 +337,10 @@ class AsyncJEPAClient(_Requests):
                 bar.close()
         raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
 
-    async def upload_dataset(self, sequences: Batch | str | Path, name: str | None = None) -> dict[str, Any]:
-        return self._json(await self.http.post("/datasets", **self._upload(sequences, name)))
+    async def upload_dataset(
+        self, sequences: Batch | str | Path, name: str | None = None, labels: Labels | None = None
+    ) -> dict[str, Any]:
+        return self._json(await self.http.post("/datasets", **self._upload(sequences, name, labels)))
 
     async def models(self) -> list[dict[str, Any]]:
         return self._json(await self.http.get("/models"))

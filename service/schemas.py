@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, WithJsonSchema
 
 from jepa_model.jepa import EncoderName
 from training.spec import ModelName, TrainingSpec
@@ -111,6 +111,18 @@ DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,127}$"
 DatasetName = Annotated[str, Field(pattern=DATASET_NAME_PATTERN)]
 
 
+# Checked by training.datasets.parse_labels, which names the offending label; the schema documents it.
+Label = Annotated[
+    Any,
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}]}),
+]
+LABELS_DESCRIPTION = (
+    "Optional: one class label per sequence, all strings (1 to 128 characters) or all integers, "
+    "at most 1000 distinct. Never trained on: a version trained on a labelled dataset reports how "
+    "well its embeddings separate the classes on held-out sequences (label_* metrics)."
+)
+
+
 class DatasetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,6 +131,7 @@ class DatasetIn(BaseModel):
         list[list[list[Number]]],
         Field(min_length=2, description="[N][T][D]: at least 2 sequences of 2+ points, D from 1 to 64."),
     ]
+    labels: list[Label] | None = Field(None, description=LABELS_DESCRIPTION)
 
 
 class DatasetOut(BaseModel):
@@ -130,6 +143,8 @@ class DatasetOut(BaseModel):
     max_len: int
     sha256: str
     created_at: datetime
+    num_classes: int | None = Field(description="How many distinct labels; null when the dataset is unlabelled.")
+    classes: list[str] | list[int] | None = Field(description="The sorted class names; null when unlabelled.")
 
 
 class TrainRequest(TrainingSpec):

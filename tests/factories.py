@@ -63,8 +63,29 @@ def add_version(session: Session, data_dir: Path, model_name: str = "toy", seed:
 
 
 def stored_dataset(
-    factory: SessionFactory, data_dir: Path, sequences: list[np.ndarray], name: str = "data"
+    factory: SessionFactory,
+    data_dir: Path,
+    sequences: list[np.ndarray],
+    name: str = "data",
+    labels: list[str] | list[int] | None = None,
 ) -> DatasetRow:
-    """Store `sequences` as an uploaded dataset would be."""
+    """Store `sequences` (with one label each, if given) as an uploaded dataset would be."""
     checked = datasets.check_sequences(sequences)
-    return in_transaction(factory, lambda s: datasets.store_dataset(s, data_dir, name, checked))
+    coded = None if labels is None else datasets.parse_labels(labels, len(checked))
+    return in_transaction(factory, lambda s: datasets.store_dataset(s, data_dir, name, checked, coded))
+
+
+def sines_and_squares(n: int, length: int = 20, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """(N, length, 1) float32 waves and their labels: even rows are sines, odd rows square waves,
+    each with its own period, phase and amplitude, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    period = rng.uniform(6, 12, size=(n, 1))
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1))
+    amplitude = rng.uniform(0.8, 1.2, size=(n, 1))
+    sine = np.sin(2 * np.pi * t / period + phase)
+    square = np.where(sine >= 0, 1.0, -1.0)
+    waves = amplitude * np.where((np.arange(n) % 2 == 0)[:, None], sine, square)
+    waves += rng.normal(scale=0.05, size=waves.shape)
+    labels = ["sine" if i % 2 == 0 else "square" for i in range(n)]
+    return waves[..., None].astype(np.float32), labels

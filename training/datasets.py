@@ -4,6 +4,11 @@ A dataset is stored once under the data directory as a safetensors file holding 
 every sequence, `values` (P, D), and each sequence's length, `lengths` (N,), so ragged sequences
 need no padding and nothing is ever unpickled. Its sha256 is recorded in the database and checked
 whenever a worker reads it back.
+
+A dataset may carry one class label per sequence (strings or integers). They are stored in the
+same file, as int64 codes `labels` (N,) with the sorted class names as JSON in its metadata, so the
+sha256 covers them too. Labels are never trained on: they only measure how well a version's
+embeddings separate the classes, on sequences it never trained on (see `split_for_training`).
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +30,10 @@ from safetensors.numpy import save as save_safetensors
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jepa_model import SequenceDataset
+from jepa_model import SequenceDataset, label_probes
 from jepa_model.checkpoint import atomic_write
+from jepa_model.jepa import JEPA
+from jepa_model.metrics import embed_sequences
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput
 from training.models import DatasetRow
 from training.spec import StoredDataset, TrainingSpec
@@ -40,6 +49,18 @@ class DatasetLimits:
 
 LIMITS = DatasetLimits()
 MIN_SEQUENCES = 2  # batch-normalised encoders need batches of two
+MAX_CLASSES = 1000  # distinct labels in one dataset
+MAX_LABEL_CHARS = 128
+MAX_INT_LABEL = 2**53  # integer labels stay exact in JSON and JavaScript
+
+
+@dataclass(frozen=True)
+class Labels:
+    """One class per sequence: `codes` (N,) int64 indexing `classes`, which are sorted and either
+    all strings or all integers."""
+
+    codes: np.ndarray
+    classes: list[str] | list[int]
 
 
 def check_sequences(sequences: Sequence[np.ndarray], limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
@@ -95,13 +116,22 @@ def parse_npy(data: bytes) -> list[np.ndarray]:
 
 
 CSV_KEYS = ("sequence_id", "t")
+CSV_LABEL = "label"
+INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def parse_csv(data: bytes) -> list[np.ndarray]:
+    """The sequences of a long-format CSV (see parse_csv_labelled), without its labels."""
+    return parse_csv_labelled(data)[0]
+
+
+def parse_csv_labelled(data: bytes) -> tuple[list[np.ndarray], Labels | None]:
     """Long format: a header `sequence_id, t, <feature>...`, then one row per step.
 
     Rows may come in any order; within a sequence, t must run 0, 1, ..., T-1 with no gaps.
-    Sequences keep the order in which their ids first appear.
+    Sequences keep the order in which their ids first appear. An optional column named `label`
+    (anywhere after `t`) holds each sequence's class: the same value on every row of a sequence;
+    when every label is an integer they are read as integers, otherwise as strings.
     """
     try:
         text = data.decode("utf-8-sig")
@@ -109,10 +139,16 @@ def parse_csv(data: bytes) -> list[np.ndarray]:
         raise InvalidInput("a CSV dataset must be UTF-8 text") from None
     rows = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(rows, [])]
-    if tuple(header[:2]) != CSV_KEYS or len(header) < 3:
-        raise InvalidInput("a CSV dataset needs the header `sequence_id,t,<feature>[,<feature>...]`")
+    label_at = [i for i, h in enumerate(header) if h == CSV_LABEL and i >= 2]
+    if tuple(header[:2]) != CSV_KEYS or len(header) - len(label_at) < 3:
+        raise InvalidInput("a CSV dataset needs the header `sequence_id,t,<feature>[,<feature>...]` (`label` optional)")
+    if len(label_at) > 1:
+        raise InvalidInput("a CSV dataset may have one `label` column, not several")
+    label = label_at[0] if label_at else None
+    features = [i for i in range(2, len(header)) if i != label]
     width = len(header)
     steps: dict[str, dict[int, list[float]]] = {}
+    labels: dict[str, tuple[str, int]] = {}  # sequence id -> (its label, the line it was first given on)
     for line, row in enumerate(rows, start=2):
         if not row:
             continue
@@ -120,33 +156,115 @@ def parse_csv(data: bytes) -> list[np.ndarray]:
             raise InvalidInput(f"CSV line {line} has {len(row)} columns; the header has {width}")
         try:
             t = int(row[1])
-            values = [float(v) for v in row[2:]]
+            values = [float(row[i]) for i in features]
         except ValueError:
             raise InvalidInput(f"CSV line {line}: t must be an integer and every feature a number") from None
-        sequence = steps.setdefault(row[0].strip(), {})
+        sequence_id = row[0].strip()
+        sequence = steps.setdefault(sequence_id, {})
         if t in sequence:
             raise InvalidInput(f"CSV line {line}: sequence {row[0]!r} has t={t} twice")
         sequence[t] = values
+        if label is not None:
+            value = row[label].strip()
+            first, first_line = labels.setdefault(sequence_id, (value, line))
+            if value != first:
+                raise InvalidInput(
+                    f"CSV line {line}: sequence {sequence_id!r} has label {value!r}, but {first!r} on line "
+                    f"{first_line}; every row of a sequence must carry the same label"
+                )
     sequences = []
     for sequence_id, by_t in steps.items():
         if sorted(by_t) != list(range(len(by_t))):
             missing = sorted(set(range(max(by_t) + 1)) - set(by_t))[:5]
             raise InvalidInput(f"sequence {sequence_id!r} must have t = 0..T-1 with no gaps; missing t={missing}")
         sequences.append(np.array([by_t[t] for t in range(len(by_t))], dtype=np.float64))
-    return check_sequences(sequences)
+    checked = check_sequences(sequences)
+    if label is None:
+        return checked, None
+    ids = list(steps)
+    raw = [labels[i][0] for i in ids]
+    return checked, parse_labels(text_labels(raw), len(checked), lambda i: f"the label of sequence {ids[i]!r}")
 
 
-def _file_bytes(sequences: list[np.ndarray]) -> bytes:
-    values = np.concatenate(sequences).astype(np.float32)  # (P, D)
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)  # (N,)
-    return save_safetensors({"values": values, "lengths": lengths})
+def text_labels(values: Sequence[str]) -> list[str] | list[int]:
+    """Labels read from text (CSV cells): integers when every one of them is an integer."""
+    if values and all(INTEGER.fullmatch(v) for v in values):
+        return [int(v) for v in values]
+    return list(values)
 
 
-def store_dataset(session: Session, data_dir: Path, name: str, sequences: list[np.ndarray]) -> DatasetRow:
+def _json_kind(value: object) -> str:
+    names = {str: "a string", int: "an integer", bool: "a boolean", float: "a float", dict: "an object"}
+    names |= {list: "an array", tuple: "an array", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def parse_labels(values: object, count: int, name: Callable[[int], str] = lambda i: f"labels[{i}]") -> Labels:
+    """One label per sequence, strings or integers (not a mix), checked and coded.
+
+    `count` is the number of sequences; `name(i)` names label i in error messages.
+    """
+    if not isinstance(values, list | tuple):
+        kind = _json_kind(values)
+        raise InvalidInput(f"labels must be an array of strings or integers, one per sequence; got {kind}")
+    if len(values) != count:
+        raise InvalidInput(f"got {len(values)} labels for {count} sequences; give exactly one label per sequence")
+    kinds: dict[type, int] = {}
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InvalidInput(f"{name(i)} must be a string or an integer, got {_json_kind(value)}")
+        if isinstance(value, str) and not 1 <= len(value) <= MAX_LABEL_CHARS:
+            raise InvalidInput(f"{name(i)} must be 1 to {MAX_LABEL_CHARS} characters long, got {len(value)}")
+        if isinstance(value, int) and abs(value) > MAX_INT_LABEL:
+            raise InvalidInput(f"{name(i)} is an integer beyond ±2^53; use a string for such a class name")
+        kinds.setdefault(type(value), i)
+    if len(kinds) > 1:
+        raise InvalidInput(
+            f"labels must be all strings or all integers; {name(kinds[int])} is an integer, {name(kinds[str])} a string"
+        )
+    classes = sorted(set(values))
+    if len(classes) > MAX_CLASSES:
+        raise InvalidInput(f"a dataset may have at most {MAX_CLASSES} distinct labels, got {len(classes)}")
+    index = {c: code for code, c in enumerate(classes)}
+    codes = np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+    return Labels(codes=codes, classes=classes)
+
+
+def parse_label_field(data: str | bytes, count: int) -> Labels:
+    """The `labels` part of a multipart upload: a JSON array of strings or integers."""
+    try:
+        values = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(
+            'the `labels` part must be a JSON array of strings or integers, one per sequence, e.g. ["a", "b"]'
+        ) from None
+    return parse_labels(values, count)
+
+
+LABELS_TENSOR = "labels"
+CLASSES_KEY = "classes"
+
+
+def _file_bytes(sequences: list[np.ndarray], labels: Labels | None = None) -> bytes:
+    tensors = {
+        "values": np.concatenate(sequences).astype(np.float32),  # (P, D)
+        "lengths": np.array([len(s) for s in sequences], dtype=np.int64),  # (N,)
+    }
+    if labels is None:
+        return save_safetensors(tensors)
+    tensors[LABELS_TENSOR] = labels.codes.astype(np.int64)  # (N,)
+    return save_safetensors(tensors, metadata={CLASSES_KEY: json.dumps(labels.classes)})
+
+
+def store_dataset(
+    session: Session, data_dir: Path, name: str, sequences: list[np.ndarray], labels: Labels | None = None
+) -> DatasetRow:
     """Write the file, then the row: a crash in between leaves an orphan file, never a bad row."""
+    if labels is not None and len(labels.codes) != len(sequences):
+        raise InvalidInput(f"got {len(labels.codes)} labels for {len(sequences)} sequences")
     dataset_id = uuid.uuid4().hex
     relative = Path("datasets") / f"{dataset_id}.safetensors"
-    data = _file_bytes(sequences)
+    data = _file_bytes(sequences, labels)
     (data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(data_dir / relative, data)
     lengths = [len(s) for s in sequences]
@@ -159,6 +277,7 @@ def store_dataset(session: Session, data_dir: Path, name: str, sequences: list[n
         max_len=max(lengths),
         sha256=hashlib.sha256(data).hexdigest(),
         path=str(relative),
+        classes=None if labels is None else list(labels.classes),
     )
     session.add(row)
     session.flush()
@@ -178,6 +297,11 @@ def list_datasets(session: Session, limit: int = 100) -> list[DatasetRow]:
 
 def load_sequences(data_dir: Path, row: DatasetRow) -> list[np.ndarray]:
     """The stored sequences, after checking the file against its recorded sha256."""
+    return load_dataset(data_dir, row)[0]
+
+
+def load_dataset(data_dir: Path, row: DatasetRow) -> tuple[list[np.ndarray], Labels | None]:
+    """The stored sequences and their labels (None when unlabelled), checked against the sha256."""
     path = data_dir / row.path
     try:
         data = path.read_bytes()
@@ -187,7 +311,18 @@ def load_sequences(data_dir: Path, row: DatasetRow) -> list[np.ndarray]:
         raise DatasetCorrupt(f"dataset {row.id!r} does not match its recorded sha256")
     tensors = load_safetensors(data)
     offsets = np.cumsum(tensors["lengths"])[:-1]
-    return list(np.split(tensors["values"], offsets))
+    sequences = list(np.split(tensors["values"], offsets))
+    if LABELS_TENSOR not in tensors:
+        return sequences, None
+    # The header is JSON after its 8-byte little-endian length; load_safetensors has just parsed it.
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    classes = json.loads(header.get("__metadata__", {}).get(CLASSES_KEY, "null"))
+    codes = tensors[LABELS_TENSOR]
+    if not isinstance(classes, list) or codes.shape != (len(sequences),) or not (codes >= 0).all():
+        raise DatasetCorrupt(f"dataset {row.id!r} has labels that do not fit its sequences")
+    if len(codes) and codes.max() >= len(classes):
+        raise DatasetCorrupt(f"dataset {row.id!r} has labels that do not fit its sequences")
+    return sequences, Labels(codes=codes.astype(np.int64), classes=classes)
 
 
 def resolve_spec(session: Session, spec: TrainingSpec) -> TrainingSpec:
@@ -214,3 +349,81 @@ def split_held_out(
     count = min(len(sequences) // 10, max_held_out) if len(sequences) >= 20 else 0
     train = SequenceDataset([sequences[i] for i in order[count:]])
     return train, SequenceDataset([sequences[i] for i in order[:count]]) if count else None
+
+
+# Labelled datasets hold out a quarter of their sequences from this many on, so that the label
+# metrics have sequences to score even when the dataset is too small for the tenth above.
+LABELLED_MIN_SEQUENCES = 8
+LABELLED_HELD_OUT_FRACTION = 0.25
+# The label probes are fitted on the embeddings of at most this many training sequences.
+LABEL_PROBE_FIT = 4096
+EMBED_BATCH = 256
+
+
+@dataclass(frozen=True)
+class LabelSplit:
+    """The labels of a split: `train` (N_train,) and `held_out` (N_held,) codes into `classes`,
+    row for row with the training and held-out SequenceDatasets."""
+
+    classes: list[str] | list[int]
+    train: np.ndarray
+    held_out: np.ndarray
+
+
+def split_for_training(
+    sequences: list[np.ndarray], labels: Labels | None, seed: int, max_held_out: int
+) -> tuple[SequenceDataset, SequenceDataset | None, LabelSplit | None]:
+    """(train, held out or None, their labels): split_held_out's split when unlabelled.
+
+    With labels and at least LABELLED_MIN_SEQUENCES sequences, a quarter of them (rounded down, at
+    most `max_held_out`) is held out instead, stratified: each class gives its share (rounded
+    down) and the rows still missing are drawn at random from the rest. Under that many sequences
+    nothing is held out. The labels only choose the split; the sequences are trained on exactly as
+    unlabelled ones.
+    """
+    if labels is None:
+        return (*split_held_out(sequences, seed, max_held_out), None)
+    n = len(sequences)
+    rng = np.random.default_rng(seed)
+    target = min(int(n * LABELLED_HELD_OUT_FRACTION), max_held_out) if n >= LABELLED_MIN_SEQUENCES else 0
+    shares = [np.zeros(0, dtype=np.int64)]
+    for code in range(len(labels.classes)):
+        members = rng.permutation(np.flatnonzero(labels.codes == code))
+        shares.append(members[: len(members) * target // n])
+    held_rows = np.concatenate(shares)
+    rest = rng.permutation(np.setdiff1d(np.arange(n), held_rows))
+    held_rows = rng.permutation(np.concatenate([held_rows, rest[: target - len(held_rows)]]))
+    is_held = np.zeros(n, dtype=bool)
+    is_held[held_rows] = True
+    train_rows = rng.permutation(np.flatnonzero(~is_held))
+    train = SequenceDataset([sequences[i] for i in train_rows])
+    held_out = SequenceDataset([sequences[i] for i in held_rows]) if len(held_rows) else None
+    split = LabelSplit(classes=labels.classes, train=labels.codes[train_rows], held_out=labels.codes[held_rows])
+    return train, held_out, split
+
+
+def _embed(model: JEPA, sequences: list) -> np.ndarray:
+    return np.concatenate(
+        [embed_sequences(model, sequences[i : i + EMBED_BATCH]) for i in range(0, len(sequences), EMBED_BATCH)]
+    )
+
+
+def label_metrics(
+    model: JEPA, train: SequenceDataset, held_out: SequenceDataset | None, split: LabelSplit, seed: int = 0
+) -> dict[str, float]:
+    """How well the version's embeddings (as /encode serves them) separate the labelled classes.
+
+    `label_classes` and `label_held_out` always; with a held-out split and two classes or more,
+    the held-out accuracy of a linear probe and of 1-NN fitted on (at most LABEL_PROBE_FIT)
+    training sequences' embeddings, and of always answering the commonest class.
+    """
+    metrics: dict[str, float] = {"label_classes": len(split.classes), "label_held_out": len(split.held_out)}
+    if held_out is None or len(split.classes) < 2:
+        return metrics
+    rows = np.arange(len(train))
+    if len(rows) > LABEL_PROBE_FIT:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), LABEL_PROBE_FIT, replace=False))
+    model.eval()
+    fitted = _embed(model, [train.data[i] for i in rows])  # (N_fit, R)
+    scored = _embed(model, list(held_out.data))  # (N_held, R)
+    return metrics | label_probes.label_metrics(fitted, split.train[rows], scored, split.held_out, len(split.classes))

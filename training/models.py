@@ -99,6 +99,12 @@ class DatasetRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(String(1024))  # relative to the data directory
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The sorted class names of a labelled dataset (its file holds each sequence's code); None if unlabelled.
+    classes: Mapped[list[Any] | None] = mapped_column(JSON)
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
 
 
 class VersionRow(Base):

@@ -60,14 +60,17 @@ def load_spec(factory: SessionFactory, job_id: str) -> TrainingSpec:
         return TrainingSpec.model_validate(jobs.get_job(session, job_id).spec)
 
 
-def load_data(factory: SessionFactory, settings: StorageSettings, spec: TrainingSpec) -> tuple[Dataset, Dataset | None]:
-    """(training data, held-out data for the version's metrics, or None when too small to split)."""
+def load_data(
+    factory: SessionFactory, settings: StorageSettings, spec: TrainingSpec
+) -> tuple[Dataset, Dataset | None, datasets.LabelSplit | None]:
+    """(training data, held-out data for the version's metrics, or None when too small to split,
+    and the labels of both for a labelled dataset). The training data never carries labels."""
     if isinstance(spec.dataset, ToyDataset):
-        return spec.dataset.build(), spec.dataset.held_out(HELD_OUT_SEQUENCES)
+        return spec.dataset.build(), spec.dataset.held_out(HELD_OUT_SEQUENCES), None
     with factory() as session:
         row = datasets.get_dataset(session, spec.dataset.id)
-    sequences = datasets.load_sequences(settings.data_dir, row)
-    return datasets.split_held_out(sequences, spec.config.seed or 0, HELD_OUT_SEQUENCES)
+    sequences, labels = datasets.load_dataset(settings.data_dir, row)
+    return datasets.split_for_training(sequences, labels, spec.config.seed or 0, HELD_OUT_SEQUENCES)
 
 
 def draw_plots(model: JEPA, losses: list[float], data: Dataset, directory: Path, job_id: str) -> None:
@@ -92,7 +95,7 @@ def run_job(
     """Train the claimed job `job_id` and register its version; returns the version number."""
     spec = load_spec(factory, job_id)
     model_config, train_config = spec.configs()
-    dataset, held_out = load_data(factory, settings, spec)
+    dataset, held_out, labels = load_data(factory, settings, spec)
     evaluation = held_out if held_out is not None else dataset
     started = time.monotonic()
     progress: dict[str, Any] = {"epoch": 0, "epochs": train_config.epochs, "loss": None}
@@ -104,7 +107,11 @@ def run_job(
         elapsed = time.monotonic() - started
         metrics = {k: round(v, 4) for k, v in report.metrics.items()}
         progress.update(
-            epoch=done, loss=report.loss, eta_s=round(elapsed / done * (report.epochs - done), 2), metrics=metrics
+            epoch=done,
+            epochs=report.epochs,
+            loss=report.loss,
+            eta_s=round(elapsed / done * (report.epochs - done), 2),
+            metrics=metrics,
         )
         log.info("job %s epoch %d/%d loss %.4f %s", job_id, done, report.epochs, report.loss, metrics)
         if metrics.get("embedding_std", 1.0) < COLLAPSE_STD:
@@ -117,10 +124,12 @@ def run_job(
     monitor = EpochMonitor(evaluation, train_config.context_len, train_config.target_len)
     result = fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor)
     metrics = evaluate(result.model, evaluation, train_config.context_len, train_config.target_len)
+    if labels is not None:  # how well the embeddings separate the classes; never trained on
+        metrics |= datasets.label_metrics(result.model, dataset, held_out, labels)
     metrics |= {
         "final_loss": result.losses[-1],
         "train_seconds": round(result.seconds, 3),
-        "epoch_seconds": round(result.seconds / train_config.epochs, 4),
+        "epoch_seconds": round(result.seconds / len(result.losses), 4),
         "held_out_sequences": len(held_out) if held_out is not None else 0,
     }
     log.info("job %s held-out metrics %s", job_id, {k: round(v, 4) for k, v in metrics.items()})

@@ -9,7 +9,7 @@ from training.db import create_db_engine
 from training.migrate import upgrade_to_head
 from training.models import Base
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_head_creates_the_registry_and_is_idempotent(database_url: str) -> None:
