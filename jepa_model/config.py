@@ -25,18 +25,32 @@ class JSONConfig:
         return cls(**data)
 
 
-POOLINGS = ("last", "last_mean", "first_last_mean")
+# Window models pool an encoder state through an MLP head; step models pool per-step representations.
+WINDOW_POOLINGS = ("last", "last_mean", "first_last_mean")
+STEP_POOLINGS = ("max_mean", "mean")
+POOLED_PARTS = {"last": 1, "last_mean": 2, "first_last_mean": 3, "max_mean": 2, "mean": 1}
+OBJECTIVES = ("window", "steps")
+ENCODERS = {"window": ("lstm", "transformer"), "steps": ("conv", "lstm")}
 
 
 @dataclass(frozen=True)
 class ModelConfig(JSONConfig):
-    encoder: str = "lstm"  # "lstm" (the seed) | "transformer"
+    # "window": the encoder pools a window into one vector and the predictor maps the context's
+    # vector to the next window's (the seed). "steps": the encoder gives every step a
+    # representation; training hides blocks of steps from the context encoder and the predictor
+    # regresses the target encoder's representations of the hidden steps (masked-time JEPA, as
+    # I-JEPA does with image patches). The embedding pools the steps.
+    objective: str = "window"
+    encoder: str = "lstm"  # window: "lstm" (the seed) | "transformer"; steps: "conv" | "lstm"
     input_dim: int = 2
     hidden_dim: int = 64
     repr_dim: int = 32
     num_layers: int = 2
     predictor_hidden_dim: int = 64
     num_heads: int = 4  # transformer only
+    kernel_size: int = 3  # conv only: odd, so every step sees as far back as ahead
+    # steps only: how many steps after a context /predict forecasts (the training target_len).
+    horizon: int = 4
     bidirectional: bool = False  # LSTM only: a second pass from the end carries the start forward
     # How many future offsets the predictor can be told about (0: it is not told, as in the seed).
     predictor_offsets: int = 0
@@ -48,6 +62,7 @@ class ModelConfig(JSONConfig):
     # What the head sees: "last" (the top layer's last valid step, the seed), "last_mean" (that,
     # beside the mean over all valid steps) or "first_last_mean" (and the first step too, so the
     # embedding of a long sequence still knows where it began).
+    # Step models: "max_mean" (each dimension's max and mean over valid steps) or "mean".
     pooling: str = "last"
     # A linear path from the pooled features to the embedding beside the MLP head. What the LSTM
     # states hold linearly (where a line started) then reaches the embedding linearly.
@@ -64,13 +79,34 @@ class ModelConfig(JSONConfig):
         """Features per step that the encoder sees: the input, and its deltas if asked for."""
         return self.input_dim * (2 if self.input_deltas else 1)
 
+    @property
+    def step_dim(self) -> int:
+        """Step models: each step's representation; pooling concatenates parts up to repr_dim."""
+        return self.repr_dim // POOLED_PARTS[self.pooling]
+
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.output_norm not in ("none", "layer", "batch"):
             raise ValueError(f"output_norm must be 'none', 'layer' or 'batch', got {self.output_norm!r}")
-        if self.encoder not in ("lstm", "transformer"):
-            raise ValueError(f"encoder must be 'lstm' or 'transformer', got {self.encoder!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        encoders = ENCODERS[self.objective]
+        if self.encoder not in encoders:
+            raise ValueError(
+                f"encoder must be one of {encoders} for objective {self.objective!r}, got {self.encoder!r}"
+            )
+        poolings = STEP_POOLINGS if self.objective == "steps" else WINDOW_POOLINGS
+        if self.pooling not in poolings:
+            raise ValueError(
+                f"pooling must be one of {poolings} for objective {self.objective!r}, got {self.pooling!r}"
+            )
+        if self.objective == "steps" and self.repr_dim % POOLED_PARTS[self.pooling]:
+            raise ValueError(
+                f"repr_dim must be a multiple of {POOLED_PARTS[self.pooling]} for {self.pooling!r} pooling"
+            )
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be at least 1, got {self.horizon}")
         # JSON brings lists back; tuples keep the frozen config hashable and comparable.
         for name in ("input_mean", "input_std"):
             value = getattr(self, name)
@@ -104,6 +140,17 @@ class TrainConfig(JSONConfig):
     var_weight: float = 0.0  # VICReg variance term on context representations
     cov_weight: float = 0.0  # VICReg covariance term on context representations
     normalize_inputs: bool = False  # standardise inputs with the training data's statistics
+    # A budget in optimizer steps, whatever the dataset's size; None trains `epochs` passes.
+    # 36 sequences make 2 steps an epoch, too little signal for 50 epochs to train anything.
+    steps: int | None = None
+    # Step models: each sequence trains on a random crop of at most this many steps.
+    max_crop_len: int = 256
+    mask_ratio: float = 0.5  # step models: the share of a crop hidden from the context encoder
+    # Step models: the mean length of a hidden block; None: a tenth of the crop, at least 1.
+    mask_block_len: int | None = None
+    # Step models: how often the crop's last target_len steps are hidden too, so the context
+    # encoder learns to forecast what /predict asks of it.
+    future_mask_prob: float = 0.5
 
     @property
     def window_len(self) -> int:
@@ -120,6 +167,11 @@ class TrainConfig(JSONConfig):
             "num_contexts": self.num_contexts >= 1,
             "max_offset": self.max_offset >= 0,
             "min_context_len": self.min_context_len is None or 1 <= self.min_context_len <= self.context_len,
+            "steps": self.steps is None or self.steps >= 1,
+            "max_crop_len": self.max_crop_len >= 2,
+            "mask_ratio": 0.0 < self.mask_ratio < 1.0,
+            "mask_block_len": self.mask_block_len is None or self.mask_block_len >= 1,
+            "future_mask_prob": 0.0 <= self.future_mask_prob <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from jepa_model.config import ModelConfig
+from jepa_model.config import POOLED_PARTS, ModelConfig
 
 
 def step_features(x: torch.Tensor, deltas: bool) -> torch.Tensor:
@@ -18,8 +18,18 @@ def step_features(x: torch.Tensor, deltas: bool) -> torch.Tensor:
     return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
 
 
-# How many (B, H) parts each pooling concatenates for the head.
-POOLED_PARTS = {"last": 1, "last_mean": 2, "first_last_mean": 3}
+def register_input_statistics(module: nn.Module, config: ModelConfig) -> None:
+    """Per-feature mean and std as buffers, so they travel in the checkpoint with the weights."""
+    module.input_deltas = config.input_deltas
+    mean = config.input_mean or (0.0,) * config.feature_dim
+    std = config.input_std or (1.0,) * config.feature_dim
+    module.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
+    module.register_buffer("input_std", torch.tensor(std, dtype=torch.float32), persistent=True)
+
+
+def standardize(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # x: (B, T, D) -> (B, T, F) step features standardised with `module`'s registered statistics
+    return (step_features(x, module.input_deltas) - module.input_mean) / module.input_std
 
 
 class SequenceEncoder(nn.Module):
@@ -43,12 +53,7 @@ class SequenceEncoder(nn.Module):
             "layer": nn.LayerNorm(config.repr_dim, elementwise_affine=False),
             "batch": nn.BatchNorm1d(config.repr_dim, affine=False),
         }[config.output_norm]
-        # Buffers, so the statistics travel in the checkpoint with the weights.
-        self.input_deltas = config.input_deltas
-        mean = config.input_mean or (0.0,) * config.feature_dim
-        std = config.input_std or (1.0,) * config.feature_dim
-        self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32), persistent=True)
-        self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32), persistent=True)
+        register_input_statistics(self, config)
 
     def pool(self, last: torch.Tensor, steps: torch.Tensor | None, lengths: torch.Tensor | None) -> torch.Tensor:
         # last: (B, H) each row's last valid step; steps: (B, T, H) every step (None for "last"
@@ -70,8 +75,7 @@ class SequenceEncoder(nn.Module):
         return self.output_norm(out)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, D) -> (B, T, F) standardised step features
-        return (step_features(x, self.input_deltas) - self.input_mean) / self.input_std
+        return standardize(self, x)
 
 
 class LSTMEncoder(SequenceEncoder):
@@ -136,5 +140,5 @@ class TransformerEncoder(SequenceEncoder):
         return self.pool(last, h, lengths)
 
 
-def build_encoder(config: ModelConfig) -> SequenceEncoder:
+def build_window_encoder(config: ModelConfig) -> SequenceEncoder:
     return TransformerEncoder(config) if config.encoder == "transformer" else LSTMEncoder(config)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from jepa_model.config import ModelConfig
-from jepa_model.encoders import build_encoder
+from jepa_model.encoders import build_window_encoder
+from jepa_model.step_encoders import StepEncoder, StepPredictor, pool_steps
 
 EncoderName = Literal["context", "target"]
 
@@ -70,10 +71,15 @@ class JEPA(nn.Module):
             predictor_hidden_dim=predictor_hidden_dim,
             **options,
         )
-        self.context_encoder = build_encoder(self.config)
+        self.steps_objective = self.config.objective == "steps"
+        self.context_encoder: nn.Module
+        self.predictor: nn.Module
+        if self.steps_objective:
+            self.context_encoder, self.predictor = StepEncoder(self.config), StepPredictor(self.config)
+        else:
+            self.context_encoder, self.predictor = build_window_encoder(self.config), Predictor(self.config)
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
-        self.predictor = Predictor(self.config)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> JEPA:
@@ -97,8 +103,35 @@ class JEPA(nn.Module):
         self, context: torch.Tensor, lengths: torch.Tensor | None = None, offsets: torch.Tensor | None = None
     ) -> torch.Tensor:
         # context: (B, T, D) -> representation (B, R) of the window starting `offsets` (default 0)
-        # steps after each context ends
+        # steps after each context ends; step models forecast the `horizon` steps right after it
+        if self.steps_objective:
+            return self.forecast(context, lengths)
         return self.predictor(self.context_encoder(context, lengths), offsets)
+
+    def forecast(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Step models: the pooled predicted representation of the `horizon` steps after each
+        context, which enter the context encoder as mask tokens."""
+        B, C, D = context.shape  # context: (B, C, D) -> (B, R)
+        K = self.config.horizon
+        x = torch.cat([context, context.new_zeros(B, K, D)], dim=1)  # (B, C+K, D)
+        steps = torch.arange(C + K, device=context.device)[None, :]  # (1, C+K)
+        if lengths is None:
+            hidden = (steps >= C).expand(B, -1)  # (B, C+K)
+            total = None
+        else:
+            hidden = (steps >= lengths[:, None]) & (steps < lengths[:, None] + K)
+            total = lengths + K
+        predicted = self.predictor(self.context_encoder.steps(x, total, hidden))  # (B, C+K, S)
+        return pool_steps(predicted, hidden, self.config.pooling)
+
+    def steps(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, encoder: EncoderName = "target"
+    ) -> torch.Tensor:
+        """Step models: every step's representation (B, T, S); the embedding pools these."""
+        if not self.steps_objective:
+            raise ValueError("only step models (objective 'steps') have per-step representations")
+        module = self.target_encoder if encoder == "target" else self.context_encoder
+        return module.steps(x, lengths)
 
     def forward(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # context: (B, C, D), target: (B, K, D) -> (predicted (B, R), target representation (B, R))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -14,6 +16,7 @@ from jepa_model.data import collate_ragged
 from jepa_model.encoders import step_features
 from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
+from jepa_model.masking import block_mask, random_crops, uniform_int
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,6 @@ def _gather(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
     idx = (starts[:, :, None] + torch.arange(length)).clamp(max=T - 1)  # (B, K, L)
     flat = x.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, D))  # (B, K*L, D)
     return flat.reshape(B, starts.shape[1], length, D)
-
-
-def _uniform_int(low: torch.Tensor | int, high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Integers uniform in [low, high] (inclusive), elementwise."""
-    u = torch.rand(high.shape, generator=generator, dtype=torch.float64)
-    return low + (u * (high - low + 1).to(torch.float64)).long()
 
 
 @dataclass(frozen=True)
@@ -103,10 +100,10 @@ def sample_spans(
     if min_context_len is None:
         context_lengths = torch.full((B,), context_len, dtype=torch.long)
     else:
-        context_lengths = _uniform_int(min_context_len, lengths - target_len, generator)  # (B,)
+        context_lengths = uniform_int(min_context_len, lengths - target_len, generator)  # (B,)
     room = lengths - context_lengths - target_len  # (B,) free steps for offsets and the start
-    offsets = _uniform_int(0, torch.clamp(room, max=max_offset)[:, None].expand(B, num_targets), generator)
-    starts = _uniform_int(0, room - offsets.max(dim=1).values, generator)  # (B,)
+    offsets = uniform_int(0, torch.clamp(room, max=max_offset)[:, None].expand(B, num_targets), generator)
+    starts = uniform_int(0, room - offsets.max(dim=1).values, generator)  # (B,)
     c_max = int(context_lengths.max())
     context = _gather(x, starts[:, None], c_max)[:, 0]  # (B, C_max, D)
     targets = _gather(x, (starts + context_lengths)[:, None] + offsets, target_len)  # (B, K, L, D)
@@ -114,14 +111,37 @@ def sample_spans(
     return Spans(context, context_lengths if ragged else None, targets, offsets)
 
 
-def train_step(
-    model: JEPA,
-    optimizer: torch.optim.Optimizer,
-    batch: Batch,
-    config: TrainConfig,
-    momentum: float | None = None,
-    generator: torch.Generator | None = None,
-) -> float:
+def masked_steps_loss(
+    model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Step models: hide blocks of a random crop from the context encoder; the predictor regresses
+    the target encoder's representations of the hidden steps from what the context encoder saw."""
+    x, lengths = split_batch(batch)
+    crops, crop_lengths = random_crops(x, lengths, config.max_crop_len, generator)  # (B, C, D)
+    B, C, _ = crops.shape
+    hidden = block_mask(
+        torch.full((B,), C) if crop_lengths is None else crop_lengths,
+        C,
+        config.mask_ratio,
+        config.mask_block_len,
+        config.target_len,
+        config.future_mask_prob,
+        generator,
+    )  # (B, C)
+    with torch.no_grad():
+        target = model.target_encoder.steps(crops, crop_lengths)  # (B, C, S)
+    context = model.context_encoder.steps(crops, crop_lengths, hidden)  # (B, C, S)
+    loss = prediction_loss(model.predictor(context)[hidden], target[hidden], config)  # over (M, S) hidden steps
+    if config.var_weight or config.cov_weight:
+        # Spread over the batch's sequences: each one's mean step must differ from the others'.
+        pooled = model.context_encoder.pool(context, crop_lengths)  # (B, R)
+        variance, covariance = variance_covariance(pooled)
+        loss = loss + config.var_weight * variance + config.cov_weight * covariance
+    return loss
+
+
+def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Window models: predict the pooled representation of spans that follow a context."""
     x, lengths = split_batch(batch)
     if config.num_contexts > 1:  # every copy of a sequence draws its own windows
         x = x.repeat(config.num_contexts, 1, 1)
@@ -145,6 +165,19 @@ def train_step(
     if config.var_weight or config.cov_weight:
         variance, covariance = variance_covariance(z)
         loss = loss + config.var_weight * variance + config.cov_weight * covariance
+    return loss
+
+
+def train_step(
+    model: JEPA,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    config: TrainConfig,
+    momentum: float | None = None,
+    generator: torch.Generator | None = None,
+) -> float:
+    objective = masked_steps_loss if model.steps_objective else window_loss
+    loss = objective(model, batch, config, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -195,7 +228,7 @@ def train_epoch(
     generator: torch.Generator | None = None,
     schedule: StepSchedule | None = None,
 ) -> float:
-    """One pass over `batches`; returns the mean loss."""
+    """One pass over `batches` (or one round of a step budget); returns the mean loss."""
     model.train()
     losses = []
     for batch in batches:
@@ -203,6 +236,28 @@ def train_epoch(
         if schedule is not None:
             schedule.advance()
     return sum(losses) / max(len(losses), 1)
+
+
+# A step budget is reported in this many rounds (the "epochs" of progress), or one per step if fewer.
+BUDGET_ROUNDS = 50
+# With a step budget the monitor runs on about this many rounds (and the last): on long series it
+# costs a forward pass over a whole held-out block, which 50 times over would rival the training.
+MONITORED_ROUNDS = 10
+
+
+def plan_rounds(config: TrainConfig, batches_per_epoch: int) -> list[int]:
+    """How many optimizer steps each reported round takes: one pass each for `epochs`, or the
+    step budget split into BUDGET_ROUNDS nearly equal rounds."""
+    if config.steps is None:
+        return [batches_per_epoch] * config.epochs
+    rounds = min(BUDGET_ROUNDS, config.steps)
+    return [config.steps // rounds + (1 if r < config.steps % rounds else 0) for r in range(rounds)]
+
+
+def cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
+    """Endless batches: a DataLoader reshuffles on every pass."""
+    while True:
+        yield from batches
 
 
 def train_jepa(
@@ -220,7 +275,7 @@ def train_jepa(
     log_every: int = 10,
     generator: torch.Generator | None = None,
 ) -> list[float]:
-    """The seed's training entry point. Returns the mean loss of every epoch.
+    """The seed's training entry point. Returns the mean loss of every epoch (or budget round).
 
     The positional arguments are the seed's recipe; `config` replaces them all with a full
     TrainConfig (any preset). Prints `Epoch N, Loss: X` every `log_every` epochs as the seed did.
@@ -230,18 +285,24 @@ def train_jepa(
             epochs=num_epochs, lr=lr, context_len=context_len, target_len=target_len, momentum=momentum
         )
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else 1
-    schedule = StepSchedule(config, optimizer, config.epochs * steps_per_epoch)
+    rounds = plan_rounds(config, len(dataloader) if hasattr(dataloader, "__len__") else 1)
+    schedule = StepSchedule(config, optimizer, sum(rounds))
+    batches = cycle(dataloader)
+    monitor_every = 1 if config.steps is None else max(1, math.ceil(len(rounds) / MONITORED_ROUNDS))
     losses: list[float] = []
-    for epoch in range(config.epochs):
-        loss = train_epoch(model, optimizer, dataloader, config, generator, schedule)
+    metrics: dict[str, float] = {}
+    for epoch, steps in enumerate(rounds):
+        round_batches = dataloader if config.steps is None else itertools.islice(batches, steps)
+        loss = train_epoch(model, optimizer, round_batches, config, generator, schedule)
         losses.append(loss)
         if log_every and epoch % log_every == 0:
             print(f"Epoch {epoch}, Loss: {loss:.4f}")
         if on_epoch is not None:
-            metrics = monitor(model) if monitor is not None else {}
+            last = epoch == len(rounds) - 1
+            if monitor is not None and (epoch % monitor_every == 0 or last):
+                metrics = monitor(model)  # between runs the last measurement stands
             model.train()
-            on_epoch(EpochReport(epoch, config.epochs, loss, metrics))
+            on_epoch(EpochReport(epoch, len(rounds), loss, dict(metrics)))
     return losses
 
 
@@ -274,6 +335,8 @@ def fit(
     if train_config.normalize_inputs:
         mean, std = input_statistics(dataset, model_config)
         model_config = replace(model_config, input_mean=mean, input_std=std)
+    if model_config.objective == "steps":  # /predict forecasts what training hid at the end
+        model_config = replace(model_config, horizon=train_config.target_len)
     model = JEPA.from_config(model_config)
     loader = DataLoader(
         dataset,

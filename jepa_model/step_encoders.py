@@ -1,0 +1,144 @@
+"""Step models: every step of a sequence gets a representation, and the embedding pools them.
+
+The encoder is a stack of dilated convolutions (as in T-Loss and TS2Vec) or a bidirectional LSTM
+over a learned input embedding. Steps hidden from the context encoder in training, and the steps
+/predict forecasts, enter as a learned mask token instead of their values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from jepa_model.config import ModelConfig
+from jepa_model.encoders import register_input_statistics, standardize
+
+
+def valid_steps(lengths: torch.Tensor | None, T: int) -> torch.Tensor | None:
+    """(B, T) True at each row's valid steps, or None when every row is full."""
+    return None if lengths is None else torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class DilatedBlock(nn.Module):
+    """Two dilated convolutions with a residual path; padding steps are zeroed before each, so a
+    row of a ragged batch computes exactly what it would alone (zeros lie past its end either way)."""
+
+    def __init__(self, dim: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        padding = dilation * (kernel_size - 1) // 2
+        self.conv1 = nn.Conv1d(dim, dim, kernel_size, padding=padding, dilation=dilation)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size, padding=padding, dilation=dilation)
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        # h: (B, H, T) with zeros at padding; valid: (B, 1, T) or None -> (B, H, T)
+        y = self.conv1(F.gelu(h))
+        if valid is not None:
+            y = y * valid
+        y = h + self.conv2(F.gelu(y))
+        return y if valid is None else y * valid
+
+
+class DilatedConvBody(nn.Module):
+    """num_layers blocks with dilations 1, 2, 4, ...: 8 blocks of kernel 3 see 1021 steps."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            DilatedBlock(config.hidden_dim, config.kernel_size, 2**i) for i in range(config.num_layers)
+        )
+        self.out_dim = config.hidden_dim
+
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        # h: (B, T, H) -> (B, T, H)
+        valid = valid_steps(lengths, h.shape[1])
+        mask = None if valid is None else valid[:, None, :].to(h.dtype)  # (B, 1, T)
+        h = h.transpose(1, 2)  # (B, H, T): Conv1d wants channels first
+        if mask is not None:
+            h = h * mask
+        for block in self.blocks:
+            h = block(h, mask)
+        return h.transpose(1, 2)
+
+
+class BiLSTMBody(nn.Module):
+    """A bidirectional LSTM, packed by length so padding never enters either direction's state."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(
+            config.hidden_dim, config.hidden_dim, config.num_layers, batch_first=True, bidirectional=True
+        )
+        self.out_dim = 2 * config.hidden_dim
+
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        # h: (B, T, H) -> (B, T, 2H)
+        if lengths is None:
+            return self.lstm(h)[0]
+        packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=h.shape[1])[0]
+
+
+def pool_steps(steps: torch.Tensor, keep: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """(B, T, S) per-step representations -> (B, R): the max and/or mean over the steps `keep`
+    marks (B, T), or over every step when it is None."""
+    if keep is None:
+        mean = steps.mean(1)
+        parts = [steps.amax(1), mean] if pooling == "max_mean" else [mean]
+    else:
+        weights = keep.to(steps.dtype)[:, :, None]  # (B, T, 1)
+        mean = (steps * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        if pooling != "max_mean":
+            return mean
+        parts = [steps.masked_fill(~keep[:, :, None], float("-inf")).amax(1), mean]
+    return torch.cat(parts, dim=-1)
+
+
+class StepEncoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        register_input_statistics(self, config)
+        self.pooling = config.pooling
+        self.embed = nn.Linear(config.feature_dim, config.hidden_dim)
+        self.mask_token = nn.Parameter(torch.zeros(config.hidden_dim))
+        self.body: nn.Module = DilatedConvBody(config) if config.encoder == "conv" else BiLSTMBody(config)
+        self.project = nn.Linear(self.body.out_dim, config.step_dim)
+
+    def steps(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # x: (B, T, D); lengths: (B,) or None; hidden: (B, T) True where the encoder sees the mask
+        # token instead of the step -> (B, T, S), each step's vector layer-normed (I-JEPA's targets)
+        h = self.embed(standardize(self, x))  # (B, T, H)
+        if hidden is not None:
+            h = torch.where(hidden[:, :, None], self.mask_token.to(h.dtype), h)
+        steps = self.project(self.body(h, lengths))  # (B, T, S)
+        return F.layer_norm(steps, steps.shape[-1:])
+
+    def pool(self, steps: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        # steps: (B, T, S) -> (B, R): the embedding of each row's valid steps
+        return pool_steps(steps, valid_steps(lengths, steps.shape[1]), self.pooling)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, D) -> (B, R), R = repr_dim
+        return self.pool(self.steps(x, lengths), lengths)
+
+
+class StepPredictor(nn.Module):
+    """Each step's context representation -> the target encoder's representation of that step.
+
+    The context encoder already mixed neighbouring steps into each one (mask tokens included), so
+    the predictor works step by step, as data2vec's regression head does.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(config.step_dim, config.predictor_hidden_dim),
+            nn.GELU(),
+            nn.Linear(config.predictor_hidden_dim, config.step_dim),
+        )
+
+    def forward(self, steps: torch.Tensor) -> torch.Tensor:
+        return self.net(steps)  # (B, T, S) -> (B, T, S)

@@ -1,0 +1,31 @@
+"""Versions trained before per-step models existed still load and serve the same outputs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from jepa_model import load_checkpoint
+from jepa_model.serving import traced_forwards
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "checkpoints_0_1"
+
+
+@pytest.mark.parametrize("preset", ["seed", "default"])
+def test_a_0_1_checkpoint_serves_what_it_served_then(preset: str) -> None:
+    directory = FIXTURES / preset
+    loaded = load_checkpoint(directory, expected_sha256=(directory / "sha256").read_text().strip())
+    assert loaded.model_config.objective == "window"  # the field did not exist then: old behaviour
+    expected = load_file(str(directory / "expected.safetensors"))
+    model, x = loaded.model, expected["x"]
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x, encoder="target"), expected["target"], atol=1e-6)
+        assert torch.allclose(model.encode(x, encoder="context"), expected["context"], atol=1e-6)
+        assert torch.allclose(model.predict(x), expected["predict"], atol=1e-6)
+        ragged = model.encode(expected["ragged"], expected["lengths"], encoder="target")
+        assert torch.allclose(ragged, expected["target_ragged"], atol=1e-6)
+        # The server runs traced forwards: they must agree too.
+        forwards = traced_forwards(model)
+        assert torch.allclose(forwards["target"](x), expected["target"], atol=1e-5)
+        assert torch.allclose(forwards["predict"](x), expected["predict"], atol=1e-5)
