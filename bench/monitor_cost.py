@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    model_config, train_config = resolve_configs(args.preset, {"epochs": args.epochs, "seed": 0})
+    model_config, train_config = resolve_configs(args.preset, {"epochs": args.epochs, "seed": 0}, (2, SEQ_LEN))
     train = ToySequenceDataset(NUM_SAMPLES, SEQ_LEN, "mixed", seed=0)
     monitor = EpochMonitor(ToySequenceDataset(HELD_OUT, SEQ_LEN, "mixed", seed=1), 8, 4)
     seconds = {"without monitor": 0.0, "with monitor": 0.0}

@@ -11,7 +11,16 @@ from jepa_model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from jepa_model.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, get_preset, resolve_configs
+from jepa_model.config import (
+    DEFAULT_PRESET,
+    PRESET_NAMES,
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    get_preset,
+    pick_preset,
+    resolve_configs,
+)
 from jepa_model.data import SequenceDataset, ToySequenceDataset, collate_ragged, pad_sequences
 from jepa_model.jepa import JEPA, ema_update
 from jepa_model.train import fit, train_jepa
@@ -22,6 +31,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "JEPA",
     "PRESETS",
+    "PRESET_NAMES",
     "CheckpointCorrupt",
     "CheckpointError",
     "CheckpointMissing",
@@ -37,6 +47,7 @@ __all__ = [
     "get_preset",
     "load_checkpoint",
     "pad_sequences",
+    "pick_preset",
     "resolve_configs",
     "save_checkpoint",
     "train_jepa",

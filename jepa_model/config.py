@@ -27,8 +27,16 @@ class JSONConfig:
 
 # Window models pool an encoder state through an MLP head; step models pool per-step representations.
 WINDOW_POOLINGS = ("last", "last_mean", "first_last_mean")
-STEP_POOLINGS = ("max_mean", "mean")
-POOLED_PARTS = {"last": 1, "last_mean": 2, "first_last_mean": 3, "max_mean": 2, "mean": 1}
+STEP_POOLINGS = ("max_mean", "mean", "pyramid")
+PYRAMID_SEGMENTS = 3  # "pyramid" pooling: the max and mean over all steps, and the mean of each third
+POOLED_PARTS = {
+    "last": 1,
+    "last_mean": 2,
+    "first_last_mean": 3,
+    "max_mean": 2,
+    "mean": 1,
+    "pyramid": 2 + PYRAMID_SEGMENTS,
+}
 OBJECTIVES = ("window", "steps")
 ENCODERS = {"window": ("lstm", "transformer"), "steps": ("conv", "lstm")}
 
@@ -49,8 +57,6 @@ class ModelConfig(JSONConfig):
     predictor_hidden_dim: int = 64
     num_heads: int = 4  # transformer only
     kernel_size: int = 3  # conv only: odd, so every step sees as far back as ahead
-    # steps only: how many steps after a context /predict forecasts (the training target_len).
-    horizon: int = 4
     bidirectional: bool = False  # LSTM only: a second pass from the end carries the start forward
     # How many future offsets the predictor can be told about (0: it is not told, as in the seed).
     predictor_offsets: int = 0
@@ -62,7 +68,8 @@ class ModelConfig(JSONConfig):
     # What the head sees: "last" (the top layer's last valid step, the seed), "last_mean" (that,
     # beside the mean over all valid steps) or "first_last_mean" (and the first step too, so the
     # embedding of a long sequence still knows where it began).
-    # Step models: "max_mean" (each dimension's max and mean over valid steps) or "mean".
+    # Step models: "max_mean" (each dimension's max and mean over valid steps), "mean", or
+    # "pyramid" (max_mean, and the mean over each third of the steps: where things happen).
     pooling: str = "last"
     # A linear path from the pooled features to the embedding beside the MLP head. What the LSTM
     # states hold linearly (where a line started) then reaches the embedding linearly.
@@ -105,8 +112,6 @@ class ModelConfig(JSONConfig):
             )
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be at least 1, got {self.horizon}")
         # JSON brings lists back; tuples keep the frozen config hashable and comparable.
         for name in ("input_mean", "input_std"):
             value = getattr(self, name)
@@ -148,9 +153,6 @@ class TrainConfig(JSONConfig):
     mask_ratio: float = 0.5  # step models: the share of a crop hidden from the context encoder
     # Step models: the mean length of a hidden block; None: a tenth of the crop, at least 1.
     mask_block_len: int | None = None
-    # Step models: how often the crop's last target_len steps are hidden too, so the context
-    # encoder learns to forecast what /predict asks of it.
-    future_mask_prob: float = 0.5
 
     @property
     def window_len(self) -> int:
@@ -171,7 +173,6 @@ class TrainConfig(JSONConfig):
             "max_crop_len": self.max_crop_len >= 2,
             "mask_ratio": 0.0 < self.mask_ratio < 1.0,
             "mask_block_len": self.mask_block_len is None or self.mask_block_len >= 1,
-            "future_mask_prob": 0.0 <= self.future_mask_prob <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -193,9 +194,11 @@ PRESETS: dict[str, Preset] = {
         "Adam 1e-3, EMA 0.99, one window per sequence (context 8, target 4).",
     ),
     # docs/ablation.md measures each change against the seed; this keeps what measurably helped.
-    "default": Preset(
-        name="default",
-        description="Centred (batch-normalised) 40-dimensional embeddings from a 1-layer LSTM that "
+    # It was the only default until recorded series showed that it suits short paths of points
+    # in the plane or in space, and little else.
+    "trajectory": Preset(
+        name="trajectory",
+        description="For short paths of 2-D or 3-D points. Centred (batch-normalised) 40-dimensional embeddings from a 1-layer LSTM that "
         "sees positions and per-step displacements and pools its first step, last step and the mean "
         "over time through an MLP head with a linear skip; standardised inputs; MSE to the target "
         "that follows the context plus light VICReg terms; AdamW with weight decay at lr 5e-3 on a "
@@ -228,23 +231,80 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# The preset used when a request or the CLI names none.
+PRESETS["series"] = Preset(
+    name="series",
+    description="For recorded series of any length and width. Masked-time JEPA: a dilated convolutional encoder (8 residual blocks, dilations "
+    "1-128, 1021 steps of receptive field) gives every step a representation; training hides random "
+    "steps of a crop of up to 256 steps, and the last target_len steps half of the time, from the "
+    "context encoder, and a per-step predictor regresses the EMA target encoder's layer-normed "
+    "representations of the hidden steps (MSE). The embedding is each dimension's max and mean "
+    "over the steps. AdamW 1e-3 on a cosine schedule for a budget of 400 steps of 32 crops, "
+    "whatever the dataset's size; EMA momentum ramped from 0.98 to 1.0; standardised inputs.",
+    model=ModelConfig(
+        objective="steps",
+        encoder="conv",
+        hidden_dim=32,
+        repr_dim=64,
+        num_layers=8,
+        predictor_hidden_dim=64,
+        pooling="max_mean",
+    ),
+    train=TrainConfig(
+        steps=400,
+        lr=1e-3,
+        lr_schedule="cosine",
+        optimizer="adamw",
+        weight_decay=0.05,
+        momentum=0.98,
+        momentum_end=1.0,
+        loss="mse",
+        normalize_inputs=True,
+        max_crop_len=256,
+        mask_block_len=1,
+    ),
+)
+
+# What a request or the CLI gets when it names no preset: not a preset itself, but the choice of
+# one by the data (pick_preset).
 DEFAULT_PRESET = "default"
+PRESET_NAMES = (DEFAULT_PRESET, *PRESETS)
+# "default" trains "trajectory" on sequences of 2-D or 3-D points at most this long, and "series"
+# on everything else: bench.quality and bench.realdata measure each recipe on both kinds of data.
+TRAJECTORY_DIMS, TRAJECTORY_MAX_LEN = (2, 3), 64
+
+
+def pick_preset(name: str, input_dim: int, max_len: int) -> str:
+    """The preset `name` means for data of this width and longest sequence: itself, or, for
+    "default", "trajectory" for short paths of points and "series" for anything else."""
+    if name != DEFAULT_PRESET:
+        get_preset(name)
+        return name
+    return "trajectory" if input_dim in TRAJECTORY_DIMS and max_len <= TRAJECTORY_MAX_LEN else "series"
 
 
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESET_NAMES)}") from None
 
 
 def resolve_configs(
-    preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None
+    preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None, data: tuple[int, int] | None = None
 ) -> tuple[ModelConfig, TrainConfig]:
-    """The preset's configs with `overrides` applied; each key goes to whichever config owns it."""
+    """The preset's configs with `overrides` applied; each key goes to whichever config owns it.
+
+    "default" needs `data`, (input_dim, longest sequence), to pick its preset. Asking for
+    `epochs` without `steps` trains that many epochs, even where the preset's budget is in steps.
+    """
+    if preset == DEFAULT_PRESET:
+        if data is None:
+            raise ValueError("the 'default' preset picks a recipe by the data: pass data=(input_dim, max_len)")
+        preset = pick_preset(preset, *data)
     base = get_preset(preset)
     overrides = dict(overrides or {})
+    if "epochs" in overrides and "steps" not in overrides:
+        overrides["steps"] = None
     model_keys = {f.name for f in fields(ModelConfig)}
     train_keys = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - model_keys - train_keys
@@ -253,3 +313,36 @@ def resolve_configs(
     model = replace(base.model, **{k: v for k, v in overrides.items() if k in model_keys})
     train = replace(base.train, **{k: v for k, v in overrides.items() if k in train_keys})
     return model, train
+
+
+# Step models forecast at most this far, and /predict contexts default to at most this long.
+MAX_DERIVED_TARGET_LEN, MAX_DERIVED_CONTEXT_LEN = 64, 256
+
+
+def derive_windows(
+    shortest: int, context_len: int, target_len: int, fixed: frozenset[str] = frozenset()
+) -> tuple[int, int]:
+    """(context_len, target_len) for a dataset whose shortest sequence has `shortest` steps.
+
+    The preset's windows grow with long sequences (a quarter and an eighth of the shortest) and
+    shrink, in the same proportion, to fit short ones: a dataset is never refused for being
+    shorter than a preset. Names in `fixed` were asked for and are kept as they are, so only the
+    other window moves; ValueError if what was asked for cannot fit.
+    """
+    if shortest < 2:
+        raise ValueError(f"a sequence needs at least 2 steps for a context and a target, got {shortest}")
+    context = context_len if "context_len" in fixed else max(context_len, min(shortest // 4, MAX_DERIVED_CONTEXT_LEN))
+    target = target_len if "target_len" in fixed else max(target_len, min(shortest // 8, MAX_DERIVED_TARGET_LEN))
+    if context + target <= shortest:
+        return context, target
+    kept = context if "context_len" in fixed else target if "target_len" in fixed else None
+    if {"context_len", "target_len"} <= fixed or (kept is not None and kept >= shortest):
+        raise ValueError(
+            f"context_len + target_len = {context + target} exceeds the shortest sequence's length {shortest}"
+        )
+    if "context_len" in fixed:
+        return context, shortest - context
+    if "target_len" in fixed:
+        return shortest - target, target
+    target = max(1, round(shortest * target / (context + target)))
+    return shortest - target, target

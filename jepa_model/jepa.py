@@ -10,7 +10,7 @@ from torch import nn
 
 from jepa_model.config import ModelConfig
 from jepa_model.encoders import build_window_encoder
-from jepa_model.step_encoders import StepEncoder, StepPredictor, pool_steps
+from jepa_model.step_encoders import Forecaster, StepEncoder, StepPredictor
 
 EncoderName = Literal["context", "target"]
 
@@ -76,6 +76,8 @@ class JEPA(nn.Module):
         self.predictor: nn.Module
         if self.steps_objective:
             self.context_encoder, self.predictor = StepEncoder(self.config), StepPredictor(self.config)
+            # /predict: from the context window to the pooled representation of the next one
+            self.forecaster = Forecaster(self.config)
         else:
             self.context_encoder, self.predictor = build_window_encoder(self.config), Predictor(self.config)
         self.target_encoder = copy.deepcopy(self.context_encoder)
@@ -87,7 +89,8 @@ class JEPA(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates; the target encoder only ever moves by EMA."""
-        return [*self.context_encoder.parameters(), *self.predictor.parameters()]
+        forecaster = [*self.forecaster.parameters()] if self.steps_objective else []
+        return [*self.context_encoder.parameters(), *self.predictor.parameters(), *forecaster]
 
     def update_target(self, momentum: float) -> None:
         ema_update(self.target_encoder, self.context_encoder, momentum)
@@ -103,26 +106,27 @@ class JEPA(nn.Module):
         self, context: torch.Tensor, lengths: torch.Tensor | None = None, offsets: torch.Tensor | None = None
     ) -> torch.Tensor:
         # context: (B, T, D) -> representation (B, R) of the window starting `offsets` (default 0)
-        # steps after each context ends; step models forecast the `horizon` steps right after it
+        # steps after each context ends (step models: the window right after it)
         if self.steps_objective:
             return self.forecast(context, lengths)
         return self.predictor(self.context_encoder(context, lengths), offsets)
 
     def forecast(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Step models: the pooled predicted representation of the `horizon` steps after each
-        context, which enter the context encoder as mask tokens."""
-        B, C, D = context.shape  # context: (B, C, D) -> (B, R)
-        K = self.config.horizon
-        x = torch.cat([context, context.new_zeros(B, K, D)], dim=1)  # (B, C+K, D)
-        steps = torch.arange(C + K, device=context.device)[None, :]  # (1, C+K)
-        if lengths is None:
-            hidden = (steps >= C).expand(B, -1)  # (B, C+K)
-            total = None
-        else:
-            hidden = (steps >= lengths[:, None]) & (steps < lengths[:, None] + K)
-            total = lengths + K
-        predicted = self.predictor(self.context_encoder.steps(x, total, hidden))  # (B, C+K, S)
-        return pool_steps(predicted, hidden, self.config.pooling)
+        """Step models: the predicted embedding (B, R) of the window after each context (B, C, D),
+        standardised as served embeddings are."""
+        return self.target_encoder.standardize_embedding(self.forecast_raw(context, lengths))
+
+    def forecast_raw(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # context: (B, C, D) -> (B, R) before standardisation
+        return self.forecaster(self.context_encoder.steps(context, lengths), lengths, self.config.pooling)
+
+    @torch.no_grad()
+    def set_embedding_statistics(self, embeddings: torch.Tensor) -> None:
+        """Step models: standardise served embeddings with the statistics of these raw (N, R) ones."""
+        mean, std = embeddings.mean(0), embeddings.std(0).clamp_min(1e-6)
+        for encoder in (self.context_encoder, self.target_encoder):
+            encoder.embedding_mean.copy_(mean)
+            encoder.embedding_std.copy_(std)
 
     def steps(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, encoder: EncoderName = "target"

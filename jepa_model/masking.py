@@ -34,17 +34,14 @@ def block_mask(
     T: int,
     ratio: float,
     block_len: int | None,
-    horizon: int,
-    future_prob: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Which steps to hide from the context encoder: (B, T) bool, True = hidden.
 
     lengths: (B,) valid steps per row (padding is never hidden). Blocks of `block_len` steps
     (default: a tenth of the row, at least 1) start at random so that about `ratio` of each row
-    is hidden. With probability `future_prob` a row also hides its last `horizon` steps, which is
-    what /predict asks: the representation of steps after the context. Every row keeps its first
-    step visible and, when it has two or more, hides at least one.
+    is hidden. Every row keeps its first step visible and, when it has two or more, hides at
+    least one.
     """
     B = lengths.shape[0]
     steps = torch.arange(T)[None, :]  # (1, T)
@@ -60,9 +57,6 @@ def block_mask(
         steps >= block[:, None], started.gather(1, (steps - block[:, None]).clamp(min=0)), torch.zeros_like(started)
     )
     hidden = (started - before) > 0
-    future = torch.rand(B, generator=generator, dtype=torch.float64) < future_prob  # (B,)
-    span = torch.minimum(torch.full_like(lengths, horizon), lengths - 1)  # (B,)
-    hidden |= future[:, None] & (steps >= (lengths - span)[:, None])
     hidden &= valid
     hidden[:, 0] = False
     # A row with nothing hidden teaches nothing: hide its last step.

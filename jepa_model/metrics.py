@@ -34,17 +34,25 @@ class Windows:
 HeldOut = ToySequenceDataset | SequenceDataset
 
 
-def held_out_windows(dataset: HeldOut, context_len: int, target_len: int, seed: int = 0) -> Windows:
+def held_out_windows(
+    dataset: HeldOut, context_len: int, target_len: int, seed: int = 0, start: int | None = None
+) -> Windows:
+    """One window per sequence: at a random start (seeded), or at `start` for every sequence."""
     generator = torch.Generator().manual_seed(seed)
+
+    def windows(x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if start is None:
+            return sample_windows(x, lengths, context_len, target_len, generator)
+        return x[:, start : start + context_len], x[:, start + context_len : start + context_len + target_len]
+
     if dataset.clean is None:  # users' data: ragged, and no noise-free version
-        x, lengths = batch_sequences(dataset.data)  # (N, T_max, D)
-        context, target = sample_windows(x, lengths, context_len, target_len, generator)
+        context, target = windows(*batch_sequences(dataset.data))  # from (N, T_max, D)
         return Windows(context, target, None)
     x = dataset.data  # (N, T, D)
     # Sampling the index windows over [x, clean] together keeps noisy and clean targets aligned.
     clean = torch.from_numpy(dataset.clean)
     both = torch.cat([x, clean], dim=-1)  # (N, T, 2D)
-    context, target = sample_windows(both, None, context_len, target_len, generator)
+    context, target = windows(both, None)
     d = x.shape[-1]
     return Windows(context[..., :d], target[..., :d], target[..., d:].numpy())
 
@@ -147,10 +155,15 @@ def _probes(z: np.ndarray, dataset: ToySequenceDataset) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def evaluate(model: JEPA, dataset: HeldOut, context_len: int, target_len: int, seed: int = 0) -> dict:
-    """Every metric above, on `dataset` (which the model must not have trained on)."""
+def evaluate(
+    model: JEPA, dataset: HeldOut, context_len: int, target_len: int, seed: int = 0, start: int | None = None
+) -> dict:
+    """Every metric above, on `dataset` (which the model must not have trained on).
+
+    Windows start at random (seeded), or all at `start` (the seed's published protocol: 0, so context = points 0-7 and target = 8-11).
+    """
     model.eval()
-    windows = held_out_windows(dataset, context_len, target_len, seed)
+    windows = held_out_windows(dataset, context_len, target_len, seed, start)
     predicted = model.predict(windows.context).numpy()  # (N, R)
     actual = model.encode(windows.target, encoder="target").numpy()  # (N, R)
     hits = retrieval_hits(predicted, actual)

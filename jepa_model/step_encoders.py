@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from jepa_model.config import ModelConfig
+from jepa_model.config import PYRAMID_SEGMENTS, ModelConfig
 from jepa_model.encoders import register_input_statistics, standardize
 
 
@@ -81,17 +81,23 @@ class BiLSTMBody(nn.Module):
 
 
 def pool_steps(steps: torch.Tensor, keep: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """(B, T, S) per-step representations -> (B, R): the max and/or mean over the steps `keep`
-    marks (B, T), or over every step when it is None."""
-    if keep is None:
-        mean = steps.mean(1)
-        parts = [steps.amax(1), mean] if pooling == "max_mean" else [mean]
-    else:
-        weights = keep.to(steps.dtype)[:, :, None]  # (B, T, 1)
-        mean = (steps * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        if pooling != "max_mean":
-            return mean
-        parts = [steps.masked_fill(~keep[:, :, None], float("-inf")).amax(1), mean]
+    """(B, T, S) per-step representations -> (B, R), over the steps `keep` marks (B, T), or over
+    every step when it is None: the mean ("mean"), each dimension's max beside it ("max_mean"),
+    and the mean of each consecutive third of the kept steps too ("pyramid")."""
+    B, T, S = steps.shape
+    keep = torch.ones(B, T, dtype=torch.bool, device=steps.device) if keep is None else keep
+    weights = keep.to(steps.dtype)[:, :, None]  # (B, T, 1)
+    count = weights.sum(1)  # (B, 1)
+    mean = (steps * weights).sum(1) / count.clamp_min(1.0)  # (B, S)
+    if pooling == "mean":
+        return mean
+    parts = [steps.masked_fill(~keep[:, :, None], float("-inf")).amax(1), mean]
+    if pooling == "pyramid":
+        rank = torch.cumsum(keep.long(), dim=1) - 1  # (B, T): each kept step's place among them
+        segment = (rank * PYRAMID_SEGMENTS) // count.long().clamp_min(1)  # (B, T) in 0..G-1
+        member = F.one_hot(segment.clamp(0, PYRAMID_SEGMENTS - 1), PYRAMID_SEGMENTS).to(steps.dtype) * weights
+        sums = torch.einsum("btg,bts->bgs", member, steps)  # (B, G, S)
+        parts.append((sums / member.sum(1)[:, :, None].clamp_min(1.0)).reshape(B, PYRAMID_SEGMENTS * S))
     return torch.cat(parts, dim=-1)
 
 
@@ -104,6 +110,11 @@ class StepEncoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(config.hidden_dim))
         self.body: nn.Module = DilatedConvBody(config) if config.encoder == "conv" else BiLSTMBody(config)
         self.project = nn.Linear(self.body.out_dim, config.step_dim)
+        # Each embedding dimension's mean and std over the training data, set once training ends
+        # (`set_embedding_statistics`): served embeddings are standardised, so cosine and euclidean
+        # comparisons are not dominated by what every sequence shares.
+        self.register_buffer("embedding_mean", torch.zeros(config.repr_dim), persistent=True)
+        self.register_buffer("embedding_std", torch.ones(config.repr_dim), persistent=True)
 
     def steps(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: torch.Tensor | None = None
@@ -116,13 +127,16 @@ class StepEncoder(nn.Module):
         steps = self.project(self.body(h, lengths))  # (B, T, S)
         return F.layer_norm(steps, steps.shape[-1:])
 
-    def pool(self, steps: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        # steps: (B, T, S) -> (B, R): the embedding of each row's valid steps
-        return pool_steps(steps, valid_steps(lengths, steps.shape[1]), self.pooling)
+    def pool_raw(self, steps: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        # steps: (B, T, S), keep: (B, T) or None for all -> (B, R) before standardisation
+        return pool_steps(steps, keep, self.pooling)
+
+    def standardize_embedding(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.embedding_mean) / self.embedding_std  # (B, R)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, D) -> (B, R), R = repr_dim
-        return self.pool(self.steps(x, lengths), lengths)
+        return self.standardize_embedding(self.pool_raw(self.steps(x, lengths), valid_steps(lengths, x.shape[1])))
 
 
 class StepPredictor(nn.Module):
@@ -142,3 +156,30 @@ class StepPredictor(nn.Module):
 
     def forward(self, steps: torch.Tensor) -> torch.Tensor:
         return self.net(steps)  # (B, T, S) -> (B, T, S)
+
+
+class Forecaster(nn.Module):
+    """/predict for step models: a context window's pooled representation and its last step's
+    -> the pooled representation (before standardisation) of the window that follows.
+
+    The pooled context says what the sequence is; its last step says where it has got to, which
+    max and mean pooling alone would blur.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h = config.predictor_hidden_dim
+        self.net = nn.Sequential(
+            nn.Linear(config.repr_dim + config.step_dim, h),
+            nn.GELU(),
+            nn.Linear(h, h),
+            nn.GELU(),
+            nn.Linear(h, config.repr_dim),
+        )
+
+    def forward(self, steps: torch.Tensor, lengths: torch.Tensor | None, pooling: str) -> torch.Tensor:
+        # steps: (B, C, S) the context encoder's steps -> (B, R)
+        B, C, _ = steps.shape
+        last_index = torch.full((B,), C - 1, device=steps.device) if lengths is None else lengths - 1
+        last = steps[torch.arange(B, device=steps.device), last_index]  # (B, S)
+        return self.net(torch.cat([pool_steps(steps, valid_steps(lengths, C), pooling), last], dim=-1))

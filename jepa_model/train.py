@@ -12,11 +12,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from jepa_model.config import ModelConfig, TrainConfig
-from jepa_model.data import collate_ragged
+from jepa_model.data import batch_sequences, collate_ragged
 from jepa_model.encoders import step_features
 from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
 from jepa_model.masking import block_mask, random_crops, uniform_int
+from jepa_model.step_encoders import pool_steps, valid_steps
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,6 @@ def masked_steps_loss(
         C,
         config.mask_ratio,
         config.mask_block_len,
-        config.target_len,
-        config.future_mask_prob,
         generator,
     )  # (B, C)
     with torch.no_grad():
@@ -134,10 +133,24 @@ def masked_steps_loss(
     loss = prediction_loss(model.predictor(context)[hidden], target[hidden], config)  # over (M, S) hidden steps
     if config.var_weight or config.cov_weight:
         # Spread over the batch's sequences: each one's mean step must differ from the others'.
-        pooled = model.context_encoder.pool(context, crop_lengths)  # (B, R)
+        pooled = pool_steps(context, valid_steps(crop_lengths, C), model.config.pooling)  # (B, R)
         variance, covariance = variance_covariance(pooled)
         loss = loss + config.var_weight * variance + config.cov_weight * covariance
-    return loss
+    return loss + forecast_loss(model, batch, config, generator)
+
+
+def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Step models: the seed's objective for /predict, from a context window's pooled
+    representation to that of the target window after it, each encoded on its own."""
+    x, lengths = split_batch(batch)
+    spans = sample_spans(x, lengths, config.context_len, config.target_len, 1, 0, generator=generator)
+    predicted = model.forecast_raw(spans.context)  # (B, R)
+    with torch.no_grad():
+        target = model.target_encoder.pool_raw(model.target_encoder.steps(spans.targets[:, 0]), None)  # (B, R)
+        # Served embeddings are standardised per dimension, so errors count relative to each
+        # dimension's spread over the batch, not in raw units where a few dimensions dominate.
+        mean, std = target.mean(0), target.std(0).clamp_min(1e-4)
+    return prediction_loss((predicted - mean) / std, (target - mean) / std, config)
 
 
 def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -313,6 +326,16 @@ def input_statistics(dataset: Dataset, config: ModelConfig) -> tuple[tuple[float
     return tuple(points.mean(0).tolist()), tuple(points.std(0).clamp_min(1e-6).tolist())
 
 
+@torch.inference_mode()
+def raw_embeddings(model: JEPA, dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
+    """Step models: the target encoder's pooled, not yet standardised, embeddings (N, R)."""
+    encoder, out = model.target_encoder, []
+    for start in range(0, len(dataset), batch_size):
+        x, lengths = batch_sequences([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        out.append(encoder.pool_raw(encoder.steps(x, lengths), valid_steps(lengths, x.shape[1])))
+    return torch.cat(out)
+
+
 @dataclass
 class TrainResult:
     model: JEPA
@@ -335,8 +358,6 @@ def fit(
     if train_config.normalize_inputs:
         mean, std = input_statistics(dataset, model_config)
         model_config = replace(model_config, input_mean=mean, input_std=std)
-    if model_config.objective == "steps":  # /predict forecasts what training hid at the end
-        model_config = replace(model_config, horizon=train_config.target_len)
     model = JEPA.from_config(model_config)
     loader = DataLoader(
         dataset,
@@ -352,4 +373,6 @@ def fit(
         model, loader, config=train_config, on_epoch=on_epoch, monitor=monitor, log_every=log_every, generator=generator
     )
     model.eval()
+    if model.steps_objective:
+        model.set_embedding_statistics(raw_embeddings(model, dataset))
     return TrainResult(model=model, losses=losses, seconds=time.perf_counter() - started)

@@ -331,7 +331,7 @@ def resolve_spec(session: Session, spec: TrainingSpec) -> TrainingSpec:
         return spec
     row = get_dataset(session, spec.dataset.id)
     data = spec.model_dump(mode="json")
-    data["dataset"] |= {"input_dim": row.input_dim, "min_len": row.min_len}
+    data["dataset"] |= {"input_dim": row.input_dim, "min_len": row.min_len, "max_len": row.max_len}
     try:
         return TrainingSpec.model_validate(data)
     except ValidationError as exc:

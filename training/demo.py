@@ -38,7 +38,7 @@ def run_demo(
     data = ToySequenceDataset(NUM_SEQUENCES, SEQ_LEN, pattern, seed=seed)
     train = Subset(data, range(TRAIN_SEQUENCES))
     validation = ToySequenceDataset(NUM_SEQUENCES - TRAIN_SEQUENCES, SEQ_LEN, pattern, seed=seed + 1)
-    model_config, train_config = resolve_configs(preset, {"epochs": epochs, "seed": seed})
+    model_config, train_config = resolve_configs(preset, {"epochs": epochs, "seed": seed}, (2, SEQ_LEN))
     say(f"Training a {preset!r} JEPA on {TRAIN_SEQUENCES} {pattern} sequences for {epochs} epochs")
     result = fit(train, model_config, train_config, log_every=10)  # prints the seed's `Epoch N, Loss: X`
 

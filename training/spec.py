@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from jepa_model import DEFAULT_PRESET, PRESETS, ModelConfig, ToySequenceDataset, TrainConfig, resolve_configs
+from jepa_model import DEFAULT_PRESET, PRESET_NAMES, ModelConfig, ToySequenceDataset, TrainConfig, resolve_configs
+from jepa_model.config import ENCODERS, derive_windows, pick_preset
+
+EncoderName = Literal[tuple(sorted({name for names in ENCODERS.values() for name in names}))]  # type: ignore[valid-type]
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 
@@ -46,6 +49,7 @@ class StoredDataset(BaseModel):
     # Filled in from the stored dataset when the job is queued; values sent are replaced.
     input_dim: int | None = Field(None, ge=1, description="set by the server")
     min_len: int | None = Field(None, ge=1, description="set by the server")
+    max_len: int | None = Field(None, ge=1, description="set by the server")
 
 
 DatasetSpec = ToyDataset | StoredDataset
@@ -56,14 +60,24 @@ class TrainOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: str = DEFAULT_PRESET
+    preset: str = Field(
+        DEFAULT_PRESET,
+        description="'default' picks 'trajectory' for short paths of 2-D or 3-D points and 'series' for "
+        "anything else; the job records the pick",
+    )
+    encoder: EncoderName | None = Field(None, description="which encoders an objective takes: see the presets")
     hidden_dim: int | None = Field(None, ge=1, le=1024)
     repr_dim: int | None = Field(None, ge=1, le=1024)
     num_layers: int | None = Field(None, ge=1, le=8)
     predictor_hidden_dim: int | None = Field(None, ge=1, le=4096)
-    context_len: int | None = Field(None, ge=1, le=4096)
-    target_len: int | None = Field(None, ge=1, le=4096)
-    epochs: int | None = Field(None, ge=1, le=10_000)
+    context_len: int | None = Field(
+        None, ge=1, le=4096, description="unset: derived from the dataset's shortest sequence; the job records it"
+    )
+    target_len: int | None = Field(
+        None, ge=1, le=4096, description="unset: derived from the dataset's shortest sequence; the job records it"
+    )
+    epochs: int | None = Field(None, ge=1, le=10_000, description="passes over the data; replaces a preset's steps")
+    steps: int | None = Field(None, ge=1, le=1_000_000, description="a budget in optimizer steps")
     batch_size: int | None = Field(None, ge=1, le=65_536)
     lr: float | None = Field(None, gt=0.0, le=10.0)
     momentum: float | None = Field(None, ge=0.0, le=1.0)
@@ -72,8 +86,8 @@ class TrainOptions(BaseModel):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; known: {sorted(PRESETS)}")
+        if value not in PRESET_NAMES:
+            raise ValueError(f"unknown preset {value!r}; known: {sorted(PRESET_NAMES)}")
         return value
 
     def overrides(self) -> dict[str, Any]:
@@ -88,8 +102,8 @@ class TrainingSpec(BaseModel):
     config: TrainOptions = Field(default_factory=TrainOptions)
 
     @model_validator(mode="after")
-    def _windows_fit(self) -> TrainingSpec:
-        check_windows_fit(self.dataset, self.config)
+    def _fit_to_data(self) -> TrainingSpec:
+        fit_to_data(self.dataset, self.config)
         return self
 
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
@@ -97,20 +111,34 @@ class TrainingSpec(BaseModel):
 
 
 def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelConfig, TrainConfig]:
-    model, train = resolve_configs(options.preset, options.overrides())
     input_dim = 2 if isinstance(dataset, ToyDataset) else dataset.input_dim
     if input_dim is None:
         raise ValueError(f"dataset {dataset.id!r} has not been resolved against the registry")
+    model, train = resolve_configs(options.preset, options.overrides(), (input_dim, data_shape(dataset)[1] or 0))
     return ModelConfig(**{**model.to_dict(), "input_dim": input_dim}), train
 
 
-def check_windows_fit(dataset: DatasetSpec, options: TrainOptions) -> None:
-    """Raise ValueError when a training window cannot fit in the dataset's sequences."""
-    shortest = dataset.seq_len if isinstance(dataset, ToyDataset) else dataset.min_len
-    if shortest is None:  # a stored dataset not yet resolved: checked again once it is
+def data_shape(dataset: DatasetSpec) -> tuple[int | None, int | None]:
+    """(shortest, longest) sequence, or Nones for a stored dataset not yet resolved."""
+    if isinstance(dataset, ToyDataset):
+        return dataset.seq_len, dataset.seq_len
+    # Jobs queued before max_len was recorded know only the shortest.
+    return dataset.min_len, dataset.max_len or dataset.min_len
+
+
+def fit_to_data(dataset: DatasetSpec, options: TrainOptions) -> None:
+    """Settle what a request left to the data, so the job records it before it is queued.
+
+    "default" becomes the preset it picks for the data's width and length. Unset windows come
+    from the shortest sequence: the preset's grow for long sequences and shrink for short ones,
+    so no dataset is refused for being short; windows the request set are kept, and ValueError
+    says when they cannot fit.
+    """
+    shortest, longest = data_shape(dataset)
+    input_dim = 2 if isinstance(dataset, ToyDataset) else dataset.input_dim
+    if shortest is None or longest is None or input_dim is None:  # a stored dataset not yet resolved
         return
+    options.preset = pick_preset(options.preset, input_dim, longest)
     _, train = resolve_configs(options.preset, options.overrides())
-    if train.window_len > shortest:
-        raise ValueError(
-            f"context_len + target_len = {train.window_len} exceeds the shortest sequence's length {shortest}"
-        )
+    fixed = frozenset(name for name in ("context_len", "target_len") if getattr(options, name) is not None)
+    options.context_len, options.target_len = derive_windows(shortest, train.context_len, train.target_len, fixed)

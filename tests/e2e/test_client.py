@@ -10,7 +10,7 @@ from service.client import AsyncJEPAClient, BadRequest, JEPAClient, JobFailed, N
 from tests.e2e.servers import Server, StartServer
 from tests.factories import TINY_CONFIG
 
-DIM = PRESETS["default"].model.repr_dim
+DIM = PRESETS["trajectory"].model.repr_dim
 
 
 def walks(n: int, length: int, dim: int = 2, seed: int = 0) -> np.ndarray:

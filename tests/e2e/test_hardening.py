@@ -169,5 +169,5 @@ def test_sigterm_lets_in_flight_requests_finish(start_server: StartServer) -> No
     assert server.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     thread.join(30)
     assert [r.status_code for r in results] == [200]
-    assert np.load(io.BytesIO(results[0].content)).shape == (4096, PRESETS["default"].model.repr_dim)
+    assert np.load(io.BytesIO(results[0].content)).shape == (4096, PRESETS["trajectory"].model.repr_dim)
     assert "Application shutdown complete" in server.log()

@@ -12,7 +12,7 @@ from jepa_model import PRESETS
 from tests.e2e.servers import StartServer
 from tests.factories import random_sequences
 
-DIM = PRESETS["default"].model.repr_dim  # the first-start model's width
+DIM = PRESETS["trajectory"].model.repr_dim  # the first-start model's width
 
 
 def seqs(*lengths: int, seed: int = 0) -> list:

@@ -47,7 +47,7 @@ def test_metrics_count_requests_batches_loads_and_jobs(client: httpx.Client) -> 
 def test_info_names_the_served_models_and_the_limits(client: httpx.Client) -> None:
     info = client.get("/info").json()
     (default,) = [m for m in info["models"] if m["name"] == "trajectories"]
-    assert default["input_dim"] == 2 and default["repr_dim"] == PRESETS["default"].model.repr_dim
+    assert default["input_dim"] == 2 and default["repr_dim"] == PRESETS["trajectory"].model.repr_dim
     assert info["default_model"] == "trajectories" and info["limits"]["max_batch"] == 4096
     assert info["auth"] == {"writes": False, "reads": False}
 

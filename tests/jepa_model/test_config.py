@@ -1,13 +1,14 @@
 import pytest
 
-from jepa_model import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, resolve_configs
+from jepa_model import DEFAULT_PRESET, PRESET_NAMES, PRESETS, ModelConfig, TrainConfig, pick_preset, resolve_configs
+from jepa_model.config import derive_windows
 
 
 def test_the_seed_preset_is_the_seeds_recipe() -> None:
     seed = PRESETS["seed"]
     assert seed.model == ModelConfig(input_dim=2, hidden_dim=64, repr_dim=32, num_layers=2, predictor_hidden_dim=64)
     assert seed.train == TrainConfig(epochs=50, batch_size=32, lr=1e-3, context_len=8, target_len=4, momentum=0.99)
-    assert DEFAULT_PRESET in PRESETS
+    assert DEFAULT_PRESET in PRESET_NAMES
 
 
 def test_overrides_go_to_the_config_that_owns_them() -> None:
@@ -22,3 +23,48 @@ def test_unknown_keys_and_presets_are_refused() -> None:
         resolve_configs("nope")
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({"input_dim": 2, "width": 3})
+
+
+@pytest.mark.parametrize(
+    ("input_dim", "max_len", "picked"),
+    [(2, 20, "trajectory"), (3, 64, "trajectory"), (2, 65, "series"), (1, 24, "series"), (12, 29, "series")],
+)
+def test_default_picks_a_preset_by_the_data(input_dim: int, max_len: int, picked: str) -> None:
+    assert pick_preset("default", input_dim, max_len) == picked
+    assert pick_preset("seed", input_dim, max_len) == "seed"  # a named preset is what it says
+    assert resolve_configs("default", {}, (input_dim, max_len)) == resolve_configs(picked)
+
+
+def test_default_needs_the_data_to_pick() -> None:
+    with pytest.raises(ValueError, match="picks a recipe by the data"):
+        resolve_configs("default")
+
+
+def test_asking_for_epochs_replaces_a_step_budget() -> None:
+    assert resolve_configs("series")[1].steps is not None
+    assert resolve_configs("series", {"epochs": 3})[1].steps is None
+    assert resolve_configs("series", {"epochs": 3, "steps": 7})[1].steps == 7
+
+
+@pytest.mark.parametrize(
+    ("shortest", "fixed", "expected"),
+    [
+        (12, {}, (8, 4)),  # the preset's windows fit as they are
+        (20, {}, (8, 4)),
+        (150, {}, (37, 18)),  # a quarter and an eighth of long sequences
+        (5000, {}, (256, 64)),  # capped
+        (7, {}, (5, 2)),  # shrunk in proportion, never refused
+        (2, {}, (1, 1)),
+        (7, {"target_len": 4}, (3, 4)),  # what was asked for stays; the other window gives way
+        (7, {"context_len": 6}, (6, 1)),
+    ],
+)
+def test_windows_follow_the_data(shortest: int, fixed: dict, expected: tuple[int, int]) -> None:
+    context, target = fixed.get("context_len", 8), fixed.get("target_len", 4)
+    assert derive_windows(shortest, context, target, frozenset(fixed)) == expected
+
+
+@pytest.mark.parametrize("fixed", [{"context_len": 7}, {"context_len": 6, "target_len": 2}])
+def test_windows_that_were_asked_for_and_cannot_fit_are_refused(fixed: dict) -> None:
+    with pytest.raises(ValueError, match="exceeds the shortest sequence"):
+        derive_windows(7, fixed.get("context_len", 8), fixed.get("target_len", 4), frozenset(fixed))

@@ -56,11 +56,14 @@ def test_the_momentum_ramps_linearly_to_its_end() -> None:
         {"num_layers": 1, "pooling": "last_mean", "output_norm": "layer"},
         {"num_layers": 1, "pooling": "first_last_mean", "head_skip": True, "output_norm": "batch"},
         {"encoder": "transformer", "pooling": "first_last_mean", "head_skip": True},
+        {"objective": "steps", "encoder": "conv", "num_layers": 3, "pooling": "max_mean"},
+        {"objective": "steps", "encoder": "conv", "num_layers": 2, "pooling": "pyramid", "repr_dim": 10},
+        {"objective": "steps", "encoder": "lstm", "num_layers": 1, "pooling": "mean"},
     ],
 )
 def test_every_encoder_embeds_a_sequence_the_same_alone_and_in_a_ragged_batch(options: dict) -> None:
     torch.manual_seed(0)
-    model = JEPA(input_dim=3, hidden_dim=16, repr_dim=8, **options).eval()
+    model = JEPA(**{"input_dim": 3, "hidden_dim": 16, "repr_dim": 8, **options}).eval()
     sequences = random_sequences([2, 9, 5], dim=3)
     x, lengths = pad_sequences(sequences)
     with torch.no_grad():
@@ -69,13 +72,13 @@ def test_every_encoder_embeds_a_sequence_the_same_alone_and_in_a_ragged_batch(op
             torch.testing.assert_close(batched[i], model.encode(torch.from_numpy(seq)[None])[0], atol=1e-5, rtol=1e-4)
 
 
-def test_the_default_preset_trains_and_round_trips_exactly(tmp_path: Path) -> None:
-    preset = PRESETS["default"]
+def test_the_trajectory_preset_trains_and_round_trips_exactly(tmp_path: Path) -> None:
+    preset = PRESETS["trajectory"]
     model_config = ModelConfig(**{**preset.model.to_dict(), "hidden_dim": 16, "repr_dim": 8})
     train_config = TrainConfig(**{**preset.train.to_dict(), "epochs": 2, "context_len": 4, "target_len": 2, "seed": 0})
     result = fit(ToySequenceDataset(65, 12, "mixed", seed=0), model_config, train_config)  # 65: a last batch of 1
     assert result.model.config.input_std is not None  # statistics of the training data travel with it
-    sha = save_checkpoint(result.model, tmp_path, train_config, "default", "0")
+    sha = save_checkpoint(result.model, tmp_path, train_config, "trajectory", "0")
     loaded = load_checkpoint(tmp_path, sha).model
     x = torch.randn(5, 7, 2)
     with torch.no_grad():
@@ -104,7 +107,7 @@ def test_first_step_pooling_changes_the_embedding_when_only_the_start_differs() 
     assert not torch.allclose(z[0], z[1], atol=1e-4)
 
 
-def test_the_ablation_steps_add_up_to_the_default_preset() -> None:
+def test_the_ablation_steps_add_up_to_the_trajectory_preset() -> None:
     from bench.ablation import STEPS
 
     cumulative: dict = {}
@@ -115,4 +118,4 @@ def test_the_ablation_steps_add_up_to_the_default_preset() -> None:
         ModelConfig(**{**model.to_dict(), **{k: v for k, v in cumulative.items() if k in model.to_dict()}}),
         TrainConfig(**{**train.to_dict(), **{k: v for k, v in cumulative.items() if k in train.to_dict()}}),
     )
-    assert built == (PRESETS["default"].model, PRESETS["default"].train)
+    assert built == (PRESETS["trajectory"].model, PRESETS["trajectory"].train)

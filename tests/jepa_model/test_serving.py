@@ -9,12 +9,14 @@ from jepa_model.serving import OPERATIONS, eager_forwards, traced_forwards
     "options",
     [
         PRESETS["seed"].model.to_dict(),
-        PRESETS["default"].model.to_dict(),
-        {**PRESETS["default"].model.to_dict(), "bidirectional": True},
-        {**PRESETS["default"].model.to_dict(), "encoder": "transformer", "hidden_dim": 32},
-        {**PRESETS["default"].model.to_dict(), "input_dim": 5, "output_norm": "layer"},
+        PRESETS["trajectory"].model.to_dict(),
+        {**PRESETS["trajectory"].model.to_dict(), "bidirectional": True},
+        {**PRESETS["trajectory"].model.to_dict(), "encoder": "transformer", "hidden_dim": 32},
+        {**PRESETS["trajectory"].model.to_dict(), "input_dim": 5, "output_norm": "layer"},
+        PRESETS["series"].model.to_dict(),
+        {**PRESETS["series"].model.to_dict(), "encoder": "lstm", "num_layers": 1, "input_dim": 5},
     ],
-    ids=["seed", "default", "bidirectional", "transformer", "5 features"],
+    ids=["seed", "trajectory", "bidirectional", "transformer", "5 features", "series", "series lstm"],
 )
 def test_traced_forwards_match_the_eager_model_on_unseen_shapes(options: dict) -> None:
     torch.manual_seed(0)

@@ -59,7 +59,7 @@ def test_a_job_trains_checkpoints_and_registers(factory: SessionFactory, setting
     weights = settings.data_dir / version.path / WEIGHTS_FILE
     assert sha256_file(weights) == version.sha256
     loaded = load_checkpoint(settings.data_dir / version.path, version.sha256)
-    assert loaded.model_config.hidden_dim == 16 and loaded.meta["preset"] == "default"
+    assert loaded.model_config.hidden_dim == 16 and loaded.meta["preset"] == "trajectory"  # what "default" picked
 
 
 def test_the_worker_trains_in_a_child_process(factory: SessionFactory, settings: StorageSettings) -> None:

@@ -1,0 +1,96 @@
+"""Step models: masks, crops, pooling, training on a step budget, and the standardised embedding."""
+
+import pytest
+import torch
+
+from jepa_model import JEPA, ModelConfig, SequenceDataset, ToySequenceDataset, TrainConfig, fit, pad_sequences
+from jepa_model.masking import block_mask, random_crops
+from jepa_model.step_encoders import pool_steps
+from jepa_model.train import plan_rounds, raw_embeddings
+from tests.factories import random_sequences
+
+
+def step_model(**options: object) -> JEPA:
+    torch.manual_seed(0)
+    config = {"objective": "steps", "encoder": "conv", "input_dim": 3, "hidden_dim": 16, "repr_dim": 10}
+    return JEPA.from_config(ModelConfig(**{**config, "num_layers": 3, "pooling": "pyramid", **options})).eval()
+
+
+def test_block_masks_hide_about_the_ratio_and_never_padding() -> None:
+    lengths = torch.tensor([200, 50, 2, 120])
+    hidden = block_mask(lengths, 200, 0.5, None, torch.Generator().manual_seed(0))
+    valid = torch.arange(200)[None, :] < lengths[:, None]
+    assert not bool((hidden & ~valid).any())
+    assert not bool(hidden[:, 0].any())  # something is always left to see
+    assert bool(hidden.any(dim=1).all())  # and something to predict
+    many = block_mask(torch.full((256,), 200), 200, 0.5, None, torch.Generator().manual_seed(0))
+    assert 0.45 < many.float().mean().item() < 0.55  # a single row varies with its few long blocks
+
+
+def test_blocks_are_contiguous_runs_of_the_asked_length() -> None:
+    hidden = block_mask(torch.tensor([400]), 400, 0.3, 8, torch.Generator().manual_seed(1))[0]
+    runs, run = [], 0
+    for h in hidden.tolist() + [False]:
+        if h:
+            run += 1
+        elif run:
+            runs, run = runs + [run], 0
+    assert min(runs) >= 8 or runs[0] < 8  # overlapping blocks merge; only a clipped one is shorter
+
+
+def test_crops_fit_each_sequence_and_keep_its_steps_in_order() -> None:
+    x = torch.arange(30, dtype=torch.float32).reshape(1, 30, 1).repeat(3, 1, 1)
+    lengths = torch.tensor([30, 10, 4])
+    crops, crop_lengths = random_crops(x, lengths, 8, torch.Generator().manual_seed(0))
+    assert crop_lengths.tolist() == [8, 8, 4]
+    for row, length in zip(crops, crop_lengths.tolist(), strict=True):
+        steps = row[:length, 0]
+        assert torch.equal(steps - steps[0], torch.arange(length, dtype=torch.float32))
+
+
+def test_pyramid_pooling_is_max_mean_and_the_mean_of_each_third() -> None:
+    steps = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1)  # one dimension: 0..5
+    pooled = pool_steps(steps, None, "pyramid")
+    assert pooled.tolist() == [[5.0, 2.5, 0.5, 2.5, 4.5]]
+    keep = torch.tensor([[False, False, True, True, True, False]])  # thirds of the kept steps only
+    assert pool_steps(steps, keep, "pyramid").tolist() == [[4.0, 3.0, 2.0, 3.0, 4.0]]
+
+
+@pytest.mark.parametrize("encoder", ["conv", "lstm"])
+def test_predictions_of_a_ragged_batch_match_each_context_alone(encoder: str) -> None:
+    model = step_model(encoder=encoder, num_layers=1 if encoder == "lstm" else 3)
+    sequences = random_sequences([9, 3, 6], dim=3)
+    x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(s) for s in sequences], batch_first=True)
+    lengths = torch.tensor([9, 3, 6])
+    with torch.no_grad():
+        batched = model.predict(x, lengths)
+        for i, seq in enumerate(sequences):
+            torch.testing.assert_close(batched[i], model.predict(torch.from_numpy(seq)[None])[0], atol=1e-5, rtol=1e-4)
+
+
+def test_a_step_budget_is_reported_in_rounds_whatever_the_dataset_size() -> None:
+    rounds = plan_rounds(TrainConfig(steps=123), batches_per_epoch=2)
+    assert len(rounds) == 50 and sum(rounds) == 123
+    assert plan_rounds(TrainConfig(steps=7), 2) == [1] * 7
+    assert plan_rounds(TrainConfig(epochs=3), 5) == [5, 5, 5]
+
+
+def test_a_small_dataset_trains_its_whole_step_budget_and_serves_standardised_embeddings() -> None:
+    data = SequenceDataset(random_sequences([30, 25, 40, 33, 28, 31], dim=3))  # one batch an epoch
+    config = ModelConfig(objective="steps", encoder="conv", input_dim=3, hidden_dim=8, repr_dim=10, pooling="pyramid")
+    result = fit(data, config, TrainConfig(steps=12, batch_size=8, context_len=4, target_len=2, seed=0))
+    assert len(result.losses) == 12  # 12 rounds of one step, though an epoch is a single step
+    with torch.no_grad():
+        z = result.model.encode(*pad_sequences(data.data))
+    # Centred and scaled on its training data, in every dimension that varies at all (a constant
+    # one divides float noise by the std floor).
+    varies = raw_embeddings(result.model, data).std(0) > 1e-3
+    assert int(varies.sum()) >= 5
+    torch.testing.assert_close(z.mean(0)[varies], torch.zeros(int(varies.sum())), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0)[varies], torch.ones(int(varies.sum())), atol=1e-3, rtol=0)
+
+
+def test_step_training_lowers_the_loss_on_toy_paths() -> None:
+    config = ModelConfig(objective="steps", encoder="conv", input_dim=2, hidden_dim=16, repr_dim=16, pooling="max_mean")
+    result = fit(ToySequenceDataset(128, 20, "mixed", seed=0), config, TrainConfig(steps=60, batch_size=32, seed=0))
+    assert result.losses[-1] < result.losses[0]
