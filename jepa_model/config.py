@@ -198,7 +198,8 @@ PRESETS: dict[str, Preset] = {
     # in the plane or in space, and little else.
     "trajectory": Preset(
         name="trajectory",
-        description="For short paths of 2-D or 3-D points. Centred (batch-normalised) 40-dimensional embeddings from a 1-layer LSTM that "
+        description="For short paths of 2-D or 3-D points. Centred (batch-normalised) 40-dimensional "
+        "embeddings from a 1-layer LSTM that "
         "sees positions and per-step displacements and pools its first step, last step and the mean "
         "over time through an MLP head with a linear skip; standardised inputs; MSE to the target "
         "that follows the context plus light VICReg terms; AdamW with weight decay at lr 5e-3 on a "
@@ -233,7 +234,8 @@ PRESETS: dict[str, Preset] = {
 
 PRESETS["series"] = Preset(
     name="series",
-    description="For recorded series of any length and width. Masked-time JEPA: a dilated convolutional encoder (8 residual blocks, dilations "
+    description="For recorded series of any length and width. Masked-time JEPA: a dilated "
+    "convolutional encoder (8 residual blocks, dilations "
     "1-128, 1021 steps of receptive field) gives every step a representation; training hides random "
     "steps of a crop of up to 256 steps, and the last target_len steps half of the time, from the "
     "context encoder, and a per-step predictor regresses the EMA target encoder's layer-normed "

@@ -160,7 +160,8 @@ def evaluate(
 ) -> dict:
     """Every metric above, on `dataset` (which the model must not have trained on).
 
-    Windows start at random (seeded), or all at `start` (the seed's published protocol: 0, so context = points 0-7 and target = 8-11).
+    Windows start at random (seeded), or all at `start` (the seed's published protocol: 0, so
+    context = points 0-7 and target = 8-11).
     """
     model.eval()
     windows = held_out_windows(dataset, context_len, target_len, seed, start)

@@ -178,7 +178,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where to save the PNGs.")] = Path("demo-output"),
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 50,
     pattern: Annotated[str, typer.Option(help="circle, linear or mixed.")] = "circle",
-    preset: Annotated[str, typer.Option(help="default, trajectory, series, or seed for the seed's exact recipe.")] = "default",
+    preset: Annotated[
+        str, typer.Option(help="default (picks by the data), trajectory, series, or seed (the seed's recipe).")
+    ] = "default",
     seed: Annotated[int, typer.Option(help="Data and training seed.")] = 0,
 ) -> None:
     """The seed's main.py: train on toy trajectories, print its lines and the collapse-aware
