@@ -161,6 +161,10 @@ class TrainAccepted(BaseModel):
 class JobOut(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    spec: dict[str, Any] = Field(
+        description="What the job was asked to do, with what the data settled filled in: the preset "
+        "'default' picked, the windows derived from the dataset's lengths, the dataset's shape."
+    )
     progress: dict[str, Any]
     model: str
     version: int | None

@@ -15,6 +15,7 @@ def job_out(job: JobRow) -> JobOut:
     return JobOut(
         id=job.id,
         status=job.status,
+        spec=job.spec,
         progress=job.progress,
         model=job.model_name,
         version=job.version.number if job.version else None,
