@@ -77,6 +77,9 @@ class ModelConfig(JSONConfig):
     # Add each step's displacement from the previous step as input features beside the position.
     # Circles and lines move by similar amounts per step even where their positions differ 10-fold.
     input_deltas: bool = False
+    # Step models: standardise each sequence by its own per-feature mean and std first, so the
+    # embedding sees shape and not level or scale (UCR's convention for its univariate sets).
+    series_norm: bool = False
     # Per-feature statistics of the training data; the encoder standardises its input with them.
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
@@ -235,18 +238,20 @@ PRESETS: dict[str, Preset] = {
 PRESETS["series"] = Preset(
     name="series",
     description="For recorded series of any length and width. Masked-time JEPA: a dilated "
-    "convolutional encoder (8 residual blocks, dilations "
-    "1-128, 1021 steps of receptive field) gives every step a representation; training hides random "
-    "steps of a crop of up to 256 steps, and the last target_len steps half of the time, from the "
-    "context encoder, and a per-step predictor regresses the EMA target encoder's layer-normed "
-    "representations of the hidden steps (MSE). The embedding is each dimension's max and mean "
-    "over the steps. AdamW 1e-3 on a cosine schedule for a budget of 400 steps of 32 crops, "
-    "whatever the dataset's size; EMA momentum ramped from 0.98 to 1.0; standardised inputs.",
+    "convolutional encoder (8 residual blocks, dilations 1-128, 1021 steps of receptive field) gives "
+    "every step a 160-dimensional representation; training hides half the steps of a random crop of "
+    "up to 256 steps from the context encoder, and a per-step predictor regresses the EMA target "
+    "encoder's layer-normed representations of the hidden steps (MSE). The 320-dimensional embedding "
+    "is each dimension's max and mean over the steps, standardised with the training data's "
+    "statistics. A forecaster learns /predict on the encoder's steps without changing them. AdamW "
+    "1e-3 on a cosine schedule for 400 steps of 32 crops, whatever the dataset's size; EMA momentum "
+    "ramped from 0.98 to 1.0; standardised inputs.",
+    # docs/series.md has what was tried on the way, and what each choice measured.
     model=ModelConfig(
         objective="steps",
         encoder="conv",
         hidden_dim=32,
-        repr_dim=64,
+        repr_dim=320,
         num_layers=8,
         predictor_hidden_dim=64,
         pooling="max_mean",

@@ -101,10 +101,20 @@ def pool_steps(steps: torch.Tensor, keep: torch.Tensor | None, pooling: str) -> 
     return torch.cat(parts, dim=-1)
 
 
+def normalize_each(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D) -> each row standardised per feature over its valid steps (B, T, D)."""
+    weights = torch.ones_like(x[:, :, :1]) if valid is None else valid.to(x.dtype)[:, :, None]  # (B, T, 1)
+    count = weights.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (x * weights).sum(1, keepdim=True) / count
+    std = (((x - mean) * weights) ** 2).sum(1, keepdim=True).div(count).sqrt()
+    return (x - mean) / (std + 1e-5)
+
+
 class StepEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         register_input_statistics(self, config)
+        self.series_norm = config.series_norm
         self.pooling = config.pooling
         self.embed = nn.Linear(config.feature_dim, config.hidden_dim)
         self.mask_token = nn.Parameter(torch.zeros(config.hidden_dim))
@@ -121,6 +131,8 @@ class StepEncoder(nn.Module):
     ) -> torch.Tensor:
         # x: (B, T, D); lengths: (B,) or None; hidden: (B, T) True where the encoder sees the mask
         # token instead of the step -> (B, T, S), each step's vector layer-normed (I-JEPA's targets)
+        if self.series_norm:
+            x = normalize_each(x, valid_steps(lengths, x.shape[1]))
         h = self.embed(standardize(self, x))  # (B, T, H)
         if hidden is not None:
             h = torch.where(hidden[:, :, None], self.mask_token.to(h.dtype), h)

@@ -140,16 +140,22 @@ def masked_steps_loss(
 
 
 def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Step models: the seed's objective for /predict, from a context window's pooled
-    representation to that of the target window after it, each encoded on its own."""
+    """Step models: train the forecaster behind /predict, from a context window to the pooled
+    representation of the target window after it, each encoded on its own.
+
+    It learns on the context encoder's steps without changing them: the representation is the
+    masked objective's alone, and forecasting gets no say in what it keeps.
+    """
     x, lengths = split_batch(batch)
     spans = sample_spans(x, lengths, config.context_len, config.target_len, 1, 0, generator=generator)
-    predicted = model.forecast_raw(spans.context)  # (B, R)
     with torch.no_grad():
+        context = model.context_encoder.steps(spans.context)  # (B, C, S)
         target = model.target_encoder.pool_raw(model.target_encoder.steps(spans.targets[:, 0]), None)  # (B, R)
         # Served embeddings are standardised per dimension, so errors count relative to each
-        # dimension's spread over the batch, not in raw units where a few dimensions dominate.
-        mean, std = target.mean(0), target.std(0).clamp_min(1e-4)
+        # dimension's spread over the batch, not in raw units where a few dimensions dominate;
+        # the floor keeps a dimension that barely varies from dominating instead.
+        mean, std = target.mean(0), target.std(0).clamp_min(0.05)
+    predicted = model.forecaster(context, None, model.config.pooling)  # (B, R)
     return prediction_loss((predicted - mean) / std, (target - mean) / std, config)
 
 
