@@ -208,4 +208,9 @@ class EpochMonitor:
         predicted = model.predict(self.context).numpy()
         actual = model.encode(self.target, encoder="target").numpy()
         z = embed_sequences(model, self.sequences)
+        if model.steps_objective:
+            # A step model's embeddings are centred on its training data only once training ends;
+            # until then their shared offset would read as collapse, which centring cannot fake:
+            # identical embeddings centre to zeros.
+            z = z - z.mean(0)
         return {"retrieval": retrieval_top1(predicted, actual), "embedding_std": normalized_std(z), "rankme": rankme(z)}

@@ -17,7 +17,7 @@ from jepa_model.encoders import step_features
 from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
 from jepa_model.masking import block_mask, random_crops, uniform_int
-from jepa_model.step_encoders import pool_steps, valid_steps
+from jepa_model.step_encoders import normalize_each, pool_steps, valid_steps
 
 
 @dataclass(frozen=True)
@@ -326,8 +326,14 @@ def train_jepa(
 
 
 def input_statistics(dataset: Dataset, config: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-feature mean and std of the encoder's step features over every step of every sequence."""
-    features = [step_features(torch.as_tensor(dataset[i])[None], config.input_deltas)[0] for i in range(len(dataset))]
+    """Per-feature mean and std of the encoder's step features over every step of every sequence,
+    after each sequence's own standardisation where the model does that first."""
+
+    def seen(i: int) -> torch.Tensor:
+        x = torch.as_tensor(dataset[i])[None]  # (1, T, D)
+        return normalize_each(x, None) if config.series_norm else x
+
+    features = [step_features(seen(i), config.input_deltas)[0] for i in range(len(dataset))]
     points = torch.cat(features)  # (P, F)
     return tuple(points.mean(0).tolist()), tuple(points.std(0).clamp_min(1e-6).tolist())
 

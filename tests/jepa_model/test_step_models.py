@@ -94,3 +94,24 @@ def test_step_training_lowers_the_loss_on_toy_paths() -> None:
     config = ModelConfig(objective="steps", encoder="conv", input_dim=2, hidden_dim=16, repr_dim=16, pooling="max_mean")
     result = fit(ToySequenceDataset(128, 20, "mixed", seed=0), config, TrainConfig(steps=60, batch_size=32, seed=0))
     assert result.losses[-1] < result.losses[0]
+
+
+def test_series_norm_sees_shape_not_level_or_scale() -> None:
+    model = step_model(series_norm=True)
+    x = torch.randn(1, 12, 3)
+    lengths = torch.tensor([12, 7])
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), model.encode(5.0 + 3.0 * x), atol=1e-4)
+        ragged = torch.cat([x, torch.cat([x[:, :7], torch.zeros(1, 5, 3)], dim=1)])  # padding must not count
+        batched = model.encode(ragged, lengths)
+        assert torch.allclose(batched[1], model.encode(x[:, :7])[0], atol=1e-4)
+
+
+def test_the_monitor_does_not_cry_collapse_before_a_step_model_is_standardised() -> None:
+    from jepa_model.metrics import EpochMonitor
+
+    model = step_model()
+    data = SequenceDataset(random_sequences([20] * 16, dim=3))
+    with torch.no_grad():  # an offset every embedding shares, as raw pooled steps have
+        model.target_encoder.embedding_mean.fill_(-100.0)
+    assert EpochMonitor(data, 4, 2)(model)["embedding_std"] > 0.05
