@@ -29,7 +29,7 @@ from jepa_model import __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
-from jepa_model.train import EpochReport
+from jepa_model.train import EpochReport, plan_rounds
 from training import datasets, jobs, plots
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.logs import log_config
@@ -98,7 +98,8 @@ def run_job(
     dataset, held_out, labels = load_data(factory, settings, spec)
     evaluation = held_out if held_out is not None else dataset
     started = time.monotonic()
-    progress: dict[str, Any] = {"epoch": 0, "epochs": train_config.epochs, "loss": None}
+    rounds = plan_rounds(train_config, math.ceil(len(dataset) / train_config.batch_size))  # type: ignore[arg-type]
+    progress: dict[str, Any] = {"epoch": 0, "epochs": len(rounds), "loss": None}
 
     def on_epoch(report: EpochReport) -> None:
         if not math.isfinite(report.loss):
