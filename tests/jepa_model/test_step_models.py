@@ -115,3 +115,16 @@ def test_the_monitor_does_not_cry_collapse_before_a_step_model_is_standardised()
     with torch.no_grad():  # an offset every embedding shares, as raw pooled steps have
         model.target_encoder.embedding_mean.fill_(-100.0)
     assert EpochMonitor(data, 4, 2)(model)["embedding_std"] > 0.05
+
+
+def test_thousands_of_steps_train_in_bounded_crops() -> None:
+    from jepa_model import resolve_configs
+
+    model_config, train_config = resolve_configs("series", {"steps": 2, "hidden_dim": 8, "repr_dim": 8, "seed": 0})
+    data = SequenceDataset(random_sequences([3000, 2500, 4096], dim=2))
+    model_config = ModelConfig(**{**model_config.to_dict(), "input_dim": 2})
+    result = fit(data, model_config, train_config)
+    assert len(result.losses) == 2
+    with torch.no_grad():
+        z = result.model.encode(*pad_sequences(data.data))
+    assert z.shape == (3, 8) and bool(torch.isfinite(z).all())
