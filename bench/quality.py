@@ -27,7 +27,9 @@ def main() -> None:
 
     tasks = [
         (p, preset, {} if args.epochs is None else {"epochs": args.epochs}, s)
-        for p in args.patterns for preset in args.presets for s in args.seeds
+        for p in args.patterns
+        for preset in args.presets
+        for s in args.seeds
     ]
     started = time.perf_counter()
     results = run_all(tasks, args.jobs)
