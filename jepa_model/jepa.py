@@ -114,11 +114,8 @@ class JEPA(nn.Module):
     def forecast(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Step models: the predicted embedding (B, R) of the window after each context (B, C, D),
         standardised as served embeddings are."""
-        return self.target_encoder.standardize_embedding(self.forecast_raw(context, lengths))
-
-    def forecast_raw(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        # context: (B, C, D) -> (B, R) before standardisation
-        return self.forecaster(self.context_encoder.steps(context, lengths), lengths, self.config.pooling)
+        steps = self.context_encoder.steps(context, lengths)  # (B, C, S)
+        return self.target_encoder.standardize_embedding(self.forecaster(steps, lengths, self.config.pooling))
 
     @torch.no_grad()
     def set_embedding_statistics(self, embeddings: torch.Tensor) -> None:
@@ -127,15 +124,6 @@ class JEPA(nn.Module):
         for encoder in (self.context_encoder, self.target_encoder):
             encoder.embedding_mean.copy_(mean)
             encoder.embedding_std.copy_(std)
-
-    def steps(
-        self, x: torch.Tensor, lengths: torch.Tensor | None = None, encoder: EncoderName = "target"
-    ) -> torch.Tensor:
-        """Step models: every step's representation (B, T, S); the embedding pools these."""
-        if not self.steps_objective:
-            raise ValueError("only step models (objective 'steps') have per-step representations")
-        module = self.target_encoder if encoder == "target" else self.context_encoder
-        return module.steps(x, lengths)
 
     def forward(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # context: (B, C, D), target: (B, K, D) -> (predicted (B, R), target representation (B, R))

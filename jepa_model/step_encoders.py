@@ -1,8 +1,8 @@
 """Step models: every step of a sequence gets a representation, and the embedding pools them.
 
 The encoder is a stack of dilated convolutions (as in T-Loss and TS2Vec) or a bidirectional LSTM
-over a learned input embedding. Steps hidden from the context encoder in training, and the steps
-/predict forecasts, enter as a learned mask token instead of their values.
+over a learned input embedding. Steps hidden from the context encoder in training enter as a
+learned mask token instead of their values. /predict goes through the Forecaster at the end.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def normalize_each(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
 
 
 class StepEncoder(nn.Module):
+    """(B, T, D) -> per-step representations (B, T, S) (`steps`), or their standardised pooling
+    (B, R) (`forward`, what /encode serves)."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         register_input_statistics(self, config)
