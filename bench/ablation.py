@@ -1,4 +1,5 @@
-"""What each change of the `default` preset buys, measured on unseen sequences.
+"""What each change of the `trajectory` preset (called `default` below, its name when this was
+written) buys, measured on unseen sequences.
 
     python -m bench.ablation --jobs 2
 
