@@ -67,7 +67,7 @@ def test_the_whole_flow_on_postgresql(start_server: StartServer, fresh_postgres_
         assert job["status"] == "succeeded" and job["version"] == 1
         body = client.post("/encode", json={"model": "pg", "version": 1, "sequences": [[[0, 1], [2, 3]]]}).json()
         assert body["version"] == 1 and len(body["embeddings"][0]) == TINY_CONFIG["repr_dim"]
-        assert httpx.get(f"{server.base_url}/models/pg/versions/1").json()["config"]["preset"] == "default"
+        assert httpx.get(f"{server.base_url}/models/pg/versions/1").json()["config"]["preset"] == "trajectory"
     server.stop()
     assert "s3cret-pw" not in server.log() and "postgresql+psycopg://postgres:***@" in server.log()
 
