@@ -111,19 +111,19 @@ class TrainingSpec(BaseModel):
 
 
 def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelConfig, TrainConfig]:
-    input_dim = 2 if isinstance(dataset, ToyDataset) else dataset.input_dim
-    if input_dim is None:
+    width, _, longest = data_shape(dataset)
+    if width is None:
         raise ValueError(f"dataset {dataset.id!r} has not been resolved against the registry")
-    model, train = resolve_configs(options.preset, options.overrides(), (input_dim, data_shape(dataset)[1] or 0))
-    return ModelConfig(**{**model.to_dict(), "input_dim": input_dim}), train
+    model, train = resolve_configs(options.preset, options.overrides(), (width, longest or 0))
+    return ModelConfig(**{**model.to_dict(), "input_dim": width}), train
 
 
-def data_shape(dataset: DatasetSpec) -> tuple[int | None, int | None]:
-    """(shortest, longest) sequence, or Nones for a stored dataset not yet resolved."""
+def data_shape(dataset: DatasetSpec) -> tuple[int | None, int | None, int | None]:
+    """(features, shortest, longest sequence); Nones for a stored dataset not yet resolved."""
     if isinstance(dataset, ToyDataset):
-        return dataset.seq_len, dataset.seq_len
+        return 2, dataset.seq_len, dataset.seq_len
     # Jobs queued before max_len was recorded know only the shortest.
-    return dataset.min_len, dataset.max_len or dataset.min_len
+    return dataset.input_dim, dataset.min_len, dataset.max_len or dataset.min_len
 
 
 def fit_to_data(dataset: DatasetSpec, options: TrainOptions) -> None:
@@ -134,11 +134,10 @@ def fit_to_data(dataset: DatasetSpec, options: TrainOptions) -> None:
     so no dataset is refused for being short; windows the request set are kept, and ValueError
     says when they cannot fit.
     """
-    shortest, longest = data_shape(dataset)
-    input_dim = 2 if isinstance(dataset, ToyDataset) else dataset.input_dim
-    if shortest is None or longest is None or input_dim is None:  # a stored dataset not yet resolved
+    width, shortest, longest = data_shape(dataset)
+    if width is None or shortest is None or longest is None:  # a stored dataset not yet resolved
         return
-    options.preset = pick_preset(options.preset, input_dim, longest)
+    options.preset = pick_preset(options.preset, width, longest)
     _, train = resolve_configs(options.preset, options.overrides())
     fixed = frozenset(name for name in ("context_len", "target_len") if getattr(options, name) is not None)
     options.context_len, options.target_len = derive_windows(shortest, train.context_len, train.target_len, fixed)
