@@ -304,7 +304,7 @@ def embed(model: Any, sequences: list[np.ndarray], batch: int = EMBED_BATCH) -> 
     from jepa_model.metrics import embed_sequences
 
     model.eval()
-    return np.concatenate([embed_sequences(model, sequences[i : i + batch]) for i in range(0, len(sequences), batch)])
+    return embed_sequences(model, sequences, batch)
 
 
 def encode_cost_ms(model: Any, dim: int, seed: int) -> float:

@@ -128,10 +128,22 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0, ridg
     return float(((b @ w > 0) == labels[test]).mean())
 
 
+# Sequences per forward pass in embed_sequences, so many long series never share one padded batch.
+EMBED_BATCH = 256
+
+
 @torch.inference_mode()
-def embed_sequences(model: JEPA, sequences: torch.Tensor | list[torch.Tensor]) -> np.ndarray:
-    """The default embedding of whole sequences: the target encoder, as /encode serves it."""
-    return model.encode(*batch_sequences(list(sequences)), "target").numpy()
+def embed_sequences(
+    model: JEPA, sequences: torch.Tensor | list[torch.Tensor] | list[np.ndarray], batch: int = EMBED_BATCH
+) -> np.ndarray:
+    """The default embedding of whole sequences (N, R): the target encoder, as /encode serves it,
+    `batch` sequences a forward pass."""
+    sequences = list(sequences)
+    parts = [
+        model.encode(*batch_sequences(sequences[i : i + batch]), "target").numpy()
+        for i in range(0, len(sequences), batch)
+    ]
+    return np.concatenate(parts)
 
 
 def _probes(z: np.ndarray, dataset: ToySequenceDataset) -> dict[str, float]:

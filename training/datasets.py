@@ -357,7 +357,6 @@ LABELLED_MIN_SEQUENCES = 8
 LABELLED_HELD_OUT_FRACTION = 0.25
 # The label probes are fitted on the embeddings of at most this many training sequences.
 LABEL_PROBE_FIT = 4096
-EMBED_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -402,12 +401,6 @@ def split_for_training(
     return train, held_out, split
 
 
-def _embed(model: JEPA, sequences: list) -> np.ndarray:
-    return np.concatenate(
-        [embed_sequences(model, sequences[i : i + EMBED_BATCH]) for i in range(0, len(sequences), EMBED_BATCH)]
-    )
-
-
 def label_metrics(
     model: JEPA, train: SequenceDataset, held_out: SequenceDataset | None, split: LabelSplit, seed: int = 0
 ) -> dict[str, float]:
@@ -424,6 +417,6 @@ def label_metrics(
     if len(rows) > LABEL_PROBE_FIT:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), LABEL_PROBE_FIT, replace=False))
     model.eval()
-    fitted = _embed(model, [train.data[i] for i in rows])  # (N_fit, R)
-    scored = _embed(model, list(held_out.data))  # (N_held, R)
+    fitted = embed_sequences(model, [train.data[i] for i in rows])  # (N_fit, R)
+    scored = embed_sequences(model, held_out.data)  # (N_held, R)
     return metrics | label_probes.label_metrics(fitted, split.train[rows], scored, split.held_out, len(split.classes))
