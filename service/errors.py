@@ -16,6 +16,7 @@ from training.errors import (
     ModelUnavailable,
     NotFound,
     Overloaded,
+    StorageFull,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (UnsupportedMediaType, 415),
     (ModelUnavailable, 503),
     (CheckpointError, 503),
+    (StorageFull, 507),
 ]
 
 

@@ -42,6 +42,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "The request is malformed; the detail names the field and what is wrong.",
         429: "Too much is already waiting; retry after the Retry-After header's seconds.",
         503: "A checkpoint or the database is unavailable.",
+        507: "The server's disk has no room for what the request would store; nothing was kept.",
     }.items()
 }
 

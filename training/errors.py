@@ -53,3 +53,7 @@ class Overloaded(DomainError):
 
 class Unauthorized(DomainError):
     """A request that needs the API key came without it, or with a wrong one."""
+
+
+class StorageFull(DomainError):
+    """The data directory (or the database) has no room left for what the request would write."""
