@@ -7,9 +7,11 @@ that disagrees with the weights is refused rather than used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,14 +63,21 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync it, then rename over `path`.
 
-    A crash leaves either the old file or the new one, never a partial file under `path`.
+    A crash leaves either the old file or the new one, never a partial file under `path`; a
+    failed write (a full disk, most often) removes its temporary file, which would otherwise
+    keep the disk full, and raises.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -83,9 +92,25 @@ def save_checkpoint(
     preset: str,
     package_version: str,
 ) -> str:
-    """Save `model` under `directory` and return the sha256 of its weights file."""
+    """Save `model` under `directory` and return the sha256 of its weights file.
+
+    When writing fails, a directory this call created is removed again with whatever it holds:
+    a half-written checkpoint is of no use and takes space.
+    """
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_checkpoint_files(model, directory, train_config, preset, package_version)
+    except BaseException:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _write_checkpoint_files(
+    model: JEPA, directory: Path, train_config: TrainConfig, preset: str, package_version: str
+) -> str:
     meta = {
         "format": FORMAT,
         "package_version": package_version,
@@ -102,60 +127,71 @@ def save_checkpoint(
     return sha256_bytes(weights)
 
 
-def _read_embedded_config(weights: bytes, path: Path) -> dict[str, Any]:
+def _read_embedded_config(weights: bytes) -> dict[str, Any]:
     # The safetensors header is an 8-byte little-endian length followed by that much JSON.
     try:
         header_len = int.from_bytes(weights[:8], "little")
         header = json.loads(weights[8 : 8 + header_len])
         return json.loads(header["__metadata__"]["jepa_config"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointCorrupt(f"{path}: no readable embedded config ({exc})") from exc
+        raise CheckpointCorrupt(f"{WEIGHTS_FILE}: no readable embedded config ({exc})") from exc
 
 
 def checkpoint_problem(directory: str | os.PathLike[str], expected_sha256: str) -> str | None:
-    """What makes the checkpoint unusable at a glance (missing files, a wrong checksum), or None."""
-    directory = Path(directory)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        if not (directory / name).is_file():
-            return f"{name} is missing"
-    if sha256_file(directory / WEIGHTS_FILE) != expected_sha256:
-        return f"{WEIGHTS_FILE} does not match its recorded sha256"
+    """Why the checkpoint cannot be loaded, or None when it can.
+
+    It runs the whole of `load_checkpoint`, so "available" means exactly "loads": a config.json
+    that does not parse, was edited, or no longer fits the weights is reported here too.
+    """
+    try:
+        load_checkpoint(directory, expected_sha256)
+    except CheckpointError as exc:
+        return str(exc)
     return None
 
 
 def load_checkpoint(directory: str | os.PathLike[str], expected_sha256: str | None = None) -> LoadedCheckpoint:
-    """Rebuild the exact saved model, in eval mode. Raises CheckpointError on any mismatch."""
+    """Rebuild the exact saved model, in eval mode. Raises CheckpointError on any mismatch.
+
+    Messages name the files (model.safetensors, config.json), never the directory: they reach
+    API clients, who identify the checkpoint by model and version, not by a server path.
+    """
     directory = Path(directory)
     weights_path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     for path in (weights_path, config_path):
         if not path.is_file():
-            raise CheckpointMissing(f"{path} does not exist")
-
-    weights = weights_path.read_bytes()
-    actual = sha256_bytes(weights)
-    if expected_sha256 is not None and actual != expected_sha256:
-        raise CheckpointCorrupt(f"{weights_path}: sha256 {actual} does not match the recorded {expected_sha256}")
+            raise CheckpointMissing(f"{path.name} is missing")
 
     try:
-        meta = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointCorrupt(f"{config_path}: unreadable ({exc})") from exc
-    if meta != _read_embedded_config(weights, weights_path):
-        raise CheckpointCorrupt(f"{config_path} disagrees with the config embedded in {weights_path}")
-    if meta.get("format") != FORMAT:
-        raise CheckpointCorrupt(f"{config_path}: unsupported format {meta.get('format')!r}, expected {FORMAT!r}")
+        weights = weights_path.read_bytes()
+        config_text = config_path.read_text()
+    except OSError as exc:
+        raise CheckpointMissing(f"the checkpoint cannot be read ({exc.strerror})") from exc
+    actual = sha256_bytes(weights)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise CheckpointCorrupt(f"{WEIGHTS_FILE}: sha256 {actual} does not match the recorded {expected_sha256}")
+
+    try:
+        meta = json.loads(config_text)
+    except ValueError as exc:
+        raise CheckpointCorrupt(f"{CONFIG_FILE}: unreadable ({exc})") from exc
+    if meta != _read_embedded_config(weights):
+        raise CheckpointCorrupt(f"{CONFIG_FILE} disagrees with the config embedded in {WEIGHTS_FILE}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointCorrupt(f"{CONFIG_FILE}: unsupported format {found!r}, expected {FORMAT!r}")
 
     try:
         model_config = ModelConfig.from_dict(meta["model"])
         train_config = TrainConfig.from_dict(meta["train"])
         state = load_safetensors(weights)
     except (KeyError, TypeError, ValueError, SafetensorError) as exc:
-        raise CheckpointCorrupt(f"{directory}: {exc}") from exc
+        raise CheckpointCorrupt(f"{CONFIG_FILE} or {WEIGHTS_FILE} does not describe a model: {exc}") from exc
 
     model = JEPA.from_config(model_config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointCorrupt(f"{weights_path}: weights do not fit the config: {exc}") from exc
+        raise CheckpointCorrupt(f"{WEIGHTS_FILE}: weights do not fit the config: {exc}") from exc
     model.eval()
     return LoadedCheckpoint(model=model, model_config=model_config, train_config=train_config, meta=meta)

@@ -1,5 +1,5 @@
-"""The FastAPI application. The lifespan owns the database engine, the inference engine and the
-embedded worker: it starts them in order and stops them in reverse."""
+"""The FastAPI application. The lifespan owns the database engine, the inference engine, stale-job
+recovery and the embedded worker: it starts them in order and stops them in reverse."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from jepa_model import __version__
-from service.deps import ReadAuth
+from service.deps import ReadAuth, request_limits
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
 from service.logs import RequestIdMiddleware
@@ -25,7 +25,7 @@ from training import jobs as job_queue
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.migrate import upgrade_to_head
 from training.spec import ToyDataset, TrainingSpec, TrainOptions
-from training.worker import Worker
+from training.worker import StaleRecovery, Worker
 
 log = logging.getLogger("jepa.app")
 
@@ -53,7 +53,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log.info("database %s, data dir %s", settings.safe_database_url, settings.data_dir.resolve())
     if settings.api_key is None:
-        log.warning("JEPA_API_KEY is not set: anyone who can reach this service can train, upload and promote")
+        log.warning(
+            "JEPA_API_KEY is not set (or blank): anyone who can reach this service can train, upload and promote"
+        )
     await run_in_threadpool(upgrade_to_head, settings.resolved_database_url)
     db_engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(db_engine)
@@ -63,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache_size=settings.model_cache_size,
         threads=settings.inference_threads,
         max_batch=settings.micro_batch,
+        max_batch_steps=settings.micro_batch_steps,
         max_wait_s=settings.batch_wait_ms / 1000,
         max_queue=settings.max_queue,
         resolve_ttl_s=settings.resolve_ttl_s,
@@ -75,8 +78,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.session_factory, app.state.engine = factory, engine
     if settings.bootstrap:
         await run_in_threadpool(queue_default_model, factory, settings)
-    worker = Worker(settings, factory, poll_s=settings.worker_poll_s) if settings.embedded_worker else None
+    # Stale-job recovery runs here whether or not this process trains, so jobs whose worker died
+    # are re-queued (or failed) even when no worker is left; the embedded worker relies on it.
+    recovery = StaleRecovery(settings, factory)
+    recovery_thread = recovery.start_thread()
+    worker = (
+        Worker(settings, factory, poll_s=settings.worker_poll_s, recover=False) if settings.embedded_worker else None
+    )
     worker_thread = worker.start_thread() if worker else None
+    app.state.worker = worker  # /ready reports a worker that died or keeps failing
     # Everything built so far (torch, SQLAlchemy, the app) lives as long as the process: moving
     # it out of the collector's reach keeps full collections short, which under load halved the
     # time per JSON request and removed its worst pauses (README, "Serving speed").
@@ -91,6 +101,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if worker and worker_thread:
             worker.stop()
             await run_in_threadpool(worker_thread.join, 30)
+        recovery.stop()
+        await run_in_threadpool(recovery_thread.join, 5)
         await engine.aclose()
         db_engine.dispose()
 
@@ -108,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
+    app.state.worker = None  # the embedded worker, once the lifespan has started one
+    app.state.limits = request_limits(settings)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: the id covers everything logged below

@@ -1,7 +1,8 @@
 """Dynamic micro-batching: concurrent requests share forward passes.
 
 Requests arrive as groups of equal-length sequences. Groups with the same key (model version,
-operation, sequence length) are concatenated, up to `max_batch` sequences, and run as one batch
+operation, sequence length) are concatenated, up to `max_batch` sequences and `max_steps` steps
+(sequences x length, which bounds the activations' memory), and run as one batch
 on the single inference thread; every waiting request gets its rows back. Equal lengths need no
 padding and no packing, so a batch costs about what one of its sequences would. While a batch
 runs, the next one fills; `max_wait_s` bounds how long a lone request waits for company.
@@ -56,9 +57,11 @@ class MicroBatcher:
         max_wait_s: float = 0.002,
         max_queue: int = 512,
         on_batch: Callable[[int], None] | None = None,
+        max_steps: int = 1 << 62,
     ) -> None:
         self.run_batch, self.executor, self.on_batch = run_batch, executor, on_batch
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.max_steps = max_steps
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,6 +71,10 @@ class MicroBatcher:
     def depth(self) -> int:
         """Requests waiting for a batch."""
         return len(self._queue)
+
+    def capacity(self, length: int) -> int:
+        """Most sequences of `length` steps one batch may hold (at least one)."""
+        return max(1, min(self.max_batch, self.max_steps // max(length, 1)))
 
     @property
     def stats(self) -> BatchStats:
@@ -84,7 +91,9 @@ class MicroBatcher:
             self._queue.popleft().future.cancel()
 
     async def submit(self, key: Hashable, payload: Any, x: np.ndarray) -> np.ndarray:
-        """Rows of the batch function's output for `x` (n, T, D), once its batch has run."""
+        """Rows of the batch function's output for `x` (n, T, D), once its batch has run.
+
+        `x` must fit one batch: at most `capacity(T)` sequences (the engine splits larger ones)."""
         if len(self._queue) >= self.max_queue:
             raise Overloaded(f"{len(self._queue)} requests are already waiting; retry shortly")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
@@ -121,7 +130,7 @@ class MicroBatcher:
     async def _wait_for_company(self) -> None:
         """Give the oldest request until max_wait_s after it arrived for others to join it."""
         oldest = self._queue[0]
-        while self._waiting_sequences(oldest.key) < self.max_batch:
+        while self._waiting_sequences(oldest.key) < self.capacity(oldest.x.shape[1]):
             left = oldest.enqueued + self.max_wait_s - time.perf_counter()
             if left <= 0:
                 return
@@ -135,12 +144,13 @@ class MicroBatcher:
         return sum(len(p.x) for p in self._queue if p.key == key)
 
     def _take_batch(self) -> list[_Pending]:
-        """The oldest request and every later one with its key, up to max_batch sequences."""
+        """The oldest request and every later one with its key, up to capacity(T) sequences."""
         first = self._queue.popleft()
         batch, size, keep = [first], len(first.x), deque()
+        capacity = self.capacity(first.x.shape[1])
         while self._queue:
             pending = self._queue.popleft()
-            if pending.key == first.key and size + len(pending.x) <= self.max_batch:
+            if pending.key == first.key and size + len(pending.x) <= capacity:
                 batch.append(pending)
                 size += len(pending.x)
             else:

@@ -55,12 +55,15 @@ def serve(
     """
     import uvicorn
 
+    from service.protocol import with_header_timeout
+
     settings = Settings()
     config = _setup_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "service.app:create_app",
         log_config=config,
         factory=True,
+        http=with_header_timeout(settings.header_timeout_s),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,

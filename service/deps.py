@@ -40,9 +40,17 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_batch=settings.max_batch,
+        max_seq_len=settings.max_seq_len,
+        max_points=settings.max_request_points,
+        max_similarity_pairs=settings.max_similarity_pairs,
+    )
+
+
 async def get_limits(request: Request) -> RequestLimits:
-    settings: Settings = request.app.state.settings
-    return RequestLimits(max_batch=settings.max_batch, max_seq_len=settings.max_seq_len)
+    return request.app.state.limits
 
 
 LimitsDep = Annotated[RequestLimits, Depends(get_limits)]

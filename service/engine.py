@@ -78,6 +78,7 @@ class InferenceEngine:
         cache_size: int = 8,
         threads: int = 1,
         max_batch: int = 256,
+        max_batch_steps: int = 65_536,
         max_wait_s: float = 0.002,
         max_queue: int = 512,
         resolve_ttl_s: float = 1.0,
@@ -98,7 +99,9 @@ class InferenceEngine:
         # Torch's intra-op pool is per process: one inference thread using `threads` of them.
         torch.set_num_threads(threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.batcher = MicroBatcher(self._run_batch, self._executor, max_batch, max_wait_s, max_queue, on_batch)
+        self.batcher = MicroBatcher(
+            self._run_batch, self._executor, max_batch, max_wait_s, max_queue, on_batch, max_steps=max_batch_steps
+        )
         self.on_load = on_load
 
     def start(self) -> None:
@@ -178,6 +181,7 @@ class InferenceEngine:
         try:
             model = load_checkpoint(self.data_dir / served.path, expected_sha256=served.sha256).model
         except CheckpointError as exc:
+            log.warning("%s at %s is unavailable: %s", served.label, self.data_dir / served.path, exc)
             raise ModelUnavailable(f"{served.label} is unavailable: {exc}") from exc
         forwards = self._compile(model, served)
         self._models[served.version_id] = forwards
@@ -204,15 +208,24 @@ class InferenceEngine:
         return self.load(served)[operation](torch.from_numpy(x)).numpy()
 
     async def _batched(self, served: ServedVersion, operation: str, sequences: Sequences) -> np.ndarray:
-        """Run `operation` ("target", "context" or "predict") on every sequence, batched with others."""
-        groups = length_groups(sequences)
+        """Run `operation` ("target", "context" or "predict") on every sequence, batched with others.
+
+        Each length group is cut into pieces that fit one forward pass, so a large request costs
+        several bounded passes instead of one pass whose activations grow with the request.
+        """
+        pieces = [
+            (indices[start : start + step], x[start : start + step])
+            for indices, x in length_groups(sequences)
+            for step in [self.batcher.capacity(x.shape[1])]
+            for start in range(0, len(x), step)
+        ]
         results = await asyncio.gather(
-            *(self.batcher.submit((served.version_id, operation, x.shape[1]), served, x) for _, x in groups)
+            *(self.batcher.submit((served.version_id, operation, x.shape[1]), served, x) for _, x in pieces)
         )
-        if len(groups) == 1:
+        if len(pieces) == 1:
             return results[0]
         out = np.empty((len(sequences), served.repr_dim), dtype=np.float32)
-        for (indices, _), rows in zip(groups, results, strict=True):
+        for (indices, _), rows in zip(pieces, results, strict=True):
             out[indices] = rows
         return out
 

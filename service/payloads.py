@@ -10,6 +10,7 @@ A binary body (`Content-Type: application/x-npy`) is one float array (N, T, D), 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, TypeVar
@@ -18,33 +19,80 @@ import numpy as np
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service.engine import Sequences, ServedVersion
-from training.errors import InvalidInput
+from training.arrays import load_npy
+from training.errors import InvalidInput, UnsupportedMediaType, preview
 
 
 @dataclass(frozen=True)
 class RequestLimits:
-    max_batch: int = 4096  # sequences per request
-    max_seq_len: int = 4096  # steps per sequence
+    """What one inference request may hold; built from the service's settings (deps.get_limits)."""
+
+    max_batch: int  # sequences per request (per field)
+    max_seq_len: int  # steps per sequence
+    max_points: int  # numbers, N x T x D, over all of the request's sequences
+    max_similarity_pairs: int = 1 << 20  # |a| x |b| for /similarity
+
+    @property
+    def max_json_values(self) -> int:
+        """The most JSON values (numbers and lists) a body within the caps can need: with D = 1
+        every number sits in a list of its own, and each sequence adds one, in up to two fields."""
+        return 2 * self.max_points + 4 * self.max_batch + 1024
+
+
+# Bodies below this are decoded on the event loop: a thread hop costs more than they do.
+LARGE_BODY_BYTES = 64 * 1024
+
+
+async def off_loop_if_large(body: bytes, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, in a worker thread when `body` is large, so /health never waits behind it."""
+    if len(body) < LARGE_BODY_BYTES:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
 
 
 NPY = "application/x-npy"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 Options = TypeVar("Options", bound=BaseModel)
+T = TypeVar("T")
 
 
 def wants_npy(request: Request) -> bool:
     return NPY in request.headers.get("accept", "")
 
 
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def sends_npy(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip() == NPY
+    """True for an .npy body; a JSON body returns False; any other media type is refused (415)."""
+    kind = media_type(request)
+    if kind == NPY:
+        return True
+    if kind in ("", "application/json"):
+        return False
+    raise UnsupportedMediaType(f"send application/json or {NPY}, not {preview(kind)}")
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
+def json_values_bound(body: bytes) -> int:
+    """An upper bound on the number of values in a JSON text, counted in C without parsing it:
+    every value but the first follows a comma, a colon or an opening bracket."""
+    return body.count(b",") + body.count(b"[") + body.count(b"{") + body.count(b":") + 1
+
+
+def parse_json(body: bytes, max_values: int) -> dict[str, Any]:
+    """The body's JSON object, refused before parsing when it could hold more than `max_values`
+    values: parsed, each value is a Python object of up to ~70 bytes, so this bounds memory."""
+    if json_values_bound(body) > max_values:
+        raise InvalidInput(
+            f"the body holds more than {max_values} JSON values, more than the request caps allow "
+            "(JEPA_MAX_REQUEST_POINTS); send fewer or shorter sequences"
+        )
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -54,10 +102,14 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def validate_options(model: type[Options], data: dict[str, Any]) -> Options:
-    """The request's scalar fields, checked by pydantic (the arrays were taken out before)."""
+def validate_options(model: type[Options], data: dict[str, Any], strict: bool = True) -> Options:
+    """The request's scalar fields, checked by pydantic (the arrays were taken out before).
+
+    Strict for JSON, where `true` is no version and `"yes"` no boolean; lax for query strings,
+    where every value arrives as text.
+    """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False, include_url=False)]
         raise RequestValidationError(errors) from None
@@ -74,20 +126,36 @@ def to_sequences(field: str, value: Any, served: ServedVersion, limits: RequestL
     """JSON lists [N][T][D] -> one float32 (N, T, D) array, or (T_i, D) arrays when lengths differ."""
     if not isinstance(value, list) or not value:
         raise InvalidInput(f"{field} must be a non-empty list of sequences [N][T][D]")
-    _check_size(field, len(value), [len(s) if isinstance(s, list) else 0 for s in value], limits)
-    try:
-        # Only ints and floats may be there: numpy would silently turn booleans and numeric
-        # strings into numbers. One pass over the values in C finds anything else.
-        kinds = set(map(type, chain.from_iterable(chain.from_iterable(value))))
-    except TypeError:
-        kinds = {object}
-    if kinds <= {float, int}:
+    lengths = [len(s) if isinstance(s, list) else 0 for s in value]
+    _check_size(field, len(value), lengths, limits)
+    check_points(field, sum(lengths) * served.input_dim, limits)
+    if only_numbers(value):
         try:
             with np.errstate(over="ignore"):  # overflow to inf is caught by the finiteness check
                 return _fast(value, served)
         except (ValueError, OverflowError):
             pass
     raise InvalidInput(_explain(field, value, served))
+
+
+def decode_fields(fields: dict[str, Any], served: ServedVersion, limits: RequestLimits) -> dict[str, Sequences | None]:
+    """Each JSON field [N][T][D] (None stays None) to arrays, with the request's points cap
+    applied to all of them together."""
+    decoded = {
+        name: None if value is None else to_sequences(name, value, served, limits) for name, value in fields.items()
+    }
+    check_points(" and ".join(fields), sum(points_in(s) for s in decoded.values() if s is not None), limits)
+    return decoded
+
+
+def only_numbers(value: list[Any]) -> bool:
+    """Whether [N][T][D] holds only ints and floats: numpy would silently turn booleans and
+    numeric strings into numbers. One pass over the values in C finds anything else."""
+    try:
+        kinds = set(map(type, chain.from_iterable(chain.from_iterable(value))))
+    except TypeError:
+        return False
+    return kinds <= {float, int}
 
 
 def _fast(value: list[Any], served: ServedVersion) -> Sequences:
@@ -112,6 +180,18 @@ def _check_size(field: str, count: int, lengths: list[int] | np.ndarray, limits:
         raise InvalidInput(
             f"{field}[{longest}] has {lengths[longest]} steps; at most {limits.max_seq_len} (JEPA_MAX_SEQ_LEN)"
         )
+
+
+def check_points(field: str, points: int, limits: RequestLimits) -> None:
+    if points > limits.max_points:
+        raise InvalidInput(
+            f"{field} holds {points} numbers (N x T x D); at most {limits.max_points} per request "
+            "(JEPA_MAX_REQUEST_POINTS): split it into several requests"
+        )
+
+
+def points_in(sequences: Sequences) -> int:
+    return int(sequences.size) if isinstance(sequences, np.ndarray) else sum(int(s.size) for s in sequences)
 
 
 def _valid(array: np.ndarray, served: ServedVersion) -> bool:
@@ -146,13 +226,11 @@ def _explain(field: str, value: list[Any], served: ServedVersion) -> str:
 
 
 def npy_sequences(body: bytes, served: ServedVersion, limits: RequestLimits) -> np.ndarray:
-    """An .npy body -> a float32 (N, T, D) array."""
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"the body is not a readable .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray) or array.ndim != 3 or array.dtype.kind not in "fiu":
-        raise InvalidInput(f"an {NPY} body must be a numeric array (N, T, D), got {getattr(array, 'shape', '?')}")
+    """An .npy body -> a float32 (N, T, D) array. Its header is checked against the caps before
+    anything is allocated, so a small body cannot claim a huge array."""
+    array = load_npy(body, max_elements=limits.max_points, what=f"an {NPY} body")
+    if array.ndim != 3:
+        raise InvalidInput(f"an {NPY} body must be a numeric array (N, T, D), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidInput(f"an {NPY} body needs at least one sequence of one point, got shape {array.shape}")
     _check_size("sequences", array.shape[0], [array.shape[1]], limits)

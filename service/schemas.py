@@ -124,15 +124,24 @@ LABELS_DESCRIPTION = (
 )
 
 
-class DatasetIn(BaseModel):
+class DatasetMeta(BaseModel):
+    """A JSON upload's fields besides its sequences (which are decoded by hand, like inference's)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: DatasetName
+    labels: list[Label] | None = Field(None, description=LABELS_DESCRIPTION)
+
+
+class DatasetIn(DatasetMeta):
     sequences: Annotated[
         list[list[list[Number]]],
-        Field(min_length=2, description="[N][T][D]: at least 2 sequences of 2+ points, D from 1 to 64."),
+        Field(
+            min_length=2,
+            description="[N][T][D]: at least 2 sequences of 2+ points, D from 1 to 64, and at most "
+            "JEPA_MAX_REQUEST_POINTS numbers in all; upload larger datasets as .npy or .csv.",
+        ),
     ]
-    labels: list[Label] | None = Field(None, description=LABELS_DESCRIPTION)
 
 
 class DatasetOut(BaseModel):

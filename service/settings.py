@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from training.settings import StorageSettings
 
@@ -26,6 +27,9 @@ class Settings(StorageSettings):
     # pass of at most micro_batch sequences; a lone request waits at most batch_wait_ms for company.
     # 0 still batches: whatever queues up while the inference thread is busy goes in together.
     micro_batch: int = 1024
+    # ... and at most this many steps (sequences x length) per forward pass, so activations stay
+    # bounded whatever the request's shape; longer sequences run alone.
+    micro_batch_steps: int = 65_536
     batch_wait_ms: float = 0.0
     # Requests waiting for the inference thread; past this, 429 at once.
     max_queue: int = 256
@@ -43,11 +47,29 @@ class Settings(StorageSettings):
     # and /ready. Without a key the service is open, and says so in its log at start.
     api_key: SecretStr | None = None
     auth_reads: bool = False
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: Any) -> Any:
+        # An empty key would "match" an empty bearer token (compare_digest(b"", b"") is true);
+        # `JEPA_API_KEY=` in a compose file or chart means "no key", and the start-up log says so.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    # A request whose headers take longer than this to arrive has its connection closed (slowloris).
+    header_timeout_s: float = 10.0
     # Bodies past this many bytes get 413 before they are read whole (uploads included).
     max_body_bytes: int = 64 * 1024 * 1024
-    # Per inference request: at most this many sequences, each at most this many steps.
+    # Per inference request: at most this many sequences, each at most this many steps, and at
+    # most max_request_points numbers (N x T x D over all of the request's sequences). The points
+    # cap is what bounds a request's memory: a JSON body is refused before it is parsed when it
+    # could hold more values than that allows, and an .npy body before its array is allocated.
     max_batch: int = 4096
     max_seq_len: int = 4096
+    max_request_points: int = 2_097_152
+    # /similarity answers |a| x |b| cosines; past this many, 422 (a 4096 x 4096 matrix is 165 MB of JSON).
+    max_similarity_pairs: int = 1_048_576
     # Past this many queued training jobs, POST /train answers 429.
     max_queued_jobs: int = 64
 

@@ -13,15 +13,20 @@ embeddings separate the classes, on sequences it never trained on (see `split_fo
 
 from __future__ import annotations
 
+import array
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -34,7 +39,8 @@ from jepa_model import SequenceDataset, label_probes
 from jepa_model.checkpoint import atomic_write
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import embed_sequences
-from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput
+from training.arrays import load_npy, read_npy_header
+from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull, preview
 from training.models import DatasetRow
 from training.spec import StoredDataset, TrainingSpec
 
@@ -103,41 +109,90 @@ def parse_json(sequences: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarra
     return check_sequences(arrays)
 
 
-def parse_npy(data: bytes) -> list[np.ndarray]:
-    """A float array (N, T, D) in .npy format."""
-    try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"not a readable .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray) or array.ndim != 3:
-        shape = getattr(array, "shape", "?")
-        raise InvalidInput(f"a .npy dataset must be an array (N, T, D), got shape {shape}")
-    return check_sequences(list(array))
+NPY_FILE = "the file"
+
+
+def parse_npy(data: bytes, limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
+    """A float array (N, T, D) in .npy format, its header checked before anything is allocated."""
+    header = read_npy_header(data, NPY_FILE)
+    if len(header.shape) != 3:
+        raise InvalidInput(f"a .npy dataset must be an array (N, T, D), got shape {header.shape}")
+    count, steps, features = header.shape
+    if count > limits.max_sequences:  # refused before N arrays are made, each a hundred bytes or so
+        raise InvalidInput(f"a dataset holds at most {limits.max_sequences} sequences, got {count}")
+    if count * steps > limits.max_points:
+        raise InvalidInput(f"a dataset holds at most {limits.max_points} points in all, got {count} × {steps}")
+    loaded = load_npy(data, limits.max_points * max(features, 1), NPY_FILE)
+    return check_sequences(list(loaded), limits)
 
 
 CSV_KEYS = ("sequence_id", "t")
 CSV_LABEL = "label"
 INTEGER = re.compile(r"[+-]?[0-9]+")
+MISSING_SHOWN = 5  # missing steps named when a sequence has gaps
 
 
-def parse_csv(data: bytes) -> list[np.ndarray]:
+def parse_csv(data: bytes, limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
     """The sequences of a long-format CSV (see parse_csv_labelled), without its labels."""
-    return parse_csv_labelled(data)[0]
+    return parse_csv_labelled(data, limits)[0]
 
 
-def parse_csv_labelled(data: bytes) -> tuple[list[np.ndarray], Labels | None]:
+def parse_csv_labelled(data: bytes, limits: DatasetLimits = LIMITS) -> tuple[list[np.ndarray], Labels | None]:
     """Long format: a header `sequence_id, t, <feature>...`, then one row per step.
 
     Rows may come in any order; within a sequence, t must run 0, 1, ..., T-1 with no gaps.
     Sequences keep the order in which their ids first appear. An optional column named `label`
     (anywhere after `t`) holds each sequence's class: the same value on every row of a sequence;
     when every label is an integer they are read as integers, otherwise as strings.
+
+    `limits` caps the rows (points), sequences, steps and features: the first line to pass one is
+    refused, and nothing after it is read. Rows are read one at a time into flat columns (see
+    _CsvColumns) and put in place with numpy, so a CSV of millions of rows costs a few dozen bytes
+    per row, not Python objects for each.
     """
+    rows = _csv_reader(data)
     try:
-        text = data.decode("utf-8-sig")
+        columns = _read_csv_columns(rows, limits)
+    except csv.Error as exc:
+        raise InvalidInput(f"CSV line {rows.line_num} is not valid CSV: {exc}") from None
     except UnicodeDecodeError:
         raise InvalidInput("a CSV dataset must be UTF-8 text") from None
-    rows = csv.reader(io.StringIO(text))
+    sequences = _csv_sequences(columns, data)
+    ids, raw = list(columns.ids), columns.labels
+    del columns  # its row buffers, before check_sequences makes float32 copies of every value
+    checked = check_sequences(sequences, limits)
+    if raw is None:
+        return checked, None
+    return checked, parse_labels(text_labels(raw), len(checked), lambda i: f"the label of sequence {preview(ids[i])}")
+
+
+@dataclass
+class _CsvColumns:
+    """A long-format CSV's rows as flat columns: 4 bytes for the sequence and for t, 8 per value.
+
+    `ids` maps each sequence id to its code, in order of first appearance; `codes` and `steps`
+    hold each row's code and t, `values` its features one after the other; `labels` (None without
+    a label column) holds each sequence's label by code.
+    """
+
+    ids: dict[str, int]
+    codes: array.array[int]
+    steps: array.array[int]
+    values: array.array[float]
+    features: int
+    labels: list[str] | None
+
+
+def _csv_reader(data: bytes) -> Any:  # a csv.reader, whose type is private
+    # Decoded as it is read: the text of a large CSV is never held whole beside its bytes.
+    return csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
+
+
+def _read_csv_columns(rows: Any, limits: DatasetLimits) -> _CsvColumns:
+    """The rows of `rows` (a csv.reader at the header), checked and appended to the columns.
+
+    Refuses at the first bad row, and as soon as the rows or sequences pass the limits, without
+    reading further: a t past the longest sequence allowed is refused at its line, not listed."""
     header = [h.strip() for h in next(rows, [])]
     label_at = [i for i, h in enumerate(header) if h == CSV_LABEL and i >= 2]
     if tuple(header[:2]) != CSV_KEYS or len(header) - len(label_at) < 3:
@@ -146,12 +201,22 @@ def parse_csv_labelled(data: bytes) -> tuple[list[np.ndarray], Labels | None]:
         raise InvalidInput("a CSV dataset may have one `label` column, not several")
     label = label_at[0] if label_at else None
     features = [i for i in range(2, len(header)) if i != label]
+    if len(features) > limits.max_features:
+        raise InvalidInput(f"points need 1 to {limits.max_features} features, got {len(features)}")
     width = len(header)
-    steps: dict[str, dict[int, list[float]]] = {}
-    labels: dict[str, tuple[str, int]] = {}  # sequence id -> (its label, the line it was first given on)
-    for line, row in enumerate(rows, start=2):
+    columns = _CsvColumns({}, array.array("i"), array.array("i"), array.array("d"), len(features), None)
+    labels: list[str] = []
+    label_lines: list[int] = []  # by code: the line each sequence's label was first given on
+    count = 0
+    for row in rows:
         if not row:
             continue
+        line = rows.line_num
+        count += 1
+        if count > limits.max_points:
+            raise InvalidInput(
+                f"a dataset holds at most {limits.max_points} points in all; CSV line {line} is one too many"
+            )
         if len(row) != width:
             raise InvalidInput(f"CSV line {line} has {len(row)} columns; the header has {width}")
         try:
@@ -159,31 +224,107 @@ def parse_csv_labelled(data: bytes) -> tuple[list[np.ndarray], Labels | None]:
             values = [float(row[i]) for i in features]
         except ValueError:
             raise InvalidInput(f"CSV line {line}: t must be an integer and every feature a number") from None
+        if not 0 <= t < limits.max_len:
+            raise InvalidInput(
+                f"CSV line {line}: t must be 0 to {limits.max_len - 1} (a sequence has at most {limits.max_len} "
+                f"steps), got {preview(row[1].strip())}"
+            )
         sequence_id = row[0].strip()
-        sequence = steps.setdefault(sequence_id, {})
-        if t in sequence:
-            raise InvalidInput(f"CSV line {line}: sequence {row[0]!r} has t={t} twice")
-        sequence[t] = values
-        if label is not None:
-            value = row[label].strip()
-            first, first_line = labels.setdefault(sequence_id, (value, line))
-            if value != first:
+        code = columns.ids.get(sequence_id)
+        if code is None:
+            if len(columns.ids) >= limits.max_sequences:
                 raise InvalidInput(
-                    f"CSV line {line}: sequence {sequence_id!r} has label {value!r}, but {first!r} on line "
-                    f"{first_line}; every row of a sequence must carry the same label"
+                    f"a dataset holds at most {limits.max_sequences} sequences; CSV line {line} starts one more"
                 )
-    sequences = []
-    for sequence_id, by_t in steps.items():
-        if sorted(by_t) != list(range(len(by_t))):
-            missing = sorted(set(range(max(by_t) + 1)) - set(by_t))[:5]
-            raise InvalidInput(f"sequence {sequence_id!r} must have t = 0..T-1 with no gaps; missing t={missing}")
-        sequences.append(np.array([by_t[t] for t in range(len(by_t))], dtype=np.float64))
-    checked = check_sequences(sequences)
-    if label is None:
-        return checked, None
-    ids = list(steps)
-    raw = [labels[i][0] for i in ids]
-    return checked, parse_labels(text_labels(raw), len(checked), lambda i: f"the label of sequence {ids[i]!r}")
+            code = columns.ids[sequence_id] = len(columns.ids)
+            if label is not None:
+                labels.append(row[label].strip())
+                label_lines.append(line)
+        elif label is not None and (value := row[label].strip()) != labels[code]:
+            first, first_line = labels[code], label_lines[code]
+            raise InvalidInput(
+                f"CSV line {line}: sequence {preview(sequence_id)} has label {preview(value)}, "
+                f"but {preview(first)} on line {first_line}; every row of a sequence must carry the same label"
+            )
+        columns.codes.append(code)
+        columns.steps.append(t)
+        columns.values.extend(values)
+    if label is not None:
+        columns.labels = labels
+    return columns
+
+
+def _csv_sequences(columns: _CsvColumns, data: bytes) -> list[np.ndarray]:
+    """The float32 (T_i, D) sequences in code order, or InvalidInput naming a repeated t or a gap.
+
+    Once each sequence's steps are known to be 0..T-1, row i belongs at starts[code_i] + t_i: one
+    scatter puts every value in place, with no sort, and an index and a flag per row as temporaries.
+    """
+    if not columns.ids:
+        return []
+    codes = np.frombuffer(columns.codes, dtype=np.intc)
+    steps = np.frombuffer(columns.steps, dtype=np.intc)
+    lengths = np.bincount(codes, minlength=len(columns.ids))
+    last = np.zeros(len(lengths), dtype=np.intc)
+    np.maximum.at(last, codes, steps)  # each sequence's largest t
+    if (last != lengths - 1).any():  # a largest t other than T-1 means a gap or a repeated t
+        raise InvalidInput(_steps_problem(columns, data))
+    ends = np.cumsum(lengths)
+    slots = (ends - lengths).astype(np.int32 if len(codes) < 2**31 else np.int64)[codes]
+    slots += steps
+    filled = np.zeros(len(codes), dtype=bool)
+    filled[slots] = True
+    if not filled.all():  # every t is below T, so an empty slot means another was hit twice
+        raise InvalidInput(_steps_problem(columns, data))
+    del filled
+    values = np.empty((len(codes), columns.features), dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, which check_sequences refuses
+        values[slots] = np.frombuffer(columns.values, dtype=np.float64).reshape(values.shape)
+    return np.split(values, ends[:-1])
+
+
+def _steps_problem(columns: _CsvColumns, data: bytes) -> str:
+    """What is wrong with the sequences' steps: the first repeated t in file order, else the first
+    sequence (in code order) with a gap. Only called once something is known to be wrong."""
+    names = list(columns.ids)
+    codes = np.frombuffer(columns.codes, dtype=np.intc)
+    steps = np.frombuffer(columns.steps, dtype=np.intc)
+    order = np.lexsort((steps, codes))  # by sequence, then t; stable, so a repeated t keeps file order
+    sorted_codes, sorted_steps = codes[order], steps[order]
+    repeated = (sorted_codes[1:] == sorted_codes[:-1]) & (sorted_steps[1:] == sorted_steps[:-1])
+    if repeated.any():
+        row = int(order[1:][repeated].min())  # the first row, in file order, whose t came before
+        return f"CSV line {_csv_line_of(data, row)}: sequence {preview(names[codes[row]])} has t={steps[row]} twice"
+    lengths = np.bincount(sorted_codes, minlength=len(names))
+    ends = np.cumsum(lengths)
+    # Sorted, distinct and non-negative, a sequence's steps are 0..T-1 exactly when the last is T-1.
+    code = int(np.argmax(sorted_steps[ends - 1] != lengths - 1))
+    missing = _first_missing(sorted_steps[ends[code] - lengths[code] : ends[code]])
+    return f"sequence {preview(names[code])} must have t = 0..T-1 with no gaps; missing t={missing}"
+
+
+def _first_missing(present: np.ndarray, most: int = MISSING_SHOWN) -> list[int]:
+    """The first `most` integers of 0..max(present) absent from `present` (sorted, distinct, >= 0),
+    read off the gaps between neighbours: a huge t never becomes a range to list."""
+    bounds = np.concatenate(([-1], present.astype(np.int64)))
+    missing: list[int] = []
+    for k in np.flatnonzero(np.diff(bounds) > 1):
+        low, high = int(bounds[k]) + 1, int(bounds[k + 1])
+        missing.extend(range(low, min(high, low + most - len(missing))))
+        if len(missing) >= most:
+            break
+    return missing
+
+
+def _csv_line_of(data: bytes, row: int) -> int:
+    """The line on which data row `row` (from 0, blank lines skipped) ends. The CSV is read again:
+    only an error names a row's line, so no line number is kept for every row."""
+    rows = _csv_reader(data)
+    next(rows)
+    for index, _ in enumerate(record for record in rows if record):
+        if index == row:
+            return int(rows.line_num)
+    raise ValueError(f"the CSV has no data row {row}")
 
 
 def text_labels(values: Sequence[str]) -> list[str] | list[int]:
@@ -259,14 +400,16 @@ def _file_bytes(sequences: list[np.ndarray], labels: Labels | None = None) -> by
 def store_dataset(
     session: Session, data_dir: Path, name: str, sequences: list[np.ndarray], labels: Labels | None = None
 ) -> DatasetRow:
-    """Write the file, then the row: a crash in between leaves an orphan file, never a bad row."""
+    """Write the file, then the row: a crash in between leaves an orphan file, never a bad row.
+
+    StorageFull when the data directory has no room for the file; nothing written is left behind.
+    """
     if labels is not None and len(labels.codes) != len(sequences):
         raise InvalidInput(f"got {len(labels.codes)} labels for {len(sequences)} sequences")
     dataset_id = uuid.uuid4().hex
     relative = Path("datasets") / f"{dataset_id}.safetensors"
     data = _file_bytes(sequences, labels)
-    (data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(data_dir / relative, data)
+    _write_file(data_dir / relative, data)
     lengths = [len(s) for s in sequences]
     row = DatasetRow(
         id=dataset_id,
@@ -279,9 +422,40 @@ def store_dataset(
         path=str(relative),
         classes=None if labels is None else list(labels.classes),
     )
-    session.add(row)
-    session.flush()
+    try:
+        session.add(row)
+        session.flush()
+    except Exception:
+        _remove_written(data_dir / relative)  # no row will ever name it
+        raise
     return row
+
+
+# A write fails with these when the disk, the user's quota, or the largest file allowed is full.
+STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """atomic_write, or StorageFull (its message names no server path) when there is no room."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
+    except OSError as exc:
+        _remove_written(path)
+        if exc.errno in STORAGE_FULL:
+            reason = os.strerror(exc.errno)  # e.g. "No space left on device": no path in it
+            raise StorageFull(
+                f"the server has no room left to store this dataset ({reason}); nothing was stored"
+            ) from exc
+        raise
+
+
+def _remove_written(path: Path) -> None:
+    """`path` and any temporary file atomic_write left beside it (named `.<name>.*`): the name
+    holds a fresh uuid, so nothing else matches, and a failed upload must not keep its space."""
+    for leftover in [path, *path.parent.glob(f".{path.name}.*")]:
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)
 
 
 def get_dataset(session: Session, dataset_id: str) -> DatasetRow:
@@ -331,7 +505,12 @@ def resolve_spec(session: Session, spec: TrainingSpec) -> TrainingSpec:
         return spec
     row = get_dataset(session, spec.dataset.id)
     data = spec.model_dump(mode="json")
-    data["dataset"] |= {"input_dim": row.input_dim, "min_len": row.min_len, "max_len": row.max_len}
+    data["dataset"] |= {
+        "input_dim": row.input_dim,
+        "min_len": row.min_len,
+        "max_len": row.max_len,
+        "num_sequences": row.num_sequences,
+    }
     try:
         return TrainingSpec.model_validate(data)
     except ValidationError as exc:

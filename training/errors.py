@@ -57,3 +57,10 @@ class Unauthorized(DomainError):
 
 class StorageFull(DomainError):
     """The data directory (or the database) has no room left for what the request would write."""
+
+
+def preview(value: object, limit: int = 64) -> str:
+    """`repr(value)`, cut to `limit` characters: error messages name what was sent without
+    echoing a whole hostile payload back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

@@ -1,18 +1,22 @@
 """The job queue in the database: enqueue, claim, heartbeat, finish, and recover stale jobs.
 
 Every state change is a compare-and-set on `status`, so two workers can never both claim or
-finish the same job, on SQLite or PostgreSQL.
+finish the same job, on SQLite or PostgreSQL. The writes a training job makes while it runs
+(`heartbeat`, `record_epoch`, `mark_failed`) can each be run again after a commit whose
+acknowledgement was lost, so callers may retry them through a database outage.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import false, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from training.datasets import resolve_spec
@@ -28,9 +32,28 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _lock_the_queue(session: Session) -> None:
+    """Make counting the queued jobs and adding one a single step, until the transaction ends.
+
+    Otherwise concurrent enqueues all count the same rows and all insert, past the cap.
+    """
+    if session.bind.dialect.name == "postgresql":
+        # READ COMMITTED: once the lock is ours, the count sees every job its last holder added.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": "enqueue:capped"})
+    else:
+        # SQLite begins a transaction and takes its one write lock at the first write, not at a
+        # read: a write that changes nothing takes the lock before counting, so concurrent
+        # enqueues wait for each other (busy_timeout) instead of counting the same rows.
+        session.execute(update(JobRow).where(false()).values(status=JobRow.status))
+
+
 def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None) -> JobRow:
-    """Queue `spec`; with `max_queued`, refuse (Overloaded) once that many jobs are waiting."""
+    """Queue `spec`; with `max_queued`, refuse (Overloaded) once that many jobs are waiting.
+
+    With `max_queued`, the queue stays locked until the caller's transaction ends: commit soon.
+    """
     if max_queued is not None:
+        _lock_the_queue(session)
         waiting = session.scalar(select(func.count(JobRow.id)).where(JobRow.status == JobStatus.QUEUED)) or 0
         if waiting >= max_queued:
             raise Overloaded(f"{waiting} training jobs are already queued (JEPA_MAX_QUEUED_JOBS); retry later")
@@ -181,7 +204,8 @@ def record_epoch(
         attempt = result.scalar()
         if attempt is None:
             return False
-        session.add(
+        # merge, not add: a retry after a commit whose acknowledgement was lost finds the row.
+        session.merge(
             JobEpochRow(
                 job_id=job_id,
                 attempt=attempt,
@@ -231,13 +255,30 @@ def cancel(factory: SessionFactory, job_id: str) -> JobRow:
     return in_transaction(factory, cancel_one)
 
 
+# An absolute path of two or more parts, not inside a URL or a relative path ("a/b", "1/2").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def without_server_paths(message: str, data_dir: Path | None = None) -> str:
+    """`message` as a client may see it: paths under `data_dir` relative to it, and any other
+    absolute path cut to its last part. Logs keep the full paths; jobs' `error` fields get this."""
+    if data_dir is not None:
+        for root in dict.fromkeys([str(data_dir.resolve()), str(data_dir.absolute())]):
+            message = message.replace(root + os.sep, "").replace(root, "the data directory")
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], message)
+
+
 def mark_failed(factory: SessionFactory, job_id: str, error: str, worker: str | None = None) -> bool:
-    """Fail an active job; with `worker`, only while it is still running for that worker."""
+    """Fail an active job; with `worker`, only while it is still running for that worker.
+
+    `error` is shown to clients: server paths in it are cut (see `without_server_paths`).
+    """
     active = _running(job_id, worker) if worker else (JobRow.id == job_id) & JobRow.status.in_(JobStatus.ACTIVE)
+    error = without_server_paths(error)[:4000]
 
     def fail(session: Session) -> bool:
         result = session.execute(
-            update(JobRow).where(active).values(status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow())
+            update(JobRow).where(active).values(status=JobStatus.FAILED, error=error, finished_at=utcnow())
         )
         return result.rowcount == 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# A query parameter whose name says it holds a credential (?api_key=, ?token=, ?access_token=...).
+SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:key|token|secret|password|auth)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def redact_query(target: str) -> str:
+    return SECRET_QUERY.sub(r"\1REDACTED", target)
+
+
+class RedactQuerySecrets(logging.Filter):
+    """Access-log lines show the request target; a key a client put in its query string must
+    not reach the log with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
 def log_config(level: str, fmt: str) -> dict[str, Any]:
     """A logging.config dict for uvicorn and the app alike: JSON lines, or plain text."""
     formatter = (
@@ -40,7 +59,8 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "filters": {"redact": {"()": RedactQuerySecrets}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]}},
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
             "uvicorn": {"level": level.upper()},

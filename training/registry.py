@@ -8,10 +8,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from training.errors import InvalidInput, ModelNotFound, VersionNotFound
+from training.errors import InvalidInput, ModelNotFound, VersionNotFound, preview
 from training.models import AliasRow, ModelRow, VersionRow
 
-ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# Matched with fullmatch: `$` alone would also accept a trailing newline ("prod\n").
+ALIAS_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# ASCII digits only (str.isdigit also takes "²"), and few enough to fit the database's integer.
+VERSION_DIGITS = re.compile(r"[0-9]{1,10}")
+MAX_VERSION = 2**31 - 1  # the largest number PostgreSQL's INTEGER column (and SQLite's) holds
 
 VersionRef = int | str | None  # a number, an alias, or None for the default
 
@@ -20,23 +24,25 @@ def parse_version_ref(ref: VersionRef) -> int | str | None:
     """A number stays a number (also when spelled as digits); anything else must look like an alias."""
     if ref is None:
         return None
-    if isinstance(ref, bool):
-        raise InvalidInput("version must be a positive integer or an alias name, not a boolean")
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        raise InvalidInput("version must be a positive integer or an alias name")
     if isinstance(ref, int):
-        if ref < 1:
-            raise InvalidInput(f"version must be a positive integer or an alias name, got {ref}")
+        if not 1 <= ref <= MAX_VERSION:
+            raise InvalidInput(
+                f"version must be a positive integer (at most {MAX_VERSION}) or an alias name, got {preview(ref)}"
+            )
         return ref
-    if ref.isdigit():
+    if VERSION_DIGITS.fullmatch(ref):
         return parse_version_ref(int(ref))
-    if not ALIAS_PATTERN.match(ref):
-        raise InvalidInput(f"version must be a positive integer or an alias name, got {ref!r}")
+    if not ALIAS_PATTERN.fullmatch(ref):
+        raise InvalidInput(f"version must be a positive integer or an alias name, got {preview(ref)}")
     return ref
 
 
 def get_model(session: Session, name: str) -> ModelRow:
     model = session.scalar(select(ModelRow).where(ModelRow.name == name))
     if model is None:
-        raise ModelNotFound(f"model {name!r} not found")
+        raise ModelNotFound(f"model {preview(name)} not found")
     return model
 
 
@@ -119,8 +125,8 @@ def list_models(session: Session) -> list[ModelRow]:
 
 def set_alias(session: Session, model_name: str, alias: str, ref: int | str) -> AliasRow:
     """Point `alias` at the version `ref` names (a number, or another alias)."""
-    if not ALIAS_PATTERN.match(alias) or alias.isdigit():
-        raise InvalidInput(f"alias must match {ALIAS_PATTERN.pattern}, got {alias!r}")
+    if not ALIAS_PATTERN.fullmatch(alias):
+        raise InvalidInput(f"alias must match {ALIAS_PATTERN.pattern}, got {preview(alias)}")
     version = get_version(session, model_name, ref)
     row = session.get(AliasRow, (version.model_id, alias))
     if row is None:

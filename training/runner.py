@@ -3,12 +3,17 @@
 A worker starts this as a child process, so training never shares an interpreter (or a GIL)
 with a process that serves requests. The checkpoint is written completely before the version
 is registered, and the job is marked succeeded in the same transaction as the registration: a
-crash at any point leaves either no version or a whole one.
+crash at any point leaves either no version or a whole one. A failure before registration removes
+the job's checkpoint directory; a full disk fails the job with StorageFull.
+
+Its database writes ride out an outage of up to JEPA_DB_RETRY_S (training waits meanwhile), and
+the `error` it records names paths relative to the data directory, never the server's own.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import logging
 import logging.config
@@ -23,16 +28,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 from torch.utils.data import Dataset
 
-from jepa_model import __version__, fit, save_checkpoint
+from jepa_model import TrainConfig, __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
 from jepa_model.train import EpochReport, plan_rounds
 from training import datasets, jobs, plots
-from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.db import (
+    DatabaseUnreachable,
+    SessionFactory,
+    create_db_engine,
+    create_session_factory,
+    in_transaction,
+    retry_unreachable,
+)
+from training.errors import StorageFull
 from training.logs import log_config
+from training.models import JobStatus
 from training.registry import register_version
 from training.settings import StorageSettings
 from training.spec import ToyDataset, TrainingSpec
@@ -45,6 +60,8 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 HELD_OUT_SEQUENCES = 1024
 # Below this mean per-dimension std of normalised embeddings, the log raises a collapse alarm.
 COLLAPSE_STD = 0.01
+# A write fails with these when the disk, the user's quota, or the largest file allowed is full.
+STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class JobLost(RuntimeError):
@@ -83,6 +100,30 @@ def draw_plots(model: JEPA, losses: list[float], data: Dataset, directory: Path,
         plots.plot_embeddings(embed_sequences(model, sequences), labels, directory / "embeddings.png")
     except Exception:  # noqa: BLE001 - a version without plots is still a good version
         log.exception("job %s: could not draw its plots", job_id)
+        shutil.rmtree(directory, ignore_errors=True)  # half-drawn files (a full disk) keep no space
+
+
+def write_checkpoint(model: JEPA, directory: Path, relative: Path, train_config: TrainConfig, preset: str) -> str:
+    """save_checkpoint, with StorageFull (naming `relative`, not the server path) for a full disk."""
+    try:
+        return save_checkpoint(model, directory, train_config, preset, __version__)
+    except OSError as exc:
+        log.error("could not write the checkpoint %s: %s", directory, exc)  # the log keeps the full path
+        if exc.errno in STORAGE_FULL:
+            raise StorageFull(
+                f"no space left on the server's disk for the checkpoint {relative} ({os.strerror(exc.errno)}); "
+                "free some space in the data directory and train again"
+            ) from exc
+        raise
+
+
+def registered_number(session: Session, job_id: str, worker: str | None) -> int | None:
+    """The version `job_id` already registered, when an earlier try of this registration was
+    committed but its acknowledgement lost to a dropped connection; else None."""
+    job = jobs.get_job(session, job_id)
+    if job.status != JobStatus.SUCCEEDED or job.version is None or (worker is not None and job.worker != worker):
+        return None
+    return job.version.number
 
 
 def run_job(
@@ -93,9 +134,12 @@ def run_job(
     worker: str | None = None,
 ) -> int:
     """Train the claimed job `job_id` and register its version; returns the version number."""
-    spec = load_spec(factory, job_id)
+    window = settings.db_retry_s
+    spec = retry_unreachable(lambda: load_spec(factory, job_id), window, f"loading job {job_id}")
     model_config, train_config = spec.configs()
-    dataset, held_out, labels = load_data(factory, settings, spec)
+    dataset, held_out, labels = retry_unreachable(
+        lambda: load_data(factory, settings, spec), window, f"loading job {job_id}'s data"
+    )
     evaluation = held_out if held_out is not None else dataset
     started = time.monotonic()
     rounds = plan_rounds(train_config, math.ceil(len(dataset) / train_config.batch_size))  # type: ignore[arg-type]
@@ -117,7 +161,12 @@ def run_job(
         log.info("job %s epoch %d/%d loss %.4f %s", job_id, done, report.epochs, report.loss, metrics)
         if metrics.get("embedding_std", 1.0) < COLLAPSE_STD:
             log.warning("job %s: embeddings are collapsing (embedding_std %.4f)", job_id, metrics["embedding_std"])
-        if not jobs.record_epoch(factory, job_id, worker, dict(progress), round(elapsed, 3)):
+        recorded = retry_unreachable(
+            lambda: jobs.record_epoch(factory, job_id, worker, dict(progress), round(elapsed, 3)),
+            window,
+            f"recording epoch {done} of job {job_id}",
+        )
+        if not recorded:
             raise JobLost(f"job {job_id} is no longer running here (cancelled or re-queued); stopping")
         if on_progress is not None:
             on_progress(dict(progress))
@@ -137,12 +186,18 @@ def run_job(
 
     relative = Path("checkpoints") / spec.model / job_id
     directory = settings.data_dir / relative
-    sha256 = save_checkpoint(result.model, directory, train_config, spec.config.preset, __version__)
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    draw_plots(result.model, result.losses, evaluation, directory / plots.PLOTS_DIR, job_id)
+    try:
+        sha256 = write_checkpoint(result.model, directory, relative, train_config, spec.config.preset)
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        draw_plots(result.model, result.losses, evaluation, directory / plots.PLOTS_DIR, job_id)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # a partial checkpoint keeps the disk full
+        raise
 
     def register(session: Any) -> int:
         if not jobs.mark_succeeded(session, job_id, dict(progress), worker):
+            if (number := registered_number(session, job_id, worker)) is not None:
+                return number
             raise JobLost(f"job {job_id} is no longer running here; its result is discarded")
         version = register_version(
             session, spec.model, config=config, metrics=metrics, sha256=sha256, path=str(relative), job_id=job_id
@@ -150,12 +205,37 @@ def run_job(
         return version.number
 
     try:
-        number = in_transaction(factory, register)
-    except JobLost:
+        number = retry_unreachable(lambda: in_transaction(factory, register), window, f"registering job {job_id}")
+    except DatabaseUnreachable:
+        # Whether the last try was committed is unknown: keep the files a version may refer to.
+        raise
+    except Exception:  # not SystemExit (SIGTERM): it may arrive just after the commit
         shutil.rmtree(directory, ignore_errors=True)  # nothing refers to it; a re-run writes its own
         raise
     log.info("job %s registered %s v%d", job_id, spec.model, number)
     return number
+
+
+def job_error(exc: BaseException, data_dir: Path) -> str:
+    """What the job's `error` says about `exc`: paths relative to the data directory (the log
+    keeps the full ones)."""
+    return jobs.without_server_paths(f"{type(exc).__name__}: {exc}", data_dir)
+
+
+def record_failure(
+    factory: SessionFactory, settings: StorageSettings, job_id: str, exc: Exception, worker: str | None
+) -> None:
+    """Fail the job, saying why. When even that cannot reach the database, the worker (seeing
+    exit code 1) tries again, and failing that, stale recovery settles the job."""
+    error = job_error(exc, settings.data_dir)
+    try:
+        retry_unreachable(
+            lambda: jobs.mark_failed(factory, job_id, error, worker),
+            settings.db_retry_s,
+            f"recording that job {job_id} failed",
+        )
+    except Exception:  # noqa: BLE001 - the exit code still reports the failure
+        log.exception("job %s: could not record its failure", job_id)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -174,6 +254,13 @@ def die_with_worker(worker: str) -> None:
         raise SystemExit(f"worker {worker} is gone before training started")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (the worker stopping this job: cancelled, handed on, shutting down) into
+    SystemExit, so the way out cleans up: a checkpoint being written is removed, not left
+    half-written on the disk."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
         print("usage: python -m training.runner JOB_ID [WORKER]", file=sys.stderr)
@@ -181,6 +268,7 @@ def main(argv: list[str]) -> int:
     job_id, worker = argv[0], argv[1] if len(argv) == 2 else None
     if worker is not None:
         die_with_worker(worker)
+    exit_on_sigterm()
     settings = StorageSettings()
     logging.config.dictConfig(log_config("info", settings.log_format))
     torch.set_num_threads(settings.train_threads)
@@ -194,7 +282,7 @@ def main(argv: list[str]) -> int:
         return 3
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, then reported
         log.exception("job %s failed", job_id)
-        jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}", worker)
+        record_failure(factory, settings, job_id, exc, worker)
         return 1
     finally:
         engine.dispose()

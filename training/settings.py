@@ -21,7 +21,16 @@ class StorageSettings(BaseSettings):
     train_threads: int = 1
     # A running job whose worker has not heartbeated for this long is re-queued.
     job_stale_s: float = 60.0
+    # How long a training job's database writes (progress, registration, failure) keep retrying
+    # while the database is unreachable before the job gives up. Keep it at most job_stale_s: a
+    # worker cut off for longer is also given up on by the other processes' stale recovery, and
+    # both are compare-and-sets on the job, so only one of them takes effect. An outage of the
+    # database itself never makes jobs look stale: recovery waits job_stale_s after its own.
+    db_retry_s: float = 60.0
     job_max_attempts: int = 3
+    # A training job whose estimated memory (jepa_model/budget.py: parameters with their optimizer
+    # state, a batch's activations, the data) exceeds this many MB is refused when submitted.
+    train_memory_mb: int = 4096
     # "json": one JSON object per line (what log pipelines want), or "text" for reading by eye.
     log_format: Literal["json", "text"] = "json"
 

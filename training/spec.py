@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from jepa_model import DEFAULT_PRESET, PRESET_NAMES, ModelConfig, ToySequenceDataset, TrainConfig, resolve_configs
+from jepa_model.budget import TrainingEstimate, estimate_training
 from jepa_model.config import ENCODERS, derive_windows, pick_preset
+from training.errors import InvalidInput
 
 EncoderName = Literal[tuple(sorted({name for names in ENCODERS.values() for name in names}))]  # type: ignore[valid-type]
 
@@ -50,6 +52,7 @@ class StoredDataset(BaseModel):
     input_dim: int | None = Field(None, ge=1, description="set by the server")
     min_len: int | None = Field(None, ge=1, description="set by the server")
     max_len: int | None = Field(None, ge=1, description="set by the server")
+    num_sequences: int | None = Field(None, ge=1, description="set by the server")
 
 
 DatasetSpec = ToyDataset | StoredDataset
@@ -108,6 +111,24 @@ class TrainingSpec(BaseModel):
 
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
         return build_configs(self.dataset, self.config)
+
+    def estimate(self) -> TrainingEstimate:
+        """The memory its training will need (a resolved stored dataset, or toy data)."""
+        model, train = self.configs()
+        width, _, longest = data_shape(self.dataset)
+        toy = isinstance(self.dataset, ToyDataset)
+        # Jobs queued before num_sequences was recorded count as one sequence of their longest.
+        count = self.dataset.num_samples if toy else self.dataset.num_sequences or 1
+        return estimate_training(model, train, count, longest or 1, width or 1)
+
+    def check_memory(self, budget_mb: int) -> None:
+        """InvalidInput when training this would need more than `budget_mb` (JEPA_TRAIN_MEMORY_MB)."""
+        estimate = self.estimate()
+        if estimate.total_bytes > budget_mb * 2**20:
+            raise InvalidInput(
+                f"this training job would need {estimate.describe()}; the budget is {budget_mb} MB "
+                "(JEPA_TRAIN_MEMORY_MB): use fewer or shorter sequences, a smaller batch or a smaller model"
+            )
 
 
 def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelConfig, TrainConfig]:

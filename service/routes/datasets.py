@@ -7,13 +7,15 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.deps import SessionDep, SettingsDep, WriteAuth
-from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetOut
+from service.deps import LimitsDep, SessionDep, SettingsDep, WriteAuth
+from service.payloads import RequestLimits, media_type, off_loop_if_large, only_numbers, parse_json
+from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetMeta, DatasetOut
 from training import datasets
-from training.errors import InvalidInput, UnsupportedMediaType
+from training.errors import InvalidInput, UnsupportedMediaType, preview
 from training.models import DatasetRow
 
 router = APIRouter(tags=["datasets"])
+DATASET_NAME = re.compile(DATASET_NAME_PATTERN.removeprefix("^").removesuffix("$"))
 
 # Both request forms, for the OpenAPI schema (the body is read by hand to accept either).
 UPLOAD_BODY: dict[str, Any] = {
@@ -52,20 +54,27 @@ def dataset_out(row: DatasetRow) -> DatasetOut:
     return DatasetOut.model_validate(row, from_attributes=True)
 
 
-def _parse_json_body(body: DatasetIn) -> tuple[list[np.ndarray], datasets.Labels | None]:
-    sequences = datasets.parse_json(body.sequences)
-    return sequences, None if body.labels is None else datasets.parse_labels(body.labels, len(sequences))
+def _parse_json_upload(body: bytes, limits: RequestLimits) -> tuple[str, list[np.ndarray], datasets.Labels | None]:
+    data = parse_json(body, limits.max_json_values)
+    raw = data.pop("sequences", None)
+    try:
+        meta = DatasetMeta.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    if not isinstance(raw, list) or not only_numbers(raw):
+        raise InvalidInput("sequences must be a list of sequences [N][T][D] of numbers")
+    sequences = datasets.parse_json(raw)
+    return meta.name, sequences, None if meta.labels is None else datasets.parse_labels(meta.labels, len(sequences))
 
 
-async def _read_upload(request: Request, max_part_size: int) -> tuple[str, list[np.ndarray], datasets.Labels | None]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
-        try:
-            body = DatasetIn.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-        return body.name, *await run_in_threadpool(_parse_json_body, body)
-    if content_type.startswith("multipart/form-data"):
+async def _read_upload(
+    request: Request, max_part_size: int, limits: RequestLimits
+) -> tuple[str, list[np.ndarray], datasets.Labels | None]:
+    kind = media_type(request)
+    if kind == "application/json":
+        body = await request.body()
+        return await off_loop_if_large(body, _parse_json_upload, body, limits)
+    if kind == "multipart/form-data":
         form = await request.form(max_part_size=max_part_size)  # a long `labels` field is no file
         upload, name, label_part = form.get("file"), form.get("name"), form.get("labels")
         if not isinstance(upload, UploadFile):
@@ -78,7 +87,7 @@ async def _read_upload(request: Request, max_part_size: int) -> tuple[str, list[
         elif filename.endswith(".csv"):
             sequences, labels = await run_in_threadpool(datasets.parse_csv_labelled, data)
         else:
-            raise UnsupportedMediaType(f"upload a .npy or .csv file, got {upload.filename!r}")
+            raise UnsupportedMediaType(f"upload a .npy or .csv file, got {preview(upload.filename)}")
         if label_part is not None:
             if labels is not None:
                 raise InvalidInput("labels come either from the CSV's `label` column or from a `labels` part, not both")
@@ -86,17 +95,17 @@ async def _read_upload(request: Request, max_part_size: int) -> tuple[str, list[
             labels = await run_in_threadpool(datasets.parse_label_field, text, len(sequences))
         default_name = (upload.filename or "dataset").rsplit(".", 1)[0]
         name = str(name) if name else default_name
-        if not re.match(DATASET_NAME_PATTERN, name):
-            raise InvalidInput(f"name must match {DATASET_NAME_PATTERN}, got {name!r}")
+        if not DATASET_NAME.fullmatch(name):
+            raise InvalidInput(f"name must match {DATASET_NAME.pattern}, got {preview(name)}")
         return name, sequences, labels
-    raise UnsupportedMediaType(f"send application/json or multipart/form-data, not {content_type!r}")
+    raise UnsupportedMediaType(f"send application/json or multipart/form-data, not {preview(kind)}")
 
 
 @router.post(
     "/datasets", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY, dependencies=[WriteAuth]
 )
 async def create_dataset(
-    request: Request, session: SessionDep, settings: SettingsDep, response: Response
+    request: Request, session: SessionDep, settings: SettingsDep, limits: LimitsDep, response: Response
 ) -> DatasetOut:
     """Upload sequences to train on: JSON `{name, sequences, labels?}` or a multipart `.npy`/`.csv` file.
 
@@ -104,7 +113,7 @@ async def create_dataset(
     `labels` part (a JSON array) beside the file. They are never trained on; a version trained on
     a labelled dataset reports `label_probe_accuracy` and `label_knn_accuracy` on held-out sequences.
     """
-    name, sequences, labels = await _read_upload(request, settings.max_body_bytes)
+    name, sequences, labels = await _read_upload(request, settings.max_body_bytes, limits)
 
     def store() -> DatasetRow:
         row = datasets.store_dataset(session, settings.data_dir, name, sequences, labels)

@@ -1,14 +1,24 @@
+"""Probes and metrics: /health (the process answers), /ready (it can do its work), /metrics."""
+
+import shutil
+from pathlib import Path
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import EngineDep, SettingsDep, resolve_served
+from service.deps import EngineDep, ReadAuth, SettingsDep, resolve_served
 from service.schemas import Health, Readiness
 from training.errors import ModelUnavailable, NotFound
+from training.worker import Worker
 
 router = APIRouter(tags=["health"])
+
+# Below this much free space where the data directory lives, /ready says the disk is (nearly)
+# full: checkpoints, uploads and SQLite's journal are about to fail.
+MIN_FREE_BYTES = 32 * 1024 * 1024
 
 
 @router.get("/health", response_model=Health)
@@ -17,7 +27,9 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+# With JEPA_AUTH_READS, a read like any other: the scraper sends the key (Prometheus'
+# `authorization` scrape setting). The probes above and below stay open for orchestrators.
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[ReadAuth])
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics: requests by route and status, latencies, batch sizes, queue depth,
     model load times, and training jobs by status."""
@@ -25,11 +37,29 @@ def metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def disk_problem(data_dir: Path) -> str | None:
+    """Why the data directory's disk cannot take more writes, or None."""
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError as exc:
+        return f"the data directory cannot be checked ({exc.strerror})"
+    if free < MIN_FREE_BYTES:
+        mib = free // 1024**2
+        return f"the data directory's disk is full or nearly so ({mib} MiB free); training and uploads will fail"
+    return None
+
+
 @router.get("/ready", response_model=Readiness, responses={503: {"description": "Not ready; detail says why."}})
-async def ready(engine: EngineDep, settings: SettingsDep) -> Readiness | JSONResponse:
-    """200 once the database answers and the default model is loaded; 503 with the reason before."""
+async def ready(request: Request, engine: EngineDep, settings: SettingsDep) -> Readiness | JSONResponse:
+    """200 once the database answers, the embedded worker (if any) runs, the data directory's
+    disk has room and the default model is loaded; 503 with the reason before."""
+    worker: Worker | None = getattr(request.app.state, "worker", None)
     try:
         await run_in_threadpool(engine.check_registry)
+        if worker is not None and (problem := worker.problem()) is not None:
+            return JSONResponse({"detail": problem}, status_code=503)
+        if (problem := await run_in_threadpool(disk_problem, settings.data_dir)) is not None:
+            return JSONResponse({"detail": problem}, status_code=503)
         served = await resolve_served(engine, settings, None, None)
         await engine.run(engine.load, served)
     except SQLAlchemyError as exc:

@@ -35,10 +35,13 @@ async def info(settings: SettingsDep, factory: SessionFactoryDep) -> Info:
         limits={
             "max_batch": settings.max_batch,
             "max_seq_len": settings.max_seq_len,
+            "max_request_points": settings.max_request_points,
+            "max_similarity_pairs": settings.max_similarity_pairs,
             "max_body_bytes": settings.max_body_bytes,
             "max_queue": settings.max_queue,
             "max_queued_jobs": settings.max_queued_jobs,
             "micro_batch": settings.micro_batch,
+            "micro_batch_steps": settings.micro_batch_steps,
             "batch_wait_ms": settings.batch_wait_ms,
         },
         auth={"writes": settings.api_key is not None, "reads": settings.api_key is not None and settings.auth_reads},

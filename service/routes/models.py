@@ -2,11 +2,13 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from jepa_model.checkpoint import checkpoint_problem
-from service.deps import SessionDep, SettingsDep, WriteAuth
+from service.deps import SessionDep, SessionFactoryDep, SettingsDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
 from training import registry
+from training.db import in_transaction
 from training.errors import NotFound
 from training.plots import PLOTS_DIR
 
@@ -69,12 +71,17 @@ def get_plot(
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=AliasOut, dependencies=[WriteAuth])
-def set_alias(name: str, alias: str, body: AliasIn, session: SessionDep) -> AliasOut:
-    """Point `alias` at a version. Every replica serves the new target from its next request:
-    aliases are resolved in the database per request, never cached."""
-    row = registry.set_alias(session, name, alias, body.version)
-    session.commit()
-    return AliasOut(model=name, alias=row.name, version=row.version.number)
+def set_alias(name: str, alias: str, body: AliasIn, factory: SessionFactoryDep) -> AliasOut:
+    """Point `alias` at a version. Every replica serves the new target within JEPA_RESOLVE_TTL_S.
+
+    Concurrent PUTs of one new alias race to insert it; the loser's transaction is retried and
+    becomes an update, so each gets 200 and the last one wins."""
+
+    def point(session: Session) -> AliasOut:
+        row = registry.set_alias(session, name, alias, body.version)
+        return AliasOut(model=name, alias=row.name, version=row.version.number)
+
+    return in_transaction(factory, point)
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAuth])

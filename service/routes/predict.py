@@ -2,7 +2,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.deps import EngineDep, LimitsDep, SettingsDep, resolve_served
-from service.payloads import npy_sequences, parse_json, respond, sends_npy, take_field, to_sequences, validate_options
+from service.payloads import (
+    decode_fields,
+    npy_sequences,
+    off_loop_if_large,
+    parse_json,
+    respond,
+    sends_npy,
+    take_field,
+    validate_options,
+)
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import PredictOptions, PredictRequest, PredictResponse
 
@@ -25,16 +34,16 @@ async def predict(request: Request, engine: EngineDep, settings: SettingsDep, li
     body = await request.body()
     targets = None
     if sends_npy(request):
-        options = validate_options(PredictOptions, dict(request.query_params))
+        options = validate_options(PredictOptions, dict(request.query_params), strict=False)
         served = await resolve_served(engine, settings, options.model, options.version)
-        contexts = npy_sequences(body, served, limits)
+        contexts = await off_loop_if_large(body, npy_sequences, body, served, limits)
     else:
-        data = parse_json(body)
-        raw_contexts, raw_targets = take_field(data, "contexts"), take_field(data, "targets", required=False)
+        data = await off_loop_if_large(body, parse_json, body, limits.max_json_values)
+        fields = {"contexts": take_field(data, "contexts"), "targets": take_field(data, "targets", required=False)}
         options = validate_options(PredictOptions, data)
         served = await resolve_served(engine, settings, options.model, options.version)
-        contexts = to_sequences("contexts", raw_contexts, served, limits)
-        targets = None if raw_targets is None else to_sequences("targets", raw_targets, served, limits)
+        decoded = await off_loop_if_large(body, decode_fields, fields, served, limits)
+        contexts, targets = decoded["contexts"], decoded["targets"]
     predictions, similarities = await engine.predict(served, contexts, targets)
     payload = {"model": served.model, "version": served.number, "dim": served.repr_dim, "predictions": predictions}
     if similarities is not None:

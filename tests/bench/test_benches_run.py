@@ -14,6 +14,7 @@ import pytest
         ("bench.monitor_cost", ["--epochs", "1", "--repeats", "1"], "| training | s/epoch |"),
         ("bench.train_speed", ["--rounds", "1"], "| preset | s/epoch | sequences/s |"),
         ("bench.serve", ["--seconds", "0.3", "--warmup", "0.2"], "| scenario | requests/s |"),
+        ("bench.train_memory", ["--cases", "1"], "| data (N x T) | config | estimate MB |"),
     ],
 )
 def test_bench_prints_its_table(module: str, args: list[str], header: str) -> None:

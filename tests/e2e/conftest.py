@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.servers import Server, StartServer, free_port, server_env
+from tests.e2e.servers import MemoryLimit, Server, StartServer, free_port, server_env
 
 
 @pytest.fixture
@@ -16,13 +16,14 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start servers on demand (optionally on a shared data dir); all are stopped at teardown."""
     started: list[Server] = []
 
-    def start(data_dir: Path | None = None, **env: str) -> Server:
+    def start(data_dir: Path | None = None, memory_limit: MemoryLimit | None = None, **env: str) -> Server:
         port = free_port()
         data_dir = data_dir or tmp_path / f"data-{port}"
         server = Server(
             args=["serve", "--host", "127.0.0.1", "--port", str(port)],
             env=server_env(data_dir, **env),
             log_path=tmp_path / f"server-{port}.log",
+            memory_limit=memory_limit,
             port=port,
         )
         started.append(server)

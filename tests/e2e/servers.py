@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,6 +30,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class MemoryLimit:
+    """A memory cgroup (v1 or v2, under this process's own) capping a server and its children;
+    where none can be made, `prlimit --as` on the address space, a coarser cap."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.cgroup = self._make_cgroup(limit_bytes)
+
+    @staticmethod
+    def _make_cgroup(limit_bytes: int) -> Path | None:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for root, limit_file in (
+                (
+                    Path("/sys/fs/cgroup/memory") if "memory" in controllers.split(",") else None,
+                    "memory.limit_in_bytes",
+                ),
+                (Path("/sys/fs/cgroup") if controllers == "" else None, "memory.max"),
+            ):
+                if root is None or not (root / path.lstrip("/") / limit_file).exists():
+                    continue
+                group = root / path.lstrip("/") / f"jepa-test-{os.getpid()}-{time.monotonic_ns()}"
+                try:
+                    group.mkdir()
+                    (group / limit_file).write_text(str(limit_bytes))
+                    return group
+                except OSError:
+                    continue
+        return None
+
+    def command(self, argv: list[str]) -> list[str]:
+        if self.cgroup is not None:
+            return argv
+        return ["prlimit", f"--as={self.limit_bytes * 4}", *argv]  # torch reserves far more than it touches
+
+    def enter(self) -> None:
+        """Runs in the child before exec: join the cgroup, so every process it starts is in it too."""
+        if self.cgroup is not None:
+            (self.cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak_bytes(self) -> int | None:
+        """The cgroup's peak usage (v1), or None where the cgroup cannot say."""
+        if self.cgroup is None:
+            return None
+        for name in ("memory.max_usage_in_bytes", "memory.peak"):
+            if (self.cgroup / name).exists():
+                return int((self.cgroup / name).read_text())
+        return None
+
+    def remove(self) -> None:
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.rmdir()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
 @dataclass
 class Process:
     """A `jepa` subprocess whose output goes to a log file, shown when a test fails."""
@@ -36,15 +100,19 @@ class Process:
     args: list[str]
     env: dict[str, str]
     log_path: Path
+    memory_limit: MemoryLimit | None = None
     proc: subprocess.Popen[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         self.log_file = self.log_path.open("ab")
+        argv = [sys.executable, "-m", "service.cli", *self.args]
+        limit = self.memory_limit
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *self.args],
+            limit.command(argv) if limit else argv,
             env=self.env,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit.enter if limit else None,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:

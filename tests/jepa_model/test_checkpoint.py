@@ -1,12 +1,16 @@
+import errno
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from jepa_model import CheckpointCorrupt, CheckpointMissing, TrainConfig, load_checkpoint, save_checkpoint
-from jepa_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, sha256_file
+from jepa_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, atomic_write, sha256_file
 from tests.factories import tiny_model
 
 
@@ -81,3 +85,61 @@ def test_loading_never_unpickles(saved: tuple[Path, str], monkeypatch: pytest.Mo
         monkeypatch.setattr(pickle, name, forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
     assert load_checkpoint(saved[0], expected_sha256=saved[1]).model is not None
+
+
+def no_space(*_args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "file.bin"
+    atomic_write(target, b"old")
+    monkeypatch.setattr(os, "fsync", no_space)  # the data is written; making it durable fails
+    with pytest.raises(OSError) as caught:
+        atomic_write(target, b"new" * 1000)
+    assert caught.value.errno == errno.ENOSPC
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"] and target.read_bytes() == b"old"
+
+
+def test_a_failed_checkpoint_leaves_no_partial_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError):
+        save_checkpoint(tiny_model(), tmp_path / "ckpt", TrainConfig(), "seed", "9.9.9")
+    assert not (tmp_path / "ckpt").exists()  # it made the directory, so it takes it away again
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("not the checkpoint's")
+    with pytest.raises(OSError):
+        save_checkpoint(tiny_model(), tmp_path / "kept", TrainConfig(), "seed", "9.9.9")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]  # someone else's: only its own files go
+
+
+FILE_SIZE_LIMIT_SCRIPT = """
+import resource, sys
+from jepa_model import TrainConfig, save_checkpoint
+from tests.factories import tiny_model
+
+model = tiny_model(input_dim=3)  # its weights file is about 36 KB
+resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, resource.RLIM_INFINITY))
+try:
+    save_checkpoint(model, sys.argv[1], TrainConfig(), "seed", "9.9.9")
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_real_write_past_the_file_size_limit_cleans_up(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel refuse the write itself (Python ignores SIGXFSZ): EFBIG."""
+    directory = tmp_path / "ckpt"
+    result = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT_SCRIPT, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(errno.EFBIG)
+    assert list(tmp_path.iterdir()) == []

@@ -90,6 +90,24 @@ def test_batched_requests_get_exactly_what_they_would_get_alone(run: Callable[..
     assert batches <= 4  # 29 requests x 2 lengths, shared passes (at most 256 sequences each)
 
 
+def test_forward_passes_are_capped_in_steps_and_answers_do_not_change(run: Callable[..., Any]) -> None:
+    """A request larger than one pass's step budget runs as several passes, each within it."""
+    sequences = random_sequences([50] * 7 + [3] * 40, seed=1)
+
+    async def scenario(engine: InferenceEngine) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        served = engine.resolve("toy", 1, None)
+        capped = await engine.encode(served, sequences, "target", False)
+        engine.batcher.max_steps = 1 << 30
+        whole = await engine.encode(served, sequences, "target", False)
+        return capped, whole, sizes
+
+    sizes: list[int] = []
+    capped, whole, sizes = run(scenario, max_batch_steps=120, on_batch=sizes.append)
+    np.testing.assert_allclose(capped, whole, atol=1e-5)
+    # 120 steps a pass: 2 sequences of 50 steps, or 40 of 3; uncapped, one pass per length.
+    assert sizes == [2, 2, 2, 1, 40, 7, 40]
+
+
 def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
     from training.errors import Overloaded
 

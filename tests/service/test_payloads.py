@@ -1,14 +1,15 @@
 import io
 
 import numpy as np
+import orjson
 import pytest
 
 from service.engine import ServedVersion
-from service.payloads import RequestLimits, npy_sequences, parse_json, to_sequences
+from service.payloads import RequestLimits, decode_fields, npy_sequences, parse_json, to_sequences
 from training.errors import InvalidInput
 
 SERVED = ServedVersion(model="toy", number=1, version_id=1, sha256="", path="", input_dim=2, repr_dim=8)
-LIMITS = RequestLimits(max_batch=8, max_seq_len=16)
+LIMITS = RequestLimits(max_batch=8, max_seq_len=16, max_points=1000)
 
 
 def test_equal_lengths_become_one_array_and_ragged_ones_a_list() -> None:
@@ -62,7 +63,35 @@ def test_npy_bodies_are_read_without_pickle() -> None:
 
 
 def test_json_must_be_an_object_without_nan() -> None:
-    assert parse_json(b'{"a": 1}') == {"a": 1}
+    assert parse_json(b'{"a": 1}', 100) == {"a": 1}
     for body in (b"[1]", b'{"a": NaN}', b"nope"):
         with pytest.raises(InvalidInput):
-            parse_json(body)
+            parse_json(body, LIMITS.max_json_values)
+
+
+def test_a_json_body_that_could_hold_more_values_than_the_caps_allow_is_refused_unparsed() -> None:
+    limits = RequestLimits(max_batch=4, max_seq_len=16, max_points=64)
+    many_lists = b'{"sequences": [' + b",".join([b"[]"] * limits.max_json_values) + b"]}"
+    with pytest.raises(InvalidInput, match="JSON values"):
+        parse_json(many_lists, limits.max_json_values)
+    # The largest request within the caps still parses: D = 1 puts each number in its own list.
+    largest = {"sequences": [[[0.5]] * 16] * 4}
+    assert parse_json(orjson.dumps(largest), limits.max_json_values) == largest
+
+
+def test_a_request_over_the_points_cap_is_refused_before_conversion() -> None:
+    limits = RequestLimits(max_batch=64, max_seq_len=64, max_points=100)
+    with pytest.raises(InvalidInput, match="JEPA_MAX_REQUEST_POINTS"):
+        to_sequences("s", [[[0.0, 1.0]] * 60], SERVED, limits)  # 120 numbers
+    both = decode_fields({"a": [[[0.0, 1.0]] * 25], "b": [[[0.0, 1.0]] * 25]}, SERVED, limits)
+    assert both["a"].shape == (1, 25, 2)
+    with pytest.raises(InvalidInput, match="a and b holds 150 numbers"):
+        decode_fields({"a": [[[0.0, 1.0]] * 25], "b": [[[0.0, 1.0]] * 25] * 2}, SERVED, limits)
+
+
+def test_an_npy_header_claiming_a_huge_array_is_refused_before_allocation() -> None:
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6, 2)}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    with pytest.raises(InvalidInput):
+        npy_sequences(buffer.getvalue() + b"\0" * 64, SERVED, LIMITS)

@@ -1,16 +1,24 @@
+import errno
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save as save_safetensors
+from sqlalchemy.orm import Session
 
 from tests.factories import random_sequences, stored_dataset
 from training import datasets
 from training.db import SessionFactory
-from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput
+from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull
 from training.spec import TrainingSpec
 
 
@@ -252,3 +260,244 @@ def test_an_unlabelled_split_is_the_tenth_as_before() -> None:
     assert split is None and held_out is not None and before_held is not None
     assert [s.tolist() for s in train.data] == [s.tolist() for s in before_train.data]
     assert [s.tolist() for s in held_out.data] == [s.tolist() for s in before_held.data]
+
+
+# Hostile or huge uploads: refused with InvalidInput (422) or StorageFull (507), never a 500.
+
+
+def test_a_huge_or_negative_t_is_refused_at_its_line_without_listing_a_range() -> None:
+    # This t once made the parser build set(range(t + 1)): the server ran out of memory.
+    huge = b"sequence_id,t,x\na,0,1\na,99999999999999999999,2\nb,0,1\nb,1,2\n"
+    with pytest.raises(InvalidInput, match=re.escape("CSV line 3: t must be 0 to 4095 (a sequence has at most 4096")):
+        datasets.parse_csv(huge)
+    for t in ("-1", "4096"):
+        with pytest.raises(InvalidInput, match=f"CSV line 3: t must be 0 to 4095 .*, got '{t}'$"):
+            datasets.parse_csv(f"sequence_id,t,x\na,0,1\na,{t},2\nb,0,1\nb,1,2\n".encode())
+    longest = b"sequence_id,t,x\na,4095,1\nb,0,1\nb,1,2\n" + b"".join(f"a,{t},0\n".encode() for t in range(4095))
+    assert [s.shape for s in datasets.parse_csv(longest)] == [(4096, 1), (2, 1)]
+
+
+def test_a_gap_names_at_most_five_missing_steps() -> None:
+    gap = b"sequence_id,t,x\nb,0,1\nb,1,2\na,0,1\na,4000,2\na,7,3\n"
+    with pytest.raises(
+        InvalidInput, match=re.escape("sequence 'a' must have t = 0..T-1 with no gaps; missing t=[1, 2, 3, 4, 5]")
+    ):
+        datasets.parse_csv(gap)
+    # Read off the gaps between the steps present, not a range as long as the largest of them.
+    assert datasets._first_missing(np.array([0, 10**18])) == [1, 2, 3, 4, 5]
+    assert datasets._first_missing(np.array([0, 2, 5, 9])) == [1, 3, 4, 6, 7]
+    assert datasets._first_missing(np.array([3])) == [0, 1, 2]
+
+
+def test_a_repeated_t_names_its_line_counting_blank_lines_and_quoted_newlines() -> None:
+    data = b'sequence_id,t,x\na,0,1\n\nb,0,"1\n"\na,1,2\nb,1,3\nb,0,4\na,1,5\n'
+    with pytest.raises(InvalidInput, match=re.escape("CSV line 8: sequence 'b' has t=0 twice")):
+        datasets.parse_csv(data)
+    labelled = b"sequence_id,t,x,label\na,0,1,p\n\nb,0,1,q\na,1,2,r\n"
+    with pytest.raises(InvalidInput, match=re.escape("CSV line 5: sequence 'a' has label 'r', but 'p' on line 2")):
+        datasets.parse_csv_labelled(labelled)
+
+
+def test_csv_rows_in_any_order_give_sequences_in_order_of_first_appearance() -> None:
+    rng = np.random.default_rng(0)
+    sequences = [rng.normal(size=(int(n), 3)).astype(np.float32) for n in rng.integers(2, 30, size=40)]
+    rows = [(i, t) for i, s in enumerate(sequences) for t in range(len(s))]
+    shuffled = [rows[k] for k in rng.permutation(len(rows))]
+    appearance = list(dict.fromkeys(i for i, _ in shuffled))
+    lines = ["sequence_id,t,a,b,label,c"] + [
+        f"s{i},{t},{float(sequences[i][t, 0])!r},{float(sequences[i][t, 1])!r},{i % 3},{float(sequences[i][t, 2])!r}"
+        for i, t in shuffled
+    ]
+    parsed, labels = datasets.parse_csv_labelled("\n".join(lines).encode())
+    assert [s.tolist() for s in parsed] == [sequences[i].tolist() for i in appearance]
+    assert labels is not None and labels.classes == [0, 1, 2]
+    assert labels.codes.tolist() == [i % 3 for i in appearance]
+
+
+def test_csv_limits_refuse_as_soon_as_they_are_passed() -> None:
+    limits = datasets.DatasetLimits(max_points=4, max_sequences=2, max_len=3)
+    rows = b"sequence_id,t,x\na,0,1\na,1,2\nb,0,3\nb,1,4\n"
+    assert len(datasets.parse_csv(rows, limits)) == 2
+    # The fifth row is refused; the rest, bad as it is, is never read.
+    with pytest.raises(InvalidInput, match=re.escape("at most 4 points in all; CSV line 6 is one too many")):
+        datasets.parse_csv(rows + b"b,2,5\n" + b"not,even,a,row\n" * 1000, limits)
+    with pytest.raises(InvalidInput, match=re.escape("at most 2 sequences; CSV line 4 starts one more")):
+        datasets.parse_csv(b"sequence_id,t,x\na,0,1\nb,0,2\nc,0,3\n" + b"not,a,row,at,all\n", limits)
+    with pytest.raises(InvalidInput, match=re.escape("CSV line 2: t must be 0 to 2")):
+        datasets.parse_csv(b"sequence_id,t,x\na,3,1\n", limits)
+    header = ",".join(["sequence_id", "t"] + [f"f{i}" for i in range(65)])
+    with pytest.raises(InvalidInput, match=re.escape("points need 1 to 64 features, got 65")):
+        datasets.parse_csv(header.encode() + b"\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"sequence_id,t,x\na,0,1\na,1," + b"9" * 131_073 + b"\n", "CSV line 3 is not valid CSV: field larger than"),
+        (b'sequence_id,t,x\na,0,"' + b"9" * 200_000, "CSV line 2 is not valid CSV: field larger than"),
+        (b"sequence_id,t,x\na,0,1\na,1,\x002\n", "CSV line 3: t must be an integer"),
+        (b"sequence_id,t,x\na,\x00,1\n", "CSV line 2: t must be an integer"),
+        (b"sequence_\x00id,t,x\n", "header"),
+        (b"\x00\x00\x00", "header"),
+        (b"sequence_id,t,x\na,0,1\na,1,\xff\n", "UTF-8"),
+        (b"\xff\xfe" + "sequence_id,t,x\n".encode("utf-16-le"), "UTF-8"),
+        (b"sequence_id,t,x\na,0,1e999\na,1,1\nb,0,1\nb,1,1\n", "infinite"),
+        (b"sequence_id,t,x\na,0,nan\na,1,1\nb,0,1\nb,1,1\n", "NaN"),
+        (b"sequence_id,t,x\na," + b"1" * 5000 + b",1\n", "CSV line 2: t must be an integer"),
+        (b"sequence_id,t,x\r\na,0,1\r\r\nb,0", "columns"),
+    ],
+)
+def test_malformed_csv_is_invalid_input_with_its_line(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        datasets.parse_csv(data)
+
+
+def test_an_id_or_label_of_any_length_is_cut_short_in_messages() -> None:
+    long = "x" * 100_000
+    with pytest.raises(InvalidInput) as raised:
+        datasets.parse_csv(f"sequence_id,t,v\n{long},0,1\n{long},0,2\n".encode())
+    assert "twice" in str(raised.value) and len(str(raised.value)) < 200
+
+
+def test_csv_parsing_keeps_a_few_dozen_bytes_per_row() -> None:
+    # Each row once cost a dict entry, a list and a Python float (over 200 bytes): a 64 MB CSV
+    # took gigabytes. tracemalloc sees numpy's buffers as well as Python's objects.
+    rows = 20_000
+    data = ("sequence_id,t,x\n" + "".join(f"s{i // 1000},{i % 1000},{i % 7}\n" for i in range(rows))).encode()
+    tracemalloc.start()
+    try:
+        parsed = datasets.parse_csv(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(parsed) == 20 and peak / rows < 80, f"{peak / rows:.0f} bytes per row"
+
+
+def test_an_npy_header_claiming_a_huge_shape_is_refused_before_loading() -> None:
+    def claiming(shape: tuple[int, ...]) -> bytes:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        return buffer.getvalue()
+
+    # np.load raised numpy's _ArrayMemoryError on these: a 500.
+    with pytest.raises(InvalidInput, match=re.escape("at most 200000 sequences, got 1000000")):
+        datasets.parse_npy(claiming((10**6, 10**6, 2)))
+    with pytest.raises(InvalidInput, match=re.escape("at most 20000000 points in all, got 1000 × 1000000")):
+        datasets.parse_npy(claiming((1000, 10**6, 2)))
+    with pytest.raises(InvalidInput, match=re.escape("promises 1600000000000 bytes of data")):
+        datasets.parse_npy(claiming((2, 2, 5 * 10**10)))
+    with pytest.raises(InvalidInput, match="at most 200000 sequences, got 1000000"):
+        datasets.parse_npy(npy_bytes(np.zeros((10**6, 2, 1), dtype=np.int8)))
+    good = npy_bytes(np.zeros((2, 3, 1), dtype=np.float32))
+    for bad, problem in ((good[:-4], "but 20 bytes follow"), (good + b"\0", "but 25 bytes follow")):
+        with pytest.raises(InvalidInput, match=f"the file is not a readable .npy array: .*{problem}"):
+            datasets.parse_npy(bad)
+    with pytest.raises(InvalidInput, match="not a readable .npy array: dtype complex128"):
+        datasets.parse_npy(npy_bytes(np.zeros((2, 3, 1), dtype=complex)))
+    assert [s.dtype for s in datasets.parse_npy(npy_bytes(np.ones((2, 3, 1), dtype=">i2")))] == [np.float32] * 2
+
+
+def fail_on_fsync_call(monkeypatch: pytest.MonkeyPatch, number: int, code: int) -> None:
+    """Make the `number`-th os.fsync from now on fail with `code`: 1 is the data file's, 2 its directory's."""
+    real, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == number:
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+@pytest.mark.parametrize("failing_fsync", [1, 2])
+def test_a_full_disk_is_storage_full_and_leaves_no_file(
+    factory: SessionFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, failing_fsync: int
+) -> None:
+    stored_dataset(factory, tmp_path, random_sequences([4, 4]))  # the directory exists, with one dataset
+    before = sorted(p.name for p in (tmp_path / "datasets").iterdir())
+    fail_on_fsync_call(monkeypatch, failing_fsync, code)
+    with pytest.raises(StorageFull) as raised:
+        stored_dataset(factory, tmp_path, random_sequences([5, 6]))
+    assert os.strerror(code) in str(raised.value) and str(tmp_path) not in str(raised.value)
+    assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == before
+    with factory() as s:
+        assert len(datasets.list_datasets(s)) == 1
+
+
+def test_other_write_errors_still_raise_but_leave_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_on_fsync_call(monkeypatch, 1, errno.EIO)
+    with pytest.raises(OSError) as raised:
+        datasets.store_dataset(Session(), tmp_path, "d", random_sequences([3, 3]))
+    assert raised.type is OSError and raised.value.errno == errno.EIO
+    assert list((tmp_path / "datasets").iterdir()) == []
+
+
+def test_a_failed_row_removes_its_file(tmp_path: Path) -> None:
+    class Broken(Session):
+        def flush(self, objects: object = None) -> None:
+            raise RuntimeError("the database is gone")
+
+    with pytest.raises(RuntimeError):
+        datasets.store_dataset(Broken(), tmp_path, "d", random_sequences([3, 3]))
+    assert list((tmp_path / "datasets").iterdir()) == []
+
+
+STORE_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from sqlalchemy.orm import Session
+from training import datasets
+from training.errors import StorageFull
+
+sequences, labels = datasets.parse_csv_labelled(sys.stdin.buffer.read())
+# Python ignores SIGXFSZ: a write past the limit fails with EFBIG instead of killing the process.
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    datasets.store_dataset(Session(), Path(sys.argv[1]), "big", sequences, labels)
+except StorageFull as exc:
+    print("StorageFull:", exc)
+"""
+
+
+def test_a_real_write_past_the_file_size_limit_is_storage_full(tmp_path: Path) -> None:
+    lines = ["sequence_id,t,a,b,c,d,label"] + [f"s{i},{t},1,2,3,4,{i % 2}" for i in range(20) for t in range(50)]
+    result = subprocess.run(
+        [sys.executable, "-c", STORE_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path)],
+        input="\n".join(lines).encode(),
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    out = result.stdout.decode()
+    assert out.startswith("StorageFull: the server has no room left to store this dataset (File too large)"), out
+    assert str(tmp_path) not in out
+    assert list((tmp_path / "datasets").iterdir()) == []
+
+
+def test_messages_about_stored_files_name_no_server_path(factory: SessionFactory, tmp_path: Path) -> None:
+    row = stored_dataset(factory, tmp_path, random_sequences([3, 3]))
+    (tmp_path / row.path).unlink()
+    with factory() as s, pytest.raises(DatasetCorrupt) as raised:
+        datasets.load_dataset(tmp_path, datasets.get_dataset(s, row.id))
+    assert str(tmp_path) not in str(raised.value) and row.id in str(raised.value)
+
+
+CSV_ISH = st.text(alphabet=',\n\r"\x00 -+.e0123456789abtlx\xe9', max_size=200)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["", "sequence_id,t,x\n", "sequence_id,t,x,label\n"]).flatmap(
+        lambda header: CSV_ISH.map(lambda body: (header + body).encode())
+    )
+    | st.binary(max_size=200)
+)
+def test_any_bytes_parse_as_csv_or_are_refused(data: bytes) -> None:
+    try:
+        sequences, _ = datasets.parse_csv_labelled(data)
+    except InvalidInput:
+        return
+    assert len(sequences) >= 2 and all(s.dtype == np.float32 and s.ndim == 2 for s in sequences)

@@ -1,14 +1,29 @@
+import sqlite3
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from tests.e2e.proxy import TCPProxy
 from tests.factories import add_version, tiny_spec
 from training import jobs
-from training.db import SessionFactory, in_transaction
-from training.errors import Conflict, JobNotFound
+from training.db import (
+    DatabaseUnreachable,
+    SessionFactory,
+    create_db_engine,
+    create_session_factory,
+    in_transaction,
+    is_contention,
+    is_unreachable,
+    retry_unreachable,
+)
+from training.errors import Conflict, JobNotFound, Overloaded
+from training.migrate import upgrade_to_head
 from training.models import JobRow, JobStatus, utcnow
 
 
@@ -137,3 +152,116 @@ def test_the_epoch_history_is_the_latest_attempts(factory: SessionFactory) -> No
         history = jobs.epoch_history(s, job_id)
         assert [(e.attempt, e.epoch, e.loss, e.metrics) for e in history] == [(2, 1, 9.0, {"rankme": 2.0})]
         assert jobs.get_job(s, job_id).progress["loss"] == 9.0
+
+
+def test_the_queue_cap_holds_under_concurrent_enqueues(factory: SessionFactory) -> None:
+    """60 concurrent POST /train once queued 17 jobs past a cap of 3: counting and inserting
+    must be one step."""
+    cap, callers = 3, 12
+    barrier = threading.Barrier(callers)
+    outcomes: list[str] = []
+
+    def post_train() -> None:
+        with factory() as session:  # as service/routes/train.py does: enqueue, then commit
+            barrier.wait()
+            try:
+                jobs.enqueue(session, tiny_spec(), max_queued=cap)
+                session.commit()
+                outcomes.append("queued")
+            except Overloaded:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=post_train) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with factory() as s:
+        queued = jobs.count_by_status(s).get(JobStatus.QUEUED, 0)
+    assert queued == cap and sorted(outcomes) == ["queued"] * cap + ["refused"] * (callers - cap)
+
+
+def test_an_epoch_recorded_twice_is_stored_once(factory: SessionFactory) -> None:
+    # A retry after a commit whose acknowledgement was lost writes the same epoch again.
+    job_id = enqueue(factory)
+    jobs.claim_next(factory, "w1")
+    assert jobs.record_epoch(factory, job_id, "w1", progress(1, loss=3.0), 0.1)
+    assert jobs.record_epoch(factory, job_id, "w1", progress(1, loss=3.0), 0.1)
+    with factory() as s:
+        assert [(e.epoch, e.loss) for e in jobs.epoch_history(s, job_id)] == [(1, 3.0)]
+
+
+def test_a_jobs_error_carries_no_server_paths(factory: SessionFactory, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    message = f"CheckpointCorrupt: {data_dir.resolve()}/checkpoints/m/j/config.json: unreadable"
+    assert jobs.without_server_paths(message, data_dir) == "CheckpointCorrupt: checkpoints/m/j/config.json: unreadable"
+    assert jobs.without_server_paths("loss became nan at epoch 3/10; see http://host/a/b") == (
+        "loss became nan at epoch 3/10; see http://host/a/b"
+    )
+    job_id = enqueue(factory)
+    jobs.claim_next(factory, "w1")
+    # Whoever fails a job with a server path in its message (here without saying where the data
+    # directory is), the client sees no more than the file's name.
+    assert jobs.mark_failed(factory, job_id, f"OSError: cannot read '{tmp_path}/x/weights.bin'", "w1")
+    error = status(factory, job_id).error or ""
+    assert str(tmp_path) not in error and "weights.bin" in error
+
+
+def unreachable() -> OperationalError:
+    return OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
+def test_only_contention_is_retried_within_a_transaction(factory: SessionFactory) -> None:
+    calls: list[int] = []
+
+    def away(_session: object) -> None:
+        calls.append(1)
+        raise unreachable()
+
+    with pytest.raises(OperationalError):
+        in_transaction(factory, away)
+    assert calls == [1]  # an unreachable database is retry_unreachable's business, over seconds
+    locked = OperationalError("UPDATE jobs", {}, sqlite3.OperationalError("database is locked"))
+    assert is_contention(locked) and not is_unreachable(locked)
+    assert is_unreachable(unreachable()) and not is_contention(unreachable())
+    full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    assert is_unreachable(full)
+    assert not is_unreachable(OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: jobs")))
+
+
+def test_retrying_gives_up_after_its_window_without_naming_the_host() -> None:
+    calls: list[float] = []
+
+    def away() -> None:
+        calls.append(time.monotonic())
+        raise OperationalError("SELECT 1", {}, Exception('connection to server at "db.internal" failed'))
+
+    with pytest.raises(DatabaseUnreachable, match="unreachable for 1 s .* while testing") as caught:
+        retry_unreachable(away, 1.0, "testing")
+    assert "db.internal" not in str(caught.value)
+    assert 3 <= len(calls) <= 6 and calls[-1] - calls[0] >= 0.9  # 0.25, 0.5, then what is left
+    with pytest.raises(ValueError):  # anything else is not retried at all
+        retry_unreachable(lambda: int("x"), 5.0, "testing")
+
+
+def test_a_write_outlasts_a_database_outage(fresh_postgres_url: str) -> None:
+    """The job's writes wait for PostgreSQL to come back instead of failing within a second."""
+    url = make_url(fresh_postgres_url)
+    upgrade_to_head(fresh_postgres_url)
+    proxy = TCPProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.restore()
+    engine = create_db_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    factory = create_session_factory(engine)
+    try:
+        job_id = enqueue(factory)
+        assert jobs.claim_next(factory, "w1") == job_id
+        proxy.cut()
+        threading.Timer(3.0, proxy.restore).start()
+        started = time.monotonic()
+        assert retry_unreachable(lambda: jobs.record_epoch(factory, job_id, "w1", progress(1), 0.1), 30, "recording")
+        assert retry_unreachable(lambda: jobs.heartbeat(factory, job_id, "w1"), 30, "heartbeating")
+        assert 2.5 < time.monotonic() - started < 15
+        assert status(factory, job_id).progress["epoch"] == 1
+    finally:
+        proxy.cut()
+        engine.dispose()
