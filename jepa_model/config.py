@@ -2,6 +2,8 @@
 
 A checkpoint stores both dataclasses as JSON, so every field here must be JSON-serialisable
 and every change must keep old checkpoints loadable (add fields with defaults, never rename).
+Each field is declared with `option(...)`: its default, its doc and its bounds. That is the only
+place an option is defined: the API's `config`, its schema and the CLI are built from it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,32 @@ POOLED_PARTS = {
 }
 OBJECTIVES = ("window", "steps")
 ENCODERS = {"window": ("lstm", "transformer"), "steps": ("conv", "lstm")}
+ENCODER_NAMES = tuple(sorted({name for names in ENCODERS.values() for name in names}))
+NORMS = ("none", "layer", "batch")
+LOSSES = ("cosine", "smooth_l1", "l1", "mse", "infonce")
+
+
+def option(
+    default: Any,
+    doc: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    server: bool = False,
+) -> Any:
+    """A config field: its default, what it does, and the values a training request may give it.
+
+    This metadata is the one definition of a training option: POST /train's `config`, its
+    OpenAPI schema and the CLI's `--set` are generated from it (training/spec.py), and `server`
+    marks the fields the server fills in from the data, which requests cannot set. Adding an
+    option is a change to this file only.
+    """
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    metadata = {"doc": doc, "choices": choices, "server": server, **{k: v for k, v in bounds.items() if v is not None}}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -48,41 +76,47 @@ class ModelConfig(JSONConfig):
     # representation; training hides blocks of steps from the context encoder and the predictor
     # regresses the target encoder's representations of the hidden steps (masked-time JEPA, as
     # I-JEPA does with image patches). The embedding pools the steps.
-    objective: str = "window"
-    encoder: str = "lstm"  # window: "lstm" (the seed) | "transformer"; steps: "conv" | "lstm"
-    input_dim: int = 2
-    hidden_dim: int = 64
-    repr_dim: int = 32
-    num_layers: int = 2
-    predictor_hidden_dim: int = 64
-    num_heads: int = 4  # transformer only
-    kernel_size: int = 3  # conv only: odd, so every step sees as far back as ahead
-    bidirectional: bool = False  # LSTM only: a second pass from the end carries the start forward
-    # How many future offsets the predictor can be told about (0: it is not told, as in the seed).
-    predictor_offsets: int = 0
-    # How the encoder's output is normalised: "none" (the seed), "layer" (each vector standardised)
-    # or "batch" (each dimension centred and scaled by batch statistics in training and by running
-    # statistics when serving). Cosine geometry needs centred embeddings: a shared offset makes
-    # every embedding look alike, which is how the seed's near-collapse hides behind cosine 0.99.
-    output_norm: str = "none"
-    # What the head sees: "last" (the top layer's last valid step, the seed), "last_mean" (that,
-    # beside the mean over all valid steps) or "first_last_mean" (and the first step too, so the
-    # embedding of a long sequence still knows where it began).
-    # Step models: "max_mean" (each dimension's max and mean over valid steps), "mean", or
-    # "pyramid" (max_mean, and the mean over each third of the steps: where things happen).
-    pooling: str = "last"
-    # A linear path from the pooled features to the embedding beside the MLP head. What the LSTM
-    # states hold linearly (where a line started) then reaches the embedding linearly.
-    head_skip: bool = False
-    # Add each step's displacement from the previous step as input features beside the position.
+    objective: str = option(
+        "window", "what the encoder learns to predict: the next window's vector, or hidden steps", choices=OBJECTIVES
+    )
+    encoder: str = option("lstm", "window: lstm (the seed) or transformer; steps: conv or lstm", choices=ENCODER_NAMES)
+    input_dim: int = option(2, "features per step", ge=1, le=64, server=True)
+    hidden_dim: int = option(64, "the encoder's width", ge=1, le=1024)
+    repr_dim: int = option(32, "the embedding's dimension", ge=1, le=1024)
+    num_layers: int = option(2, "encoder layers (conv: residual blocks, dilations doubling)", ge=1, le=12)
+    predictor_hidden_dim: int = option(64, "the predictor's width", ge=1, le=4096)
+    num_heads: int = option(4, "transformer only: attention heads; must divide hidden_dim", ge=1, le=32)
+    kernel_size: int = option(3, "conv only: odd, so every step sees as far back as ahead", ge=1, le=31)
+    bidirectional: bool = option(False, "LSTM only: a second pass from the end carries the start forward")
+    predictor_offsets: int = option(
+        0, "how many future offsets the predictor can be told about (0: it is not told, as in the seed)", ge=0, le=64
+    )
+    # Cosine geometry needs centred embeddings: a shared offset makes every embedding look alike,
+    # which is how the seed's near-collapse hides behind cosine 0.99.
+    output_norm: str = option(
+        "none",
+        "how the encoder's output is normalised: none (the seed), layer (each vector standardised) or batch "
+        "(each dimension centred and scaled: batch statistics in training, running ones when serving)",
+        choices=NORMS,
+    )
+    pooling: str = option(
+        "last",
+        "window models: last (the top layer's last valid step, the seed), last_mean (and the mean over steps) or "
+        "first_last_mean (and the first step); step models: max_mean (each dimension's max and mean over steps), "
+        "mean, or pyramid (max_mean and the mean over each third of the steps)",
+        choices=(*WINDOW_POOLINGS, *STEP_POOLINGS),
+    )
+    # What the LSTM states hold linearly (where a line started) then reaches the embedding linearly.
+    head_skip: bool = option(False, "a linear path from the pooled features to the embedding beside the MLP head")
     # Circles and lines move by similar amounts per step even where their positions differ 10-fold.
-    input_deltas: bool = False
-    # Step models: standardise each sequence by its own per-feature mean and std first, so the
-    # embedding sees shape and not level or scale (UCR's convention for its univariate sets).
-    series_norm: bool = False
-    # Per-feature statistics of the training data; the encoder standardises its input with them.
-    input_mean: tuple[float, ...] | None = None
-    input_std: tuple[float, ...] | None = None
+    input_deltas: bool = option(False, "add each step's displacement from the previous step as input features")
+    series_norm: bool = option(
+        False,
+        "step models: standardise each sequence by its own per-feature mean and std first, so the embedding "
+        "sees shape and not level or scale (UCR's convention for its univariate sets)",
+    )
+    input_mean: tuple[float, ...] | None = option(None, "the training data's per-feature means", server=True)
+    input_std: tuple[float, ...] | None = option(None, "the training data's per-feature stds", server=True)
 
     @property
     def feature_dim(self) -> int:
@@ -97,7 +131,7 @@ class ModelConfig(JSONConfig):
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.output_norm not in ("none", "layer", "batch"):
+        if self.output_norm not in NORMS:
             raise ValueError(f"output_norm must be 'none', 'layer' or 'batch', got {self.output_norm!r}")
         encoders = ENCODERS[self.objective]
         if self.encoder not in encoders:
@@ -124,38 +158,46 @@ class ModelConfig(JSONConfig):
 
 @dataclass(frozen=True)
 class TrainConfig(JSONConfig):
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 1e-3
-    context_len: int = 8
-    target_len: int = 4
-    momentum: float = 0.99
-    seed: int | None = None
+    epochs: int = option(50, "passes over the data (when steps is unset)", ge=1, le=10_000)
+    batch_size: int = option(32, "sequences per optimizer step", ge=1, le=65_536)
+    lr: float = option(1e-3, "learning rate", gt=0.0, le=10.0)
+    context_len: int = option(8, "context window length; unset: derived from the shortest sequence", ge=1, le=4096)
+    target_len: int = option(4, "target window length; unset: derived from the shortest sequence", ge=1, le=4096)
+    momentum: float = option(0.99, "EMA momentum of the target encoder", ge=0.0, le=1.0)
+    seed: int | None = option(
+        None, "seeds the run: the same seed, data and config train the same model", ge=0, le=2**32 - 1
+    )
     # Everything below defaults to the seed's behaviour.
-    optimizer: str = "adam"  # "adam" | "adamw"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # "constant" | "cosine"
-    momentum_end: float | None = None  # ramp the EMA momentum linearly to this over training
-    loss: str = "cosine"  # "cosine" | "smooth_l1" | "l1" | "mse" | "infonce"
-    temperature: float = 0.1  # for "infonce"
-    # Standardise target representations before the loss: "layer" per vector (I-JEPA), "batch"
-    # per dimension across the batch, so the loss measures error relative to the targets' spread.
-    target_norm: str = "none"  # "none" | "layer" | "batch"
-    num_targets: int = 1  # target spans per sequence and step
-    num_contexts: int = 1  # contexts drawn per sequence and step (each with its own spans)
-    max_offset: int = 0  # a span starts 0..max_offset steps after its context ends
-    min_context_len: int | None = None  # vary the context length from this up to what fits
-    var_weight: float = 0.0  # VICReg variance term on context representations
-    cov_weight: float = 0.0  # VICReg covariance term on context representations
-    normalize_inputs: bool = False  # standardise inputs with the training data's statistics
-    # A budget in optimizer steps, whatever the dataset's size; None trains `epochs` passes.
+    optimizer: str = option("adam", "adam or adamw", choices=("adam", "adamw"))
+    weight_decay: float = option(0.0, "decoupled weight decay (adamw)", ge=0.0, le=10.0)
+    lr_schedule: str = option("constant", "constant or cosine", choices=("constant", "cosine"))
+    momentum_end: float | None = option(None, "ramp the EMA momentum linearly to this over training", ge=0.0, le=1.0)
+    loss: str = option("cosine", "distance from prediction to target", choices=LOSSES)
+    temperature: float = option(0.1, "for the infonce loss", gt=0.0, le=100.0)
+    target_norm: str = option(
+        "none",
+        "standardise target representations before the loss: layer per vector (I-JEPA), batch per dimension, "
+        "so the loss measures error relative to the targets' spread",
+        choices=NORMS,
+    )
+    num_targets: int = option(1, "target spans per sequence and step", ge=1, le=64)
+    num_contexts: int = option(1, "contexts drawn per sequence and step, each with its own spans", ge=1, le=64)
+    max_offset: int = option(0, "a span starts 0..max_offset steps after its context ends", ge=0, le=4096)
+    min_context_len: int | None = option(
+        None, "vary the context length from this up to what fits (at most context_len)", ge=1, le=4096
+    )
+    var_weight: float = option(0.0, "VICReg variance term on context representations", ge=0.0, le=1000.0)
+    cov_weight: float = option(0.0, "VICReg covariance term on context representations", ge=0.0, le=1000.0)
+    normalize_inputs: bool = option(False, "standardise inputs with the training data's per-feature statistics")
     # 36 sequences make 2 steps an epoch, too little signal for 50 epochs to train anything.
-    steps: int | None = None
-    # Step models: each sequence trains on a random crop of at most this many steps.
-    max_crop_len: int = 256
-    mask_ratio: float = 0.5  # step models: the share of a crop hidden from the context encoder
-    # Step models: the mean length of a hidden block; None: a tenth of the crop, at least 1.
-    mask_block_len: int | None = None
+    steps: int | None = option(
+        None, "a budget in optimizer steps, whatever the dataset's size; unset: epochs passes", ge=1, le=1_000_000
+    )
+    max_crop_len: int = option(256, "step models: each sequence trains on a random crop of at most this", ge=2, le=4096)
+    mask_ratio: float = option(0.5, "step models: the share of a crop hidden from the context encoder", gt=0.0, lt=1.0)
+    mask_block_len: int | None = option(
+        None, "step models: the mean length of a hidden block; unset: a tenth of the crop", ge=1, le=4096
+    )
 
     @property
     def window_len(self) -> int:
@@ -166,8 +208,8 @@ class TrainConfig(JSONConfig):
         checks = {
             "optimizer": self.optimizer in ("adam", "adamw"),
             "lr_schedule": self.lr_schedule in ("constant", "cosine"),
-            "loss": self.loss in ("cosine", "smooth_l1", "l1", "mse", "infonce"),
-            "target_norm": self.target_norm in ("none", "layer", "batch"),
+            "loss": self.loss in LOSSES,
+            "target_norm": self.target_norm in NORMS,
             "num_targets": self.num_targets >= 1,
             "num_contexts": self.num_contexts >= 1,
             "max_offset": self.max_offset >= 0,
@@ -213,8 +255,8 @@ PRESETS: dict[str, Preset] = {
             output_norm="batch",
             pooling="first_last_mean",
             head_skip=True,
-            # The predictor can be told up to 5 offsets, so {"num_targets": 4, "max_offset": 4}
-            # is a config override away, though at this scale it measured worse (docs/ablation.md).
+            # The predictor can be told up to 5 offsets, so {"num_targets": 4, "max_offset": 4} in a
+            # request's config trains it on them, though at this scale it measured worse (docs/ablation.md).
             predictor_offsets=5,
             input_deltas=True,
         ),

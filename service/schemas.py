@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from jepa_model.jepa import EncoderName
-from training.spec import ModelName, TrainingSpec
+from training.spec import ModelName, ResolvedConfigs, TrainingSpec
 
 # Strict: booleans and numeric strings are refused, not coerced. Non-finite values are refused too.
 Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -161,6 +162,15 @@ class TrainRequest(TrainingSpec):
     """A TrainingSpec whose model may be left to the service's default."""
 
     model: ModelName | None = Field(None, description="Model to add a version to; default JEPA_DEFAULT_MODEL.")
+    # Filled in by the server from the preset, the overrides and the data; GET /jobs/{id} shows it.
+    resolved: SkipJsonSchema[ResolvedConfigs | None] = None
+
+    @field_validator("resolved", mode="before")
+    @classmethod
+    def _set_by_the_server(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("resolved is set by the server when the job is queued; send `config` overrides instead")
+        return value
 
 
 class TrainAccepted(BaseModel):
@@ -173,7 +183,8 @@ class JobOut(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     spec: dict[str, Any] = Field(
         description="What the job was asked to do, with what the data settled filled in: the preset "
-        "'default' picked, the windows derived from the dataset's lengths, the dataset's shape."
+        "'default' picked, the windows derived from the dataset's lengths, the dataset's shape, and "
+        "`resolved`, the exact ModelConfig and TrainConfig the job trains."
     )
     progress: dict[str, Any]
     model: str

@@ -6,16 +6,17 @@ refused with a 422 at submission instead of failing later in a worker.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import dataclasses
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator, model_validator
 
 from jepa_model import DEFAULT_PRESET, PRESET_NAMES, ModelConfig, ToySequenceDataset, TrainConfig, resolve_configs
 from jepa_model.budget import TrainingEstimate, estimate_training
-from jepa_model.config import ENCODERS, derive_windows, pick_preset
+from jepa_model.config import ENCODER_NAMES, derive_windows, pick_preset
 from training.errors import InvalidInput
 
-EncoderName = Literal[tuple(sorted({name for names in ENCODERS.values() for name in names}))]  # type: ignore[valid-type]
+EncoderName = Literal[ENCODER_NAMES]  # type: ignore[valid-type]
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 
@@ -58,7 +59,7 @@ class StoredDataset(BaseModel):
 DatasetSpec = ToyDataset | StoredDataset
 
 
-class TrainOptions(BaseModel):
+class _Options(BaseModel):
     """Overrides on top of a preset; anything left out keeps the preset's value."""
 
     model_config = ConfigDict(extra="forbid")
@@ -68,23 +69,6 @@ class TrainOptions(BaseModel):
         description="'default' picks 'trajectory' for short paths of 2-D or 3-D points and 'series' for "
         "anything else; the job records the pick",
     )
-    encoder: EncoderName | None = Field(None, description="which encoders an objective takes: see the presets")
-    hidden_dim: int | None = Field(None, ge=1, le=1024)
-    repr_dim: int | None = Field(None, ge=1, le=1024)
-    num_layers: int | None = Field(None, ge=1, le=8)
-    predictor_hidden_dim: int | None = Field(None, ge=1, le=4096)
-    context_len: int | None = Field(
-        None, ge=1, le=4096, description="unset: derived from the dataset's shortest sequence; the job records it"
-    )
-    target_len: int | None = Field(
-        None, ge=1, le=4096, description="unset: derived from the dataset's shortest sequence; the job records it"
-    )
-    epochs: int | None = Field(None, ge=1, le=10_000, description="passes over the data; replaces a preset's steps")
-    steps: int | None = Field(None, ge=1, le=1_000_000, description="a budget in optimizer steps")
-    batch_size: int | None = Field(None, ge=1, le=65_536)
-    lr: float | None = Field(None, gt=0.0, le=10.0)
-    momentum: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
     @field_validator("preset")
     @classmethod
@@ -97,20 +81,62 @@ class TrainOptions(BaseModel):
         return self.model_dump(exclude={"preset"}, exclude_none=True)
 
 
+def _settable(config: type) -> dict[str, Any]:
+    """A pydantic field for each option of a config dataclass that requests may set: optional (None
+    keeps the preset's value), typed, bounded and documented as `option(...)` declared it."""
+    hints = get_type_hints(config)
+    settable = {}
+    for option in dataclasses.fields(config):
+        meta = option.metadata
+        if meta.get("server"):
+            continue
+        if meta["choices"]:
+            kind: Any = Literal[meta["choices"]]
+        else:  # `int | None` in the dataclass: a request's null already means "the preset's value"
+            kind = next(t for t in get_args(hints[option.name]) or (hints[option.name],) if t is not type(None))
+        bounds = {k: meta[k] for k in ("ge", "gt", "le", "lt") if k in meta}
+        settable[option.name] = (kind | None, Field(None, description=meta["doc"], **bounds))
+    return settable
+
+
+_OPTION_FIELDS = _settable(ModelConfig) | _settable(TrainConfig)
+assert len(_OPTION_FIELDS) == len(_settable(ModelConfig)) + len(_settable(TrainConfig)), "an option in both configs"
+# Every ModelConfig and TrainConfig option but those the server sets, generated from their declarations.
+TrainOptions = create_model("TrainOptions", __base__=_Options, **_OPTION_FIELDS)
+
+
+class ResolvedConfigs(BaseModel):
+    """A job's ModelConfig and TrainConfig, as JSON, fixed when it was queued."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+
+
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelName
     dataset: DatasetSpec = Field(default_factory=ToyDataset)
-    config: TrainOptions = Field(default_factory=TrainOptions)
+    config: TrainOptions = Field(default_factory=TrainOptions)  # type: ignore[valid-type]
+    resolved: ResolvedConfigs | None = Field(
+        None,
+        description="set by the server when the job is queued: the exact configs it trains, so a later "
+        "change to a preset never changes a job that is already waiting",
+    )
 
     @model_validator(mode="after")
     def _fit_to_data(self) -> TrainingSpec:
-        fit_to_data(self.dataset, self.config)
+        if self.resolved is None:
+            fit_to_data(self.dataset, self.config)
+            if data_shape(self.dataset)[0] is not None:  # a stored dataset's shape is known
+                model, train = build_configs(self.dataset, self.config)
+                self.resolved = ResolvedConfigs(model=model.to_dict(), train=train.to_dict())
         return self
 
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
-        return build_configs(self.dataset, self.config)
+        if self.resolved is None:
+            return build_configs(self.dataset, self.config)  # raises: the dataset is not resolved yet
+        return ModelConfig.from_dict(self.resolved.model), TrainConfig.from_dict(self.resolved.train)
 
     def estimate(self) -> TrainingEstimate:
         """The memory its training will need (a resolved stored dataset, or toy data)."""

@@ -1,0 +1,68 @@
+"""Training options: generated from the config dataclasses, and fixed when a job is queued."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from jepa_model import PRESETS, ModelConfig, TrainConfig, load_checkpoint
+from tests.factories import tiny_spec
+from training import jobs
+from training.db import SessionFactory, in_transaction
+from training.runner import run_job
+from training.settings import StorageSettings
+from training.spec import TrainingSpec, TrainOptions
+
+SERVER_SET = {"input_dim", "input_mean", "input_std"}
+
+
+def test_every_option_but_the_server_set_ones_is_a_bounded_documented_field() -> None:
+    declared = {f.name for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)}
+    assert set(TrainOptions.model_fields) == declared - SERVER_SET | {"preset"}
+    schema = TrainOptions.model_json_schema()["properties"]
+    assert all(schema[name].get("description") for name in declared - SERVER_SET)
+    hidden = schema["hidden_dim"]["anyOf"][0]
+    assert (hidden["minimum"], hidden["maximum"]) == (1, 1024)
+    assert set(schema["loss"]["anyOf"][0]["enum"]) == {"cosine", "smooth_l1", "l1", "mse", "infonce"}
+    for bad in ({"input_dim": 3}, {"hidden_dim": 0}, {"loss": "hinge"}, {"mask_ratio": 1.0}):
+        with pytest.raises(ValidationError):
+            TrainOptions.model_validate(bad)
+
+
+def test_the_job_records_its_resolved_configs() -> None:
+    spec = tiny_spec(num_targets=2, max_offset=1)
+    assert spec.resolved is not None
+    model, train = spec.configs()
+    assert (train.num_targets, train.max_offset, model.hidden_dim) == (2, 1, 16)
+    assert TrainingSpec.model_validate(spec.model_dump(mode="json")).resolved == spec.resolved
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> StorageSettings:
+    return StorageSettings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+def test_a_queued_job_trains_what_was_resolved_even_after_a_preset_changes(
+    factory: SessionFactory, settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = TrainingSpec.model_validate(
+        {"model": "toy", "dataset": {"num_samples": 64, "seq_len": 12, "seed": 0}, "config": {"epochs": 1}}
+    )
+    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
+    queued_width = spec.configs()[0].hidden_dim
+    # A deploy changes the preset the job was resolved from, while the job waits.
+    changed = dataclasses.replace(PRESETS["trajectory"].model, hidden_dim=queued_width + 8)
+    monkeypatch.setitem(PRESETS, "trajectory", dataclasses.replace(PRESETS["trajectory"], model=changed))
+    assert TrainingSpec.model_validate({**spec.model_dump(mode="json"), "resolved": None}).configs()[0].hidden_dim == (
+        queued_width + 8
+    )
+    jobs.claim(factory, job_id, "test")
+    run_job(factory, settings, job_id)
+    with factory() as session:
+        version = jobs.get_job(session, job_id).version
+        assert version is not None
+        path, sha = version.path, version.sha256
+    assert load_checkpoint(settings.data_dir / path, sha).model_config.hidden_dim == queued_width
