@@ -116,22 +116,34 @@ class InferenceEngine:
     async def resolve_async(self, model: str, version: VersionRef, default_alias: str | None) -> ServedVersion:
         """`resolve`, without a database query on the hot path.
 
-        A fresh cached answer is used as is. An expired one is still used while one background
-        query refreshes it (so a burst of requests never stampedes the database); only the first
-        request for a name waits for the query. Requests that arrive during that wait share it.
+        A fresh cached answer is used as is. One expired within the last TTL is still used while
+        one background query refreshes it (so a burst of requests never stampedes the database);
+        an older one waits for that query, so a request after a quiet spell never gets an answer
+        from before an alias change. Requests that arrive during a wait share its query.
         """
         key = (model, version, default_alias)
         hit = self._resolved.get(key)
-        if hit is not None and hit[0] > time.monotonic():
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
             return hit[1]
         refresh = self._refreshing.get(key)
         if refresh is None:
             refresh = asyncio.ensure_future(asyncio.to_thread(self.resolve, model, version, default_alias))
             self._refreshing[key] = refresh
             refresh.add_done_callback(lambda done: self._refresh_done(key, done))
-        if hit is not None:
+        # Under steady traffic an answer expired less than a TTL ago is still served while it is
+        # refreshed. An older one may predate an alias change by any time: wait for the refresh,
+        # and fall back to it only if the database cannot answer.
+        if hit is not None and now - hit[0] < self.resolve_ttl_s:
             return hit[1]
-        return await asyncio.shield(refresh)
+        try:
+            return await asyncio.shield(refresh)
+        except DomainError:
+            raise
+        except Exception:  # noqa: BLE001 - the registry is unreachable: serve what it last said
+            if hit is None:
+                raise
+            return hit[1]
 
     def _refresh_done(self, key: tuple[str, VersionRef, str | None], done: asyncio.Future[ServedVersion]) -> None:
         self._refreshing.pop(key, None)

@@ -130,3 +130,23 @@ def test_sequences_are_grouped_by_length_without_padding() -> None:
     assert [(list(idx), x.shape) for idx, x in groups] == [([0, 2], (2, 3, 2)), ([1, 3], (2, 5, 2)), ([4], (1, 7, 2))]
     rectangular = np.zeros((4, 6, 2), np.float32)
     assert [x.shape for _, x in length_groups(rectangular)] == [(4, 6, 2)]
+
+
+def test_after_a_quiet_spell_an_alias_change_is_seen_by_the_next_request(
+    run: Callable[..., Any], factory: SessionFactory
+) -> None:
+    from training.registry import set_alias
+
+    def point(number: int) -> None:
+        with factory.begin() as session:
+            set_alias(session, "toy", "prod", number)
+
+    async def scenario(engine: InferenceEngine) -> list[int]:
+        point(1)
+        first = await engine.resolve_async("toy", "prod", None)
+        point(2)
+        await asyncio.sleep(0.25)  # over twice the TTL, with no request in between
+        second = await engine.resolve_async("toy", "prod", None)
+        return [first.number, second.number]
+
+    assert run(scenario, resolve_ttl_s=0.1) == [1, 2]
