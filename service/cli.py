@@ -1,28 +1,89 @@
-"""The `jepa` command: serve the API, run a worker, or train a version from the shell."""
+"""The `jepa` command: serve the API, run a worker, train, encode and list what the registry holds.
+
+`models`, `jobs`, `datasets`, `train` and `encode` work in one of two modes:
+
+- with `--url` (or JEPA_URL) they talk to a running server through `service.client.JEPAClient`,
+  sending `--api-key` (or JEPA_API_KEY) as the bearer key;
+- without it they open the registry under JEPA_DATA_DIR (default ./data) or JEPA_DATABASE_URL
+  directly, and refuse to run where there is none rather than create an empty one there
+  (`train` and `datasets upload` create one when given `--init`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.config
+import math
 import signal
+import threading
+import time
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from service.client import JEPAClient
     from training.db import SessionFactory
     from training.spec import TrainingSpec
 
-app = typer.Typer(help="Train and serve JEPA sequence encoders.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Train and serve JEPA sequence encoders. `models`, `jobs`, `datasets`, `train` and `encode` "
+    "talk to a running server with --url (or JEPA_URL); without it they use the local registry "
+    "under JEPA_DATA_DIR (default ./data).",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
+errors = Console(stderr=True)
+
+# The two options of every command that can talk to a server, defined once.
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="JEPA_URL",
+        show_default=False,
+        help="Base URL of a running server, e.g. http://localhost:8000: talk to it instead of the local "
+        "registry under JEPA_DATA_DIR.",
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="JEPA_API_KEY",
+        show_default=False,
+        help="With --url: the server's API key (its JEPA_API_KEY), sent as a bearer token. Prefer the "
+        "environment variable: a flag shows in the process list.",
+    ),
+]
+InitOption = Annotated[
+    bool,
+    typer.Option(
+        "--init",
+        help="Without --url: create the registry (JEPA_DATA_DIR/jepa.db) if there is none yet. Without "
+        "this flag a directory with no registry is refused, so that a typo never starts an empty one.",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `message` (plain text, not rich markup) on stderr and exit with `code`."""
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
 
 
 def _setup_logging(level: str = "info", fmt: str = "text") -> dict[str, Any]:
@@ -41,6 +102,54 @@ def _session_factory(settings: Settings) -> SessionFactory:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)
     return create_session_factory(create_db_engine(settings.resolved_database_url))
+
+
+def _registry(settings: Settings, init: bool | None = None) -> SessionFactory:
+    """The local registry. Where there is none, exit creating nothing, unless `init` (the --init
+    flag of the commands that have one; None for those that have not) says to create it."""
+    database = settings.data_dir / "jepa.db"
+    if settings.database_url is None and not init and not database.is_file():
+        hint = "; or pass --init to create one there" if init is not None else ""
+        fail(
+            f"no registry at {database.resolve()} (JEPA_DATA_DIR is {settings.data_dir.resolve()}).\n"
+            "Point elsewhere: --url http://HOST:PORT (or JEPA_URL) for a running server, JEPA_DATA_DIR=DIR "
+            f"for a local data directory, or JEPA_DATABASE_URL for a database server{hint}."
+        )
+    return _session_factory(settings)
+
+
+@contextlib.contextmanager
+def _remote(url: str, api_key: str | None) -> Iterator[JEPAClient]:
+    """A client for the server at `url`; its errors become one clear line and a non-zero exit."""
+    import httpx
+
+    from service.client import BadRequest, JEPAClient, JEPAError, JobFailed, Unauthorized
+
+    try:
+        with JEPAClient(url, api_key=api_key) as client:
+            yield client
+    except JobFailed as exc:
+        fail(f"job {exc.job['id']} {exc.job['status']}: {exc.job.get('error')}")
+    except Unauthorized as exc:
+        if api_key:
+            fail(f"{url} answered 401 Unauthorized: {_detail(exc.detail)}; the API key given was refused")
+        fail(f"{url} answered 401 Unauthorized: {_detail(exc.detail)}; pass it with --api-key or JEPA_API_KEY")
+    except JEPAError as exc:
+        fail(f"{url} answered {exc.status}: {_detail(exc.detail)}", 2 if isinstance(exc, BadRequest) else 1)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+
+
+def _detail(detail: Any) -> str:
+    """A server's `detail`: a string, or FastAPI's list of validation errors."""
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+            if isinstance(e, dict)
+            else str(e)
+            for e in detail
+        )
+    return str(detail)
 
 
 @app.command()
@@ -86,20 +195,93 @@ def worker() -> None:
         w.stop()
 
 
+SPEC_KEYS = frozenset({"model", "dataset", "config"})
+
+
 def _load_config_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    return json.loads(text)
+    """A JSON or TOML file: a whole POST /train body ({model, dataset, config}), or just its `config`."""
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        fail(f"cannot read {path}: {exc}", 2)
+    if not isinstance(data, dict):
+        fail(f"{path} must hold an object: a training spec or its `config`", 2)
+    if data.keys() <= SPEC_KEYS:
+        return data
+    return {"config": data}
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs: each value parsed as JSON when it parses (3, 1e-3, true, null,
+    [1, 2]), else kept as a string (seed, cosine). Keys are passed on untouched."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw
+    return values
+
+
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def train_body(
+    config_file: Path | None,
+    model: str | None,
+    dataset_id: str | None,
+    sets: list[str],
+    dataset_flags: dict[str, Any],
+    config_flags: dict[str, Any],
+) -> dict[str, Any]:
+    """The POST /train body: the file, then `--set`, then the dedicated flags, each over the last."""
+    body = _load_config_file(config_file) if config_file else {}
+    if model:
+        body["model"] = model
+    toy = _given(dataset_flags)
+    if dataset_id is not None:
+        if toy:
+            flags = ", ".join("--data-seed" if name == "seed" else f"--{name.replace('_', '-')}" for name in toy)
+            raise typer.BadParameter(
+                f"toy-data flags ({flags}) do not apply to an uploaded dataset", param_hint="--dataset"
+            )
+        body["dataset"] = {"kind": "stored", "id": dataset_id}
+    elif toy or "dataset" in body:
+        body["dataset"] = {**body.get("dataset", {}), **toy}
+    body["config"] = {**body.get("config", {}), **parse_sets(sets), **_given(config_flags)}
+    return body
 
 
 @app.command()
 def train(
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="JSON or TOML file shaped like the POST /train body; flags override it."),
+        typer.Option(
+            "--config",
+            help="JSON or TOML file: a POST /train body ({model, dataset, config}) or just its `config` "
+            "object. --set and the other flags override it.",
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model name. [default: JEPA_DEFAULT_MODEL]")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Train on an uploaded dataset (its id; see `jepa datasets`).")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="A training option (any key of the spec's `config`: preset, epochs, lr, hidden_dim, ...). "
+            "Repeatable. The value is parsed as JSON when it parses, else kept as a string.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="Recipe preset, e.g. 'seed'.")] = None,
     pattern: Annotated[str | None, typer.Option(help="Toy data: circle, linear or mixed.")] = None,
     num_samples: Annotated[int | None, typer.Option(help="Toy data: number of sequences.")] = None,
@@ -115,47 +297,142 @@ def train(
     hidden_dim: Annotated[int | None, typer.Option()] = None,
     repr_dim: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for weights and window sampling.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="With --url: follow the job with a progress bar until it ends.")
+    ] = True,
+    init: InitOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Train a new version in this process and record it in the registry, with a progress bar."""
-    from pydantic import ValidationError
+    """Train a new version and register it, with a progress bar (epochs, loss).
 
-    from training.spec import TrainingSpec
-
-    settings = Settings()
-    body = _load_config_file(config_file) if config_file else {}
-    body["model"] = model or body.get("model") or settings.default_model
+    With --url the job is queued on that server (POST /train) and followed by polling GET /jobs/{id}
+    (--no-wait: print its id and return). Without it the job trains in this process against the
+    local registry, which must exist unless --init is given; a run that fails or is interrupted
+    leaves its job `failed`.
+    """
     dataset_flags = {"pattern": pattern, "num_samples": num_samples, "seq_len": seq_len, "noise": noise}
     dataset_flags["seed"] = data_seed
     config_flags = {"preset": preset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum}
     config_flags |= {"context_len": context_len, "target_len": target_len, "seed": seed}
     config_flags |= {"hidden_dim": hidden_dim, "repr_dim": repr_dim}
-    body["dataset"] = {**body.get("dataset", {}), **_given(dataset_flags)}
-    body["config"] = {**body.get("config", {}), **_given(config_flags)}
+    body = train_body(config_file, model, dataset, sets or [], dataset_flags, config_flags)
+    if url:
+        _train_remote(url, api_key, body, wait)
+    else:
+        _train_local(Settings(), body, init)
+
+
+def _train_remote(url: str, api_key: str | None, body: dict[str, Any], wait: bool) -> None:
+    with _remote(url, api_key) as client:
+        job_id = client.train(body.get("dataset", {}), body.get("config"), body.get("model"))
+        console.print(f"job {job_id} queued on {url}")
+        if not wait:
+            return
+        try:
+            job = client.wait_for_job(job_id, timeout=math.inf, poll_s=0.5, progress=True)
+        except KeyboardInterrupt:
+            fail(f"stopped waiting; job {job_id} carries on on the server (POST /jobs/{job_id}/cancel stops it)", 130)
+        console.print(f"registered [bold]{escape(job['model'])}[/bold] version [bold]{job['version']}[/bold]")
+
+
+def _train_local(settings: Settings, body: dict[str, Any], init: bool) -> None:
+    from pydantic import ValidationError
+
+    from training.datasets import resolve_spec
+    from training.errors import DomainError
+    from training.spec import TrainingSpec
+
+    body.setdefault("model", settings.default_model)
     try:
         spec = TrainingSpec.model_validate(body)
     except ValidationError as exc:
-        console.print(f"[red]invalid training config:[/red]\n{exc}")
-        raise typer.Exit(2) from None
-    number = _train_with_progress(settings, spec)
+        fail(f"invalid training config:\n{exc}", 2)
+    factory = _registry(settings, init)
+    try:
+        with factory() as session:  # a stored dataset's shape, so its windows and preset are settled
+            spec = resolve_spec(session, spec)
+    except DomainError as exc:
+        fail(str(exc), 2)
+    number = _train_with_progress(settings, factory, spec)
     console.print(f"registered [bold]{spec.model}[/bold] version [bold]{number}[/bold]")
 
 
-def _given(flags: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flags.items() if v is not None}
+class Terminated(SystemExit):
+    """SIGTERM during a local training run, raised so that the run can mark its job failed."""
 
 
-def _train_with_progress(settings: Settings, spec: TrainingSpec) -> int:
-    """Record the run as an ordinary job, claimed by this process, and train it here."""
+def _terminate(*_: object) -> None:
+    raise Terminated(143)
+
+
+def _train_with_progress(settings: Settings, factory: SessionFactory, spec: TrainingSpec) -> int:
+    """Record the run as an ordinary job, claimed by this process, and train it here.
+
+    Whatever goes wrong once the job exists (an exception, Ctrl-C, SIGTERM) marks it failed, so
+    that it never stays `running` and no worker of a server on the same registry runs it again.
+    """
     from training import jobs
     from training.db import in_transaction
-    from training.runner import run_job
+    from training.errors import DomainError
+    from training.runner import JobLost, TrainingDiverged, job_error, run_job
 
-    factory = _session_factory(settings)
-    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
     worker = jobs.worker_id()
-    jobs.claim(factory, job_id, worker)
-    console.print(f"job {job_id}: training {spec.model!r} ({spec.config.preset} preset) in {settings.data_dir}")
-    columns = [
+    job_id: str | None = None
+    claimed = False
+    stop_beating = threading.Event()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
+        claimed = jobs.claim(factory, job_id, worker)
+        if not claimed:
+            fail(f"job {job_id} was claimed by another worker (a server on this registry?); see `jepa jobs`")
+        threading.Thread(
+            target=_heartbeat, args=(factory, job_id, worker, settings.job_stale_s / 4, stop_beating), daemon=True
+        ).start()
+        console.print(f"job {job_id}: training {spec.model!r} ({spec.config.preset} preset) in {settings.data_dir}")
+        with Progress(*_progress_columns(), console=console) as progress:
+            task = progress.add_task("train", total=spec.configs()[1].epochs, loss="-")
+
+            def show(p: dict[str, Any]) -> None:
+                progress.update(task, completed=p["epoch"], total=p["epochs"], loss=f"{p['loss']:.4f}")
+
+            return run_job(factory, settings, job_id, on_progress=show, worker=worker)
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # Ctrl-C and SystemExit included: the job must not stay `running`
+        stop_beating.set()
+        if job_id is None:
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (Ctrl-C)"
+        elif isinstance(exc, Terminated):
+            reason = "terminated (SIGTERM)"
+        else:
+            reason = job_error(exc, settings.data_dir)
+        with contextlib.suppress(Exception):  # the original error matters more than this one
+            jobs.mark_failed(factory, job_id, reason, worker if claimed else None)
+        if isinstance(exc, KeyboardInterrupt | Terminated):
+            fail(f"job {job_id} {reason}; marked failed", 130 if isinstance(exc, KeyboardInterrupt) else 143)
+        if isinstance(exc, DomainError | JobLost | TrainingDiverged):  # said well enough without a traceback
+            fail(f"job {job_id} failed: {exc}")
+        raise
+    finally:
+        stop_beating.set()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _heartbeat(factory: SessionFactory, job_id: str, worker: str, every_s: float, stop: threading.Event) -> None:
+    """Keep a local job fresh, so that stale recovery (JEPA_JOB_STALE_S) never re-queues it mid-epoch."""
+    from training import jobs
+
+    while not stop.wait(every_s):
+        with contextlib.suppress(Exception):
+            jobs.heartbeat(factory, job_id, worker)
+
+
+def _progress_columns() -> list[Any]:
+    return [
         TextColumn("epoch {task.completed}/{task.total}"),
         BarColumn(),
         TextColumn("loss {task.fields[loss]}"),
@@ -163,17 +440,189 @@ def _train_with_progress(settings: Settings, spec: TrainingSpec) -> int:
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("train", total=spec.configs()[1].epochs, loss="-")
 
-        def show(p: dict[str, Any]) -> None:
-            progress.update(task, completed=p["epoch"], loss=f"{p['loss']:.4f}")
+
+@app.command()
+def encode(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help=".npy array (N, T, D), or long-format .csv (sequence_id,t,<feature>...)"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the embeddings, an .npy array (N, R).")],
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Version number or alias (default: JEPA_DEFAULT_ALIAS if set, else the latest).")
+    ] = None,
+    normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise each embedding.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Embed every sequence of a file and save the embeddings (N, R), in the file's order, as .npy.
+
+    With --url the server embeds them: the sequences go as application/x-npy, split into as many
+    requests as the server's limits (GET /info: max_batch, max_request_points) need, one length at
+    a time for a CSV whose sequences differ in length. Without it the version is loaded from the
+    local registry (JEPA_DATA_DIR) and run in this process.
+    """
+    sequences = _read_sequences(path)
+    ref: int | str | None = int(version) if version and version.isdigit() else version
+    if url:
+        with _remote(url, api_key) as client:
+            z = encode_remote(client, sequences, model, ref, normalize)
+    else:
+        z = _encode_local(Settings(), sequences, model, ref, normalize)
+    _save_npy(out, z)
+    console.print(f"{z.shape[0]} embeddings of {z.shape[1]} dimensions written to {out}")
+
+
+def _read_sequences(path: Path) -> np.ndarray | list[np.ndarray]:
+    """An (N, T, D) array (memory-mapped) for a .npy file; a list of (T_i, D) float32 arrays for a CSV."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            fail(f"{path} is not a readable .npy array: {exc}", 2)
+        if array.ndim != 3 or 0 in array.shape:
+            fail(f"{path} must hold an array (N, T, D), got shape {array.shape}", 2)
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            fail(f"{path} must hold real numbers, got {array.dtype}", 2)
+        return array
+    if suffix == ".csv":
+        from training.datasets import TO_EMBED, parse_csv
+        from training.errors import InvalidInput
 
         try:
-            return run_job(factory, settings, job_id, on_progress=show, worker=worker)
-        except BaseException as exc:  # Ctrl-C included: the job must not stay `running`
-            jobs.mark_failed(factory, job_id, f"{type(exc).__name__}: {exc}", worker)
-            raise
+            return parse_csv(path.read_bytes(), TO_EMBED)
+        except InvalidInput as exc:
+            fail(f"{path}: {exc}", 2)
+    fail(f"{path}: encode takes an .npy or a .csv file", 2)
+
+
+def length_groups(sequences: np.ndarray | list[np.ndarray]) -> dict[int, list[int]]:
+    """The indices of the sequences of each length, in order."""
+    groups: dict[int, list[int]] = {}
+    if not isinstance(sequences, list):
+        return {sequences.shape[1]: list(range(sequences.shape[0]))}
+    for i, seq in enumerate(sequences):
+        groups.setdefault(len(seq), []).append(i)
+    return groups
+
+
+def per_request(steps: int, features: int, limits: dict[str, float]) -> int:
+    """How many sequences of `steps` x `features` numbers one request may carry under `limits`
+    (/info's): at most max_batch sequences and max_request_points numbers, in a body under
+    max_body_bytes. Exits when even one sequence is too big."""
+    numbers = steps * features
+    fits = min(
+        int(limits.get("max_batch", 4096)),
+        int(limits.get("max_request_points", 2_097_152)) // numbers,
+        (int(limits.get("max_body_bytes", 64 * 2**20)) - 4096) // (4 * numbers),
+    )
+    if steps > limits.get("max_seq_len", math.inf) or fits < 1:
+        fail(
+            f"a sequence of {steps} steps x {features} features is over the server's per-request limits "
+            f"(max_seq_len {limits.get('max_seq_len')}, max_request_points {limits.get('max_request_points')})",
+            2,
+        )
+    return fits
+
+
+def encode_remote(
+    client: JEPAClient,
+    sequences: np.ndarray | list[np.ndarray],
+    model: str | None,
+    version: int | str | None,
+    normalize: bool,
+    retries: int = 20,
+) -> np.ndarray:
+    """(N, R) embeddings from the server, as many requests as its limits need (each a rectangular
+    .npy batch), reassembled in the input's order; 429s are retried after their Retry-After."""
+    import numpy as np
+
+    from service.client import Overloaded
+
+    limits = client.info()["limits"]
+    features = sequences.shape[2] if not isinstance(sequences, list) else sequences[0].shape[1]
+    result: np.ndarray | None = None
+    for steps, indices in length_groups(sequences).items():
+        size = per_request(steps, features, limits)
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            if isinstance(sequences, list):
+                batch = np.stack([sequences[i] for i in chunk]).astype(np.float32)
+            else:
+                batch = np.asarray(sequences[chunk[0] : chunk[-1] + 1], dtype=np.float32)
+            for attempt in range(retries + 1):
+                try:
+                    z = client.encode(batch, model=model, version=version, normalize=normalize)
+                    break
+                except Overloaded as exc:
+                    if attempt == retries:
+                        raise
+                    time.sleep(exc.retry_after or 1.0)
+            if result is None:
+                result = np.empty((len(sequences), z.shape[1]), dtype=np.float32)
+            result[chunk] = z
+    assert result is not None  # a file holds at least one sequence
+    return result
+
+
+def _encode_local(
+    settings: Settings,
+    sequences: np.ndarray | list[np.ndarray],
+    model: str | None,
+    version: int | str | None,
+    normalize: bool,
+) -> np.ndarray:
+    import numpy as np
+
+    from jepa_model import CheckpointError, load_checkpoint
+    from jepa_model.metrics import embed_sequences
+    from training.errors import DomainError
+    from training.registry import get_version
+
+    factory = _registry(settings)
+    name = model or settings.default_model
+    try:
+        with factory() as session:
+            row = get_version(session, name, version, settings.default_alias)
+            path, sha256, number = row.path, row.sha256, row.number
+        loaded = load_checkpoint(settings.data_dir / path, expected_sha256=sha256)
+    except (DomainError, CheckpointError) as exc:
+        fail(str(exc))
+    expected = loaded.model_config.input_dim
+    features = sequences.shape[2] if not isinstance(sequences, list) else sequences[0].shape[1]
+    if features != expected:
+        fail(f"{name} v{number} expects {expected} features per step, the file has {features}", 2)
+    groups = length_groups(sequences)
+    result: np.ndarray | None = None
+    for indices in groups.values():
+        batch = [np.array(sequences[i], dtype=np.float32) for i in indices]  # copies: a memmap is read-only
+        z = embed_sequences(loaded.model, batch)
+        if result is None:
+            result = np.empty((len(sequences), z.shape[1]), dtype=np.float32)
+        result[indices] = z
+    assert result is not None
+    if normalize:
+        result /= np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
+    return result
+
+
+def _save_npy(out: Path, array: np.ndarray) -> None:
+    import numpy as np
+
+    try:
+        with out.open("wb") as f:  # np.save(path) would append .npy to a name without it
+            np.save(f, array, allow_pickle=False)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc}")
 
 
 @app.command()
@@ -196,81 +645,149 @@ def demo(
     run_demo(out, epochs, pattern, preset, seed, say=console.print)
 
 
-datasets_app = typer.Typer(help="Upload and list datasets to train on.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Upload and list datasets to train on (`jepa datasets` alone lists them).")
 app.add_typer(datasets_app, name="datasets")
+LimitOption = Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")]
+
+
+@datasets_app.callback(invoke_without_command=True)
+def datasets_default(
+    ctx: typer.Context, limit: LimitOption = 20, url: UrlOption = None, api_key: ApiKeyOption = None
+) -> None:
+    if ctx.invoked_subcommand is None:
+        list_datasets(limit, url, api_key)
+        return
+    for name in ("limit", "url", "api_key"):  # `jepa datasets --url X upload F` would drop them
+        source = ctx.get_parameter_source(name)  # an enum of typer's own copy of click
+        if source is not None and source.name == "COMMANDLINE":
+            option = "--" + name.replace("_", "-")
+            fail(f"put {option} after the subcommand: jepa datasets {ctx.invoked_subcommand} ... {option} ...", 2)
 
 
 @datasets_app.command("upload")
 def upload_dataset(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npy (N, T, D) or long-format .csv")],
     name: Annotated[str | None, typer.Option(help="Default: the file's name.")] = None,
+    init: InitOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Store a dataset in the registry, as POST /datasets would."""
+    """Store a dataset in the registry (POST /datasets with --url). A CSV may have a `label` column."""
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".csv"):
+        raise typer.BadParameter("upload a .npy or .csv file", param_hint="PATH")
+    if url:
+        with _remote(url, api_key) as client:
+            row = client.upload_dataset(path, name=name or path.stem)
+    else:
+        row = _upload_local(Settings(), path, name or path.stem, init)
+    console.print(f"dataset [bold]{row['id']}[/bold]: {row['num_sequences']} sequences of {row['input_dim']} features")
+
+
+def _upload_local(settings: Settings, path: Path, name: str, init: bool) -> dict[str, Any]:
     from training import datasets
     from training.db import in_transaction
     from training.errors import InvalidInput
 
-    parse = {".npy": datasets.parse_npy, ".csv": datasets.parse_csv_labelled}.get(path.suffix.lower())
-    if parse is None:
-        raise typer.BadParameter("upload a .npy or .csv file", param_hint="PATH")
-    settings = Settings()
+    parse = datasets.parse_npy if path.suffix.lower() == ".npy" else datasets.parse_csv_labelled
     try:
         parsed = parse(path.read_bytes())
     except InvalidInput as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
     sequences, labels = parsed if isinstance(parsed, tuple) else (parsed, None)  # a CSV's `label` column
-    row = in_transaction(
-        _session_factory(settings),
-        lambda s: datasets.store_dataset(s, settings.data_dir, name or path.stem, sequences, labels),
-    )
-    console.print(f"dataset [bold]{row.id}[/bold]: {row.num_sequences} sequences of {row.input_dim} features")
+    factory = _registry(settings, init)
+    row = in_transaction(factory, lambda s: datasets.store_dataset(s, settings.data_dir, name, sequences, labels))
+    return {"id": row.id, "num_sequences": row.num_sequences, "input_dim": row.input_dim}
 
 
 @datasets_app.command("list")
-def list_datasets(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+def list_datasets(limit: LimitOption = 20, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List datasets with their shapes."""
-    from training import datasets
-
-    settings = Settings()
+    rows = _fetch(url, api_key, lambda client: client.datasets(limit=limit), _local_datasets, limit)
     table = Table("id", "name", "sequences", "features", "lengths", "created")
-    with _session_factory(settings)() as session:
-        for d in datasets.list_datasets(session, limit):
-            table.add_row(d.id, d.name, str(d.num_sequences), str(d.input_dim), f"{d.min_len}-{d.max_len}",
-                          d.created_at.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+    for d in rows:
+        table.add_row(d["id"], escape(d["name"]), str(d["num_sequences"]), str(d["input_dim"]),
+                      f"{d['min_len']}-{d['max_len']}", _when(d["created_at"]))  # fmt: skip
     console.print(table)
 
 
 @app.command("models")
-def list_models() -> None:
+def list_models(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List models with their versions and aliases."""
-    from training.registry import list_models as registry_models
-
-    settings = Settings()
+    rows = _fetch(url, api_key, lambda client: client.models(), _local_models)
     table = Table("model", "versions", "latest", "aliases")
-    with _session_factory(settings)() as session:
-        for m in registry_models(session):
-            aliases = ", ".join(f"{a.name}→v{a.version.number}" for a in m.aliases)
-            latest = str(m.versions[-1].number) if m.versions else "-"
-            table.add_row(m.name, str(len(m.versions)), latest, aliases or "-")
+    for m in rows:
+        aliases = ", ".join(f"{alias}→v{number}" for alias, number in m["aliases"].items())
+        latest = str(m["latest"]) if m["latest"] is not None else "-"
+        table.add_row(escape(m["name"]), str(len(m["versions"])), latest, escape(aliases) or "-")
     console.print(table)
 
 
 @app.command("jobs")
-def list_jobs(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+def list_jobs(limit: LimitOption = 20, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List training jobs with their status and progress."""
+    rows = _fetch(url, api_key, lambda client: client.jobs(limit=limit), _local_jobs, limit)
+    table = Table("job", "model", "status", "epoch", "loss", "version", "created")
+    for job in rows:
+        p = job["progress"] or {}
+        loss = f"{p['loss']:.4f}" if p.get("loss") is not None else "-"
+        version = str(job["version"]) if job["version"] is not None else "-"
+        table.add_row(job["id"], escape(job["model"]), job["status"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}",
+                      loss, version, _when(job["created_at"]))  # fmt: skip
+    console.print(table)
+
+
+def _fetch(
+    url: str | None, api_key: str | None, remote: Callable[[JEPAClient], Any], local: Callable[..., Any], *args: Any
+) -> list[dict[str, Any]]:
+    """Rows shaped like the API's answers: from the server at `url`, or from the local registry."""
+    if url:
+        with _remote(url, api_key) as client:
+            return remote(client)
+    with _registry(Settings())() as session:
+        return local(session, *args)
+
+
+def _local_datasets(session: Any, limit: int) -> list[dict[str, Any]]:
+    from training import datasets
+
+    keys = ("id", "name", "num_sequences", "input_dim", "min_len", "max_len", "created_at")
+    return [{key: getattr(d, key) for key in keys} for d in datasets.list_datasets(session, limit)]
+
+
+def _local_models(session: Any) -> list[dict[str, Any]]:
+    from training.registry import list_models as registry_models
+
+    return [
+        {
+            "name": m.name,
+            "versions": [v.number for v in m.versions],
+            "latest": m.versions[-1].number if m.versions else None,
+            "aliases": {a.name: a.version.number for a in m.aliases},
+        }
+        for m in registry_models(session)
+    ]
+
+
+def _local_jobs(session: Any, limit: int) -> list[dict[str, Any]]:
     from training.jobs import list_jobs as queue_jobs
 
-    settings = Settings()
-    table = Table("job", "model", "status", "epoch", "loss", "version", "created")
-    with _session_factory(settings)() as session:
-        for job in queue_jobs(session, limit=limit):
-            p = job.progress or {}
-            loss = f"{p['loss']:.4f}" if p.get("loss") is not None else "-"
-            version = str(job.version.number) if job.version else "-"
-            table.add_row(job.id, job.model_name, job.status, f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", loss,
-                          version, job.created_at.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
-    console.print(table)
+    return [
+        {
+            "id": job.id,
+            "model": job.model_name,
+            "status": job.status,
+            "progress": job.progress,
+            "version": job.version.number if job.version else None,
+            "created_at": job.created_at,
+        }
+        for job in queue_jobs(session, limit=limit)
+    ]
+
+
+def _when(created: Any) -> str:
+    """A datetime, or the API's ISO string, to the second."""
+    return str(created).replace("T", " ")[:19]
 
 
 if __name__ == "__main__":

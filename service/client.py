@@ -267,6 +267,18 @@ class JEPAClient(_Requests):
     def models(self) -> list[dict[str, Any]]:
         return self._json(self.http.get("/models"))
 
+    def jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Training jobs, newest first; `status` keeps one state (queued, running, succeeded, ...)."""
+        return self._json(self.http.get("/jobs", params=_options(None, None, status=status, limit=limit)))
+
+    def datasets(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Uploaded datasets, newest first."""
+        return self._json(self.http.get("/datasets", params={"limit": limit}))
+
+    def info(self) -> dict[str, Any]:
+        """What the server serves, and its `limits` per request (max_batch, max_request_points, ...)."""
+        return self._json(self.http.get("/info"))
+
     def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
         return self._json(self.http.put(f"/models/{model}/aliases/{alias}", json={"version": version}))
 
@@ -344,6 +356,15 @@ class AsyncJEPAClient(_Requests):
 
     async def models(self) -> list[dict[str, Any]]:
         return self._json(await self.http.get("/models"))
+
+    async def jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._json(await self.http.get("/jobs", params=_options(None, None, status=status, limit=limit)))
+
+    async def datasets(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._json(await self.http.get("/datasets", params={"limit": limit}))
+
+    async def info(self) -> dict[str, Any]:
+        return self._json(await self.http.get("/info"))
 
     async def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
         return self._json(await self.http.put(f"/models/{model}/aliases/{alias}", json={"version": version}))

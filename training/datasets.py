@@ -51,10 +51,12 @@ class DatasetLimits:
     max_sequences: int = 200_000
     max_len: int = 4096
     max_points: int = 20_000_000  # steps over all sequences
+    min_sequences: int = 2  # training: batch-normalised encoders need batches of two
 
 
 LIMITS = DatasetLimits()
-MIN_SEQUENCES = 2  # batch-normalised encoders need batches of two
+# Reading series to embed rather than to train on: one is enough.
+TO_EMBED = DatasetLimits(min_sequences=1)
 MAX_CLASSES = 1000  # distinct labels in one dataset
 MAX_LABEL_CHARS = 128
 MAX_INT_LABEL = 2**53  # integer labels stay exact in JSON and JavaScript
@@ -71,8 +73,8 @@ class Labels:
 
 def check_sequences(sequences: Sequence[np.ndarray], limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
     """float32 (T_i, D) arrays, or InvalidInput naming the first thing wrong."""
-    if len(sequences) < MIN_SEQUENCES:
-        raise InvalidInput(f"a dataset needs at least {MIN_SEQUENCES} sequences, got {len(sequences)}")
+    if len(sequences) < limits.min_sequences:
+        raise InvalidInput(f"a dataset needs at least {limits.min_sequences} sequences, got {len(sequences)}")
     if len(sequences) > limits.max_sequences:
         raise InvalidInput(f"a dataset holds at most {limits.max_sequences} sequences, got {len(sequences)}")
     checked, dim, points = [], None, 0

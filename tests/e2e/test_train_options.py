@@ -1,7 +1,12 @@
-"""Every training option can be set through POST /train, and the job shows what it will train."""
+"""Every training option can be set through POST /train and `jepa train --set`, and the job shows
+what it will train."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from typing import Any
 
 from tests.e2e.servers import StartServer
@@ -72,3 +77,18 @@ def test_every_option_set_through_the_api_is_what_the_job_will_train(start_serve
         assert refused.status_code == 422
         sent_resolved = client.post("/train", json={**body, "resolved": resolved})
         assert sent_resolved.status_code == 422 and "set by the server" in sent_resolved.text
+
+
+def test_every_option_set_through_the_cli_is_what_the_job_will_train(start_server: StartServer) -> None:
+    server = start_server(JEPA_BOOTSTRAP="0", JEPA_EMBEDDED_WORKER="0")
+    sets = [arg for name, value in EVERY_OPTION.items() for arg in ("--set", f"{name}={json.dumps(value)}")]
+    command = [sys.executable, "-m", "service.cli", "train", "--model", "every-cli", "--num-samples", "64"]
+    command += ["--seq-len", "20", *sets, "--no-wait", "--url", server.base_url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=server.env)
+    assert done.returncode == 0, done.stderr
+    job_id = re.search(r"job ([0-9a-f]{32}) queued", done.stdout + done.stderr)
+    assert job_id is not None, done.stdout
+    with server.client() as client:
+        resolved = client.get(f"/jobs/{job_id.group(1)}").json()["spec"]["resolved"]
+    configs = {**resolved["model"], **resolved["train"]}
+    assert {name: configs[name] for name in EVERY_OPTION} == EVERY_OPTION

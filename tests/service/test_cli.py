@@ -1,21 +1,57 @@
 import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import typer
 
+from service.cli import length_groups, parse_sets, per_request, train_body
 from tests.factories import TINY_CONFIG
 
+# TINY_CONFIG as `--set key=value` flags.
+TINY_SETS = [arg for key, value in TINY_CONFIG.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
-def jepa(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+
+def jepa_env(data_dir: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
-    env["JEPA_DATA_DIR"] = str(data_dir)
+    if data_dir is not None:
+        env["JEPA_DATA_DIR"] = str(data_dir)
     env["COLUMNS"] = "200"  # rich wraps tables to the terminal width
+    return env
+
+
+def jepa(*args: str, data_dir: Path | None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "service.cli", *args],
+        env=jepa_env(data_dir),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+
+
+def walks(n: int = 24, length: int = 10, dim: int = 3) -> np.ndarray:
+    return np.cumsum(np.random.default_rng(0).normal(size=(n, length, dim)), axis=1).astype(np.float32)
+
+
+def upload(tmp_path: Path, data_dir: Path) -> str:
+    np.save(tmp_path / "walks.npy", walks())
+    uploaded = jepa("datasets", "upload", str(tmp_path / "walks.npy"), "--init", data_dir=data_dir)
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    return re.search(r"dataset ([0-9a-f]{32})", uploaded.stdout).group(1)
+
+
+def job_rows(data_dir: Path) -> list[tuple[str, str, str | None]]:
+    with sqlite3.connect(data_dir / "jepa.db") as db:
+        return db.execute("SELECT model_name, status, error FROM jobs ORDER BY created_at").fetchall()
 
 
 def test_train_from_a_config_file_with_flag_overrides(tmp_path: Path) -> None:
@@ -23,7 +59,7 @@ def test_train_from_a_config_file_with_flag_overrides(tmp_path: Path) -> None:
     config.write_text(
         json.dumps({"model": "cli", "dataset": {"num_samples": 64, "seq_len": 12}, "config": TINY_CONFIG})
     )
-    result = jepa("train", "--config", str(config), "--epochs", "3", "--pattern", "linear", data_dir=tmp_path)
+    result = jepa("train", "--init", "--config", str(config), "--epochs", "3", "--pattern", "linear", data_dir=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "registered cli version 1" in result.stdout
     assert "epoch 3/3" in result.stdout  # the progress bar reached the end
@@ -40,13 +76,13 @@ def test_train_from_a_config_file_with_flag_overrides(tmp_path: Path) -> None:
 
 
 def test_train_refuses_a_config_that_cannot_work(tmp_path: Path) -> None:
-    result = jepa("train", "--seq-len", "6", "--context-len", "8", data_dir=tmp_path)
+    result = jepa("train", "--init", "--seq-len", "6", "--context-len", "8", data_dir=tmp_path)
     assert result.returncode == 2
-    assert "exceeds the shortest sequence's length" in result.stdout
-    assert not (tmp_path / "checkpoints").exists()
+    assert "exceeds the shortest sequence's length" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before the registry was created
 
 
-@pytest.mark.parametrize("command", ["serve", "worker", "train", "models", "jobs"])
+@pytest.mark.parametrize("command", ["serve", "worker", "train", "encode", "models", "jobs", "datasets"])
 def test_every_command_explains_itself(command: str, tmp_path: Path) -> None:
     result = jepa(command, "--help", data_dir=tmp_path)
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -63,14 +99,189 @@ def test_demo_prints_the_seeds_lines_and_saves_its_plots(tmp_path: Path) -> None
 
 
 def test_datasets_upload_and_list(tmp_path: Path) -> None:
-    import numpy as np
-
     np.save(tmp_path / "walks.npy", np.random.default_rng(0).normal(size=(6, 9, 3)).astype(np.float32))
-    uploaded = jepa("datasets", "upload", str(tmp_path / "walks.npy"), data_dir=tmp_path)
+    uploaded = jepa("datasets", "upload", str(tmp_path / "walks.npy"), "--init", data_dir=tmp_path)
     assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
     assert "6 sequences of 3 features" in uploaded.stdout
     listed = jepa("datasets", "list", data_dir=tmp_path)
     assert "walks" in listed.stdout and "9-9" in listed.stdout
+    assert jepa("datasets", data_dir=tmp_path).stdout == listed.stdout  # alone, it lists
     (tmp_path / "bad.csv").write_text("id,x\n1,2\n")
     refused = jepa("datasets", "upload", str(tmp_path / "bad.csv"), data_dir=tmp_path)
-    assert refused.returncode == 2 and "header" in refused.stdout
+    assert refused.returncode == 2 and "header" in refused.stderr
+    misplaced = jepa("datasets", "--url", "http://x", "upload", str(tmp_path / "walks.npy"), data_dir=tmp_path)
+    assert misplaced.returncode == 2 and "put --url after the subcommand" in misplaced.stderr
+
+
+def test_local_commands_refuse_to_create_a_registry(tmp_path: Path) -> None:
+    """Run from a directory with no ./data: each command says where it looked and how to point
+    elsewhere, exits non-zero, and creates nothing."""
+    np.save(tmp_path / "walks.npy", walks())
+    before = sorted(tmp_path.iterdir())
+    tiny = ["--num-samples", "64", "--seq-len", "12", *TINY_SETS]
+    for args in (
+        ["models"],
+        ["jobs"],
+        ["datasets"],
+        ["datasets", "list"],
+        ["datasets", "upload", "walks.npy"],
+        ["train", *tiny],
+        ["encode", "walks.npy", "--out", "emb.npy"],
+    ):
+        result = jepa(*args, data_dir=None, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        message = " ".join(result.stderr.split())  # unwrapped
+        assert f"no registry at {tmp_path / 'data' / 'jepa.db'}" in message, (args, message)
+        assert "--url" in message and "JEPA_DATA_DIR" in message and "JEPA_DATABASE_URL" in message
+        assert ("--init" in message) == (args[0] == "train" or args[1:2] == ["upload"])
+        assert "Traceback" not in result.stderr
+        assert sorted(tmp_path.iterdir()) == before, args  # no ./data, no emb.npy
+
+
+def test_train_and_encode_on_an_uploaded_dataset_locally(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    dataset = upload(tmp_path, data_dir)
+
+    by_flag = jepa(
+        "train", "--dataset", dataset, "--model", "walks", *TINY_SETS, "--set", "epochs=1", data_dir=data_dir
+    )
+    assert by_flag.returncode == 0, by_flag.stdout + by_flag.stderr
+    assert "registered walks version 1" in by_flag.stdout and "epoch 1/1" in by_flag.stdout
+
+    # The issue's crash: a config file naming a stored dataset was never resolved against the registry.
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"model": "walks", "dataset": {"id": dataset}, "config": {**TINY_CONFIG, "epochs": 1}}))
+    by_file = jepa("train", "--config", str(job), data_dir=data_dir)
+    assert by_file.returncode == 0, by_file.stdout + by_file.stderr
+    assert "registered walks version 2" in by_file.stdout
+    assert [status for _, status, _ in job_rows(data_dir)] == ["succeeded", "succeeded"]
+
+    encoded = jepa("encode", str(tmp_path / "walks.npy"), "--out", str(tmp_path / "emb"), "--model", "walks",
+                   "--version", "1", data_dir=data_dir)  # fmt: skip
+    assert encoded.returncode == 0, encoded.stdout + encoded.stderr
+    z = np.load(tmp_path / "emb")  # written where asked, no .npy appended
+    assert z.shape == (24, TINY_CONFIG["repr_dim"]) and z.dtype == np.float32
+
+    toy = jepa("train", "--dataset", dataset, "--pattern", "circle", data_dir=data_dir)
+    assert toy.returncode == 2 and "do not apply to an uploaded dataset" in toy.stderr
+    missing = jepa("train", "--dataset", "f" * 32, data_dir=data_dir)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    assert len(job_rows(data_dir)) == 2  # neither refusal queued a job
+
+
+def test_a_failing_local_train_marks_its_job_failed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    dataset = upload(tmp_path, data_dir)
+    for stored in (data_dir / "datasets").rglob("*.safetensors"):
+        stored.write_bytes(b"not the dataset any more")
+
+    result = jepa("train", "--dataset", dataset, "--model", "broken", *TINY_SETS, data_dir=data_dir)
+    assert result.returncode == 1
+    assert "failed" in result.stderr and "sha256" in result.stderr and "Traceback" not in result.stderr
+    [(model, status, error)] = job_rows(data_dir)
+    assert (model, status) == ("broken", "failed") and "DatasetCorrupt" in error
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "reason"),
+    [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_stopping_a_local_train_marks_its_job_failed(sig: int, code: int, reason: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    args = ["train", "--init", "--model", "endless", "--num-samples", "64", "--seq-len", "12", *TINY_SETS]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args, "--set", "epochs=10000"],
+        env=jepa_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until it is training: an epoch recorded
+            if (data_dir / "jepa.db").exists() and any(
+                status == "running" for _, status, _ in _quietly(job_rows, data_dir)
+            ):
+                with sqlite3.connect(data_dir / "jepa.db") as db:
+                    if db.execute("SELECT count(*) FROM job_epochs").fetchone()[0]:
+                        break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the job never started training")
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, stderr
+    assert f"{reason}; marked failed" in stderr and "Traceback" not in stderr
+    [(_, status, error)] = job_rows(data_dir)
+    assert status == "failed" and error == reason
+
+
+def _quietly(read, *args):  # type: ignore[no-untyped-def]
+    """The rows, or none while the database is still being created."""
+    try:
+        return read(*args)
+    except sqlite3.Error:
+        return []
+
+
+def test_set_values_are_json_when_they_parse_and_keys_pass_through() -> None:
+    values = parse_sets(
+        ["epochs=3", "lr=1e-3", "preset=seed", "bidirectional=true", "momentum_end=null", "note=", "tag=a=b",
+         "sizes=[1, 2]", "some_future_field=7"]
+    )  # fmt: skip
+    assert values == {
+        "epochs": 3,
+        "lr": 0.001,
+        "preset": "seed",
+        "bidirectional": True,
+        "momentum_end": None,
+        "note": "",
+        "tag": "a=b",
+        "sizes": [1, 2],
+        "some_future_field": 7,
+    }
+    with pytest.raises(typer.BadParameter):
+        parse_sets(["epochs"])
+    with pytest.raises(typer.BadParameter):
+        parse_sets(["=3"])
+
+
+def test_a_train_body_layers_the_file_the_sets_and_the_flags(tmp_path: Path) -> None:
+    no_toy = dict.fromkeys(["pattern", "num_samples", "seq_len", "noise", "seed"])
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model": "m", "dataset": {"pattern": "circle"}, "config": {"epochs": 5, "lr": 0.1}}))
+    body = train_body(spec, None, None, ["epochs=7", "hidden_dim=8"], {**no_toy, "seq_len": 30}, {"lr": 0.5})
+    assert body == {
+        "model": "m",
+        "dataset": {"pattern": "circle", "seq_len": 30},
+        "config": {"epochs": 7, "lr": 0.5, "hidden_dim": 8},
+    }
+    config_only = tmp_path / "config.json"
+    config_only.write_text(json.dumps({"epochs": 5, "optimizer": "adamw"}))
+    body = train_body(config_only, "other", "a" * 32, ["epochs=2"], no_toy, {})
+    assert body == {
+        "model": "other",
+        "dataset": {"kind": "stored", "id": "a" * 32},
+        "config": {"epochs": 2, "optimizer": "adamw"},
+    }
+    toml = tmp_path / "job.toml"
+    toml.write_text('model = "t"\n[config]\nepochs = 4\n')
+    assert train_body(toml, None, None, [], no_toy, {}) == {"model": "t", "config": {"epochs": 4}}
+
+
+def test_remote_encoding_is_split_by_the_servers_limits() -> None:
+    limits = {"max_batch": 8, "max_request_points": 1000, "max_seq_len": 50, "max_body_bytes": 10**6}
+    assert per_request(10, 3, limits) == 8  # max_batch
+    assert per_request(50, 4, limits) == 5  # 5 x 50 x 4 = 1000 numbers
+    assert per_request(10, 3, {**limits, "max_body_bytes": 4096 + 4 * 30 * 2}) == 2  # the body cap
+    with pytest.raises(typer.Exit):
+        per_request(51, 1, limits)  # longer than max_seq_len
+    with pytest.raises(typer.Exit):
+        per_request(40, 30, limits)  # one sequence is 1200 numbers
+    ragged = [np.zeros((n, 2), np.float32) for n in (5, 3, 5, 7, 3)]
+    assert length_groups(ragged) == {5: [0, 2], 3: [1, 4], 7: [3]}
+    assert length_groups(np.zeros((4, 6, 2))) == {6: [0, 1, 2, 3]}

@@ -501,3 +501,10 @@ def test_any_bytes_parse_as_csv_or_are_refused(data: bytes) -> None:
     except InvalidInput:
         return
     assert len(sequences) >= 2 and all(s.dtype == np.float32 and s.ndim == 2 for s in sequences)
+
+
+def test_one_sequence_is_enough_to_embed_but_not_to_train_on() -> None:
+    one = b"sequence_id,t,x\na,0,1\na,1,2\na,2,3\n"
+    assert [s.shape for s in datasets.parse_csv(one, datasets.TO_EMBED)] == [(3, 1)]
+    with pytest.raises(InvalidInput, match="at least 2 sequences"):
+        datasets.parse_csv(one)

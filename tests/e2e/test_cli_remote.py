@@ -1,0 +1,121 @@
+"""The `jepa` command as a client: real subprocesses driving a real server through --url."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from service.client import JEPAClient
+from tests.e2e.servers import StartServer
+from tests.factories import TINY_CONFIG
+
+TINY_SETS = [arg for key, value in TINY_CONFIG.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def jepa(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`jepa ARGS` run from `cwd`, with no JEPA_ variables but `env`'s."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env={**base, "COLUMNS": "200", **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def walks(n: int, length: int, dim: int = 3, seed: int = 0) -> np.ndarray:
+    return np.cumsum(np.random.default_rng(seed).normal(size=(n, length, dim)), axis=1).astype(np.float32)
+
+
+def test_upload_train_encode_and_list_through_the_cli(start_server: StartServer, tmp_path: Path) -> None:
+    # Requests of at most 8 sequences: encoding 40 takes five, reassembled in order. No first-start
+    # job: ours is the only one.
+    server = start_server(data_dir=tmp_path / "server-data", JEPA_MAX_BATCH="8", JEPA_BOOTSTRAP="0")
+    url = ["--url", server.base_url]
+    work = tmp_path / "work"  # the CLI's cwd: it has no ./data and must not make one
+    work.mkdir()
+    batch = walks(40, 10)
+    np.save(work / "walks.npy", batch)
+
+    uploaded = jepa("datasets", "upload", "walks.npy", "--name", "walks3", *url, cwd=work)
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert "40 sequences of 3 features" in uploaded.stdout
+    dataset = re.search(r"dataset ([0-9a-f]{32})", uploaded.stdout).group(1)
+
+    trained = jepa("train", "--dataset", dataset, "--model", "cli-walks", *TINY_SETS, "--set", "epochs=2", *url,
+                   cwd=work)  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "epoch 2/2" in trained.stdout  # the progress bar, from polling GET /jobs/{id}
+    assert "registered cli-walks version 1" in trained.stdout
+    job = re.search(r"job ([0-9a-f]{32}) queued", trained.stdout).group(1)
+
+    encoded = jepa("encode", "walks.npy", "--out", "emb.npy", "--model", "cli-walks", *url, cwd=work)
+    assert encoded.returncode == 0, encoded.stdout + encoded.stderr
+    z = np.load(work / "emb.npy")
+    assert z.shape == (40, TINY_CONFIG["repr_dim"]) and z.dtype == np.float32
+    with JEPAClient(server.base_url) as client:
+        np.testing.assert_allclose(z[16:24], client.encode(batch[16:24], model="cli-walks"), atol=1e-5)
+        # A ragged CSV: each length goes as its own .npy request.
+        rows = ["sequence_id,t,a,b,c"]
+        ragged = [batch[0], batch[1, :6], batch[2, :4]]
+        for i, seq in enumerate(ragged):
+            rows += [f"s{i},{t},{','.join(str(v) for v in point)}" for t, point in enumerate(seq)]
+        (work / "ragged.csv").write_text("\n".join(rows) + "\n")
+        from_csv = jepa("encode", "ragged.csv", "--out", "ragged.npy", "--model", "cli-walks", *url, cwd=work)
+        assert from_csv.returncode == 0, from_csv.stdout + from_csv.stderr
+        expected = np.concatenate([client.encode(seq[None], model="cli-walks") for seq in ragged])
+        np.testing.assert_allclose(np.load(work / "ragged.npy"), expected, atol=1e-5)
+
+    # The same version run locally, from the server's data directory, embeds the same.
+    local = jepa("encode", "walks.npy", "--out", "local.npy", "--model", "cli-walks", cwd=work,
+                 JEPA_DATA_DIR=str(tmp_path / "server-data"))  # fmt: skip
+    assert local.returncode == 0, local.stdout + local.stderr
+    np.testing.assert_allclose(np.load(work / "local.npy"), z, atol=1e-4)
+
+    models = jepa("models", *url, cwd=work)
+    assert models.returncode == 0 and re.search(r"cli-walks\s*│\s*1\s*│\s*1", models.stdout), models.stdout
+    jobs = jepa("jobs", *url, cwd=work)
+    assert jobs.returncode == 0 and re.search(rf"{job}\s*│\s*cli-walks\s*│\s*succeeded\s*│\s*2/2", jobs.stdout)
+    listed = jepa("datasets", *url, cwd=work, JEPA_URL="http://127.0.0.1:1")  # the flag wins over JEPA_URL
+    assert (
+        listed.returncode == 0 and dataset in listed.stdout and "walks3" in listed.stdout and "10-10" in listed.stdout
+    )
+    by_env = jepa("datasets", "list", cwd=work, JEPA_URL=server.base_url)
+    assert by_env.returncode == 0 and dataset in by_env.stdout
+
+    assert sorted(p.name for p in work.iterdir()) == ["emb.npy", "local.npy", "ragged.csv", "ragged.npy", "walks.npy"]
+
+
+def test_the_api_key_and_clear_errors(start_server: StartServer, tmp_path: Path) -> None:
+    server = start_server(JEPA_API_KEY="sesame", JEPA_BOOTSTRAP="0", JEPA_EMBEDDED_WORKER="0")  # jobs stay queued
+    url = ["--url", server.base_url]
+    toy = ["--pattern", "linear", "--num-samples", "64", *TINY_SETS, "--no-wait"]
+
+    anonymous = jepa("train", *toy, *url, cwd=tmp_path)
+    assert anonymous.returncode == 1
+    assert "401 Unauthorized" in anonymous.stderr and "--api-key" in anonymous.stderr
+    assert "Traceback" not in anonymous.stderr
+    wrong = jepa("train", *toy, *url, "--api-key", "open-sesame", cwd=tmp_path)
+    assert wrong.returncode == 1 and "refused" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    by_flag = jepa("train", *toy, *url, "--api-key", "sesame", cwd=tmp_path)
+    assert by_flag.returncode == 0, by_flag.stderr
+    job = re.search(r"job ([0-9a-f]{32}) queued", by_flag.stdout).group(1)
+    by_env = jepa("train", *toy, cwd=tmp_path, JEPA_URL=server.base_url, JEPA_API_KEY="sesame")
+    assert by_env.returncode == 0, by_env.stderr
+    listed = jepa("jobs", *url, cwd=tmp_path)  # reads are open: no key needed
+    assert listed.returncode == 0 and job in listed.stdout
+
+    invalid = jepa("train", "--set", "epochs=0", "--no-wait", *url, "--api-key", "sesame", cwd=tmp_path)
+    assert invalid.returncode == 2 and "config.epochs" in invalid.stderr and "Traceback" not in invalid.stderr
+    unreachable = jepa("models", "--url", "http://127.0.0.1:1", cwd=tmp_path)
+    assert unreachable.returncode == 1 and "cannot reach http://127.0.0.1:1" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
