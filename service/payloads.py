@@ -27,6 +27,11 @@ from service.engine import Sequences, ServedVersion
 from training.arrays import load_npy
 from training.errors import InvalidInput, UnsupportedMediaType, preview
 
+NPY = "application/x-npy"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+Options = TypeVar("Options", bound=BaseModel)
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class RequestLimits:
@@ -40,7 +45,8 @@ class RequestLimits:
     @property
     def max_json_values(self) -> int:
         """The most JSON values (numbers and lists) a body within the caps can need: with D = 1
-        every number sits in a list of its own, and each sequence adds one, in up to two fields."""
+        every number sits in a list of its own, each sequence adds one, in up to two fields, and
+        the other fields need a few."""
         return 2 * self.max_points + 4 * self.max_batch + 1024
 
 
@@ -49,16 +55,11 @@ LARGE_BODY_BYTES = 64 * 1024
 
 
 async def off_loop_if_large(body: bytes, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)`, in a worker thread when `body` is large, so /health never waits behind it."""
+    """`fn(*args)`, in a worker thread when `body` is large, so the event loop goes on serving
+    other requests meanwhile (within what the GIL allows: orjson holds it while it parses)."""
     if len(body) < LARGE_BODY_BYTES:
         return fn(*args)
     return await run_in_threadpool(fn, *args)
-
-
-NPY = "application/x-npy"
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-Options = TypeVar("Options", bound=BaseModel)
-T = TypeVar("T")
 
 
 def wants_npy(request: Request) -> bool:
