@@ -147,6 +147,10 @@ class ModelConfig(JSONConfig):
             raise ValueError(
                 f"repr_dim must be a multiple of {POOLED_PARTS[self.pooling]} for {self.pooling!r} pooling"
             )
+        if self.encoder == "transformer" and self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must divide hidden_dim ({self.hidden_dim}) for a transformer"
+            )
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
         # JSON brings lists back; tuples keep the frozen config hashable and comparable.

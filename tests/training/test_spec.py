@@ -32,6 +32,21 @@ def test_every_option_but_the_server_set_ones_is_a_bounded_documented_field() ->
             TrainOptions.model_validate(bad)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"objective": "steps", "encoder": "transformer"},
+        {"encoder": "transformer", "hidden_dim": 30, "num_heads": 4},
+        {"min_context_len": 20},
+        {"pooling": "max_mean"},
+        {"kernel_size": 4},
+    ],
+)
+def test_options_that_cannot_work_together_are_refused_when_queued(config: dict) -> None:
+    with pytest.raises(ValidationError):
+        TrainingSpec.model_validate({"model": "m", "dataset": {"num_samples": 64, "seq_len": 20}, "config": config})
+
+
 def test_the_job_records_its_resolved_configs() -> None:
     spec = tiny_spec(num_targets=2, max_offset=1)
     assert spec.resolved is not None
