@@ -24,18 +24,20 @@ RUN groupadd --system --gid 10001 jepa \
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
 # The remaining dependencies are read from pyproject.toml alone, so this layer
-# is rebuilt only when the dependency list changes, not on every source edit.
-# torch is already satisfied above, so pip leaves it alone.
-COPY pyproject.toml ./
+# is rebuilt only when the dependency list or the lock changes, not on every
+# source edit. constraints.txt holds them (and what they pull in) to the
+# versions CI tests; torch is already satisfied above, so pip leaves it alone.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# Editable install: alembic/ is found relative to the source tree, so the
-# source has to stay at /app. It stays root-owned; the service only writes
-# to /data. .dockerignore keeps the context to what is needed here.
-COPY . .
-RUN pip install --no-cache-dir --no-deps -e .
+# A plain (non-editable) install: the packages, the dashboard page and the
+# migrations (training/migrations) all land in site-packages, so nothing at
+# run time reads the source tree. The source is mounted for this step only
+# (rw: setuptools writes build/ into it), so the image does not keep a copy.
+# .dockerignore keeps the context to what is needed here.
+RUN --mount=type=bind,target=/tmp/src,rw pip install --no-cache-dir --no-deps /tmp/src
 
 # Declared last so nothing in the build writes into it.
 VOLUME ["/data"]

@@ -118,7 +118,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Past this, 413 before the body is read whole: at once when Content-Length says so,
         # else as soon as the streamed bytes pass it.
         max_body_size=settings.max_body_bytes,
+        # /docs and /redoc come from service.docs_assets, which serves their assets itself (offline).
+        docs_url=None,
+        redoc_url=None,
     )
+    # --- offline API docs (service/docs_assets.py) ---
+    from service.docs_assets import mount_offline_docs
+
+    mount_offline_docs(app)
+    # --- end offline API docs ---
     app.state.settings = settings
     app.state.worker = None  # the embedded worker, once the lifespan has started one
     app.state.limits = request_limits(settings)

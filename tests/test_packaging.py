@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,18 +205,74 @@ def dockerignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_needs():
-    # `COPY . .` plus `pip install -e .` need every installed package, the
-    # readme pyproject.toml names, and the migrations the service runs.
+    # `pip install` of the mounted source needs every installed package, the readme
+    # pyproject.toml names and the migrations shipped inside `training`; COPY needs its sources.
     include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = [pattern.rstrip("*").rstrip(".") for pattern in include]
-    needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "alembic/env.py"]
+    needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "training/migrations/env.py"]
     needed += [f"{package}/__init__.py" for package in packages]
-    needed += [path for path in ["alembic.ini"] if (ROOT / path).exists()]
+    needed += [src for args in args_of("COPY") for src in shlex.split(args)[:-1] if not src.startswith("--")]
     assert not [path for path in needed if dockerignored(path)]
 
     # Local state and caches must not be baked into the image.
     unwanted = [".venv/bin/python", "data/jepa.db", ".git/HEAD", "service/__pycache__/cli.pyc"]
     assert all(dockerignored(path) for path in unwanted)
+
+
+def test_the_migrations_ship_inside_the_package():
+    # A non-editable install (the image, `pip install .`) has only what package-data names;
+    # every migration file must match it, or a fresh database never gets that revision.
+    from training.migrate import MIGRATIONS_DIR
+
+    assert MIGRATIONS_DIR == ROOT / "training" / "migrations"
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["training"]
+    files = [p.relative_to(ROOT / "training").as_posix() for p in MIGRATIONS_DIR.rglob("*") if p.is_file()]
+    shipped = [f for f in files if "__pycache__" not in f and any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert "migrations/env.py" in shipped and any(f.startswith("migrations/versions/") for f in shipped)
+    assert sorted(shipped) == sorted(f for f in files if "__pycache__" not in f)
+    # Developers' `alembic` command reads the same folder.
+    ini = (ROOT / "alembic.ini").read_text()
+    assert "script_location = %(here)s/training/migrations" in ini
+
+
+def pins(name: str) -> dict[str, str]:
+    """`name==version` lines of a constraints file, keyed by normalised project name."""
+    found = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            project, _, version = line.partition("==")
+            assert version, f"{name}: {line!r} is not an exact pin"
+            found[re.sub(r"[-_.]+", "-", project).lower()] = version.strip()
+    return found
+
+
+DEPENDENCIES = [Requirement(dep) for dep in PYPROJECT["project"]["dependencies"]]
+
+
+def test_constraints_lowest_pins_every_dependency_at_its_floor():
+    # CI installs constraints-lowest.txt and serves from it: that only proves the floors in
+    # pyproject.toml if the file pins exactly those, and all of them.
+    lowest = pins("constraints-lowest.txt")
+    for dep in DEPENDENCIES:
+        (spec,) = dep.specifier  # one bound per dependency: a floor, or torch's exact pin
+        assert spec.operator in (">=", "=="), dep
+        name = re.sub(r"[-_.]+", "-", dep.name).lower()
+        assert Version(lowest[name]) == Version(spec.version), (
+            f"{name}: pyproject says {spec}, lowest pins {lowest[name]}"
+        )
+
+
+def test_the_lock_pins_every_dependency_inside_its_range():
+    lock = pins("constraints.txt")
+    test_deps = [Requirement(dep) for dep in PYPROJECT["project"]["optional-dependencies"]["test"]]
+    for dep in DEPENDENCIES + test_deps:
+        name = re.sub(r"[-_.]+", "-", dep.name).lower()
+        assert name in lock, f"constraints.txt has no {name}: regenerate it (see its header)"
+        assert dep.specifier.contains(lock[name], prereleases=True), f"constraints.txt: {name}=={lock[name]} vs {dep}"
+    # Without a +cpu label the line matches the CPU and the CUDA build alike (docs/install.md).
+    assert "+" not in lock["torch"]
+    assert any("-c constraints.txt" in run for run in args_of("RUN") if "pip install" in run)
 
 
 def test_hadolint():

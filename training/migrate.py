@@ -12,25 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
-from alembic import command
 from training.db import create_db_engine
 
-# The migrations live at the repository root, beside this package (installed editable).
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# The migrations ship inside this package (package data in pyproject.toml), so any install has them.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any fixed 64-bit number names the lock; every process that migrates must use the same one.
 MIGRATION_LOCK_KEY = 0x4A455041  # "JEPA"
 
 
 def alembic_config(url: str) -> Config:
-    if not (ALEMBIC_DIR / "env.py").is_file():
-        raise RuntimeError(
-            f"alembic migrations not found at {ALEMBIC_DIR}; install the project with `pip install -e .`"
-        )
-    cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise RuntimeError(f"alembic migrations not found at {MIGRATIONS_DIR}: the package was built without them")
+    cfg = Config()  # no alembic.ini at run time: that file is for developers running `alembic` by hand
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["url"] = url  # passed as an attribute: an .ini option would mangle '%' in passwords
     return cfg
 

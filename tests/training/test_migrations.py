@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -48,6 +50,23 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
+    finally:
+        engine.dispose()
+
+
+def test_the_alembic_command_uses_the_same_migrations(tmp_path: Path) -> None:
+    """Developers run `alembic upgrade head` from the repository root; alembic.ini points it at
+    training/migrations, the scripts the services run from inside the package."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")} | {"JEPA_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'jepa.db'}")
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]

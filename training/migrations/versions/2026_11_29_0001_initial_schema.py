@@ -11,7 +11,6 @@ changes to the ORM never rewrite history.
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"

@@ -3,9 +3,9 @@ never from alembic.ini, so credentials stay in the environment."""
 
 from __future__ import annotations
 
+from alembic import context
 from sqlalchemy import Connection
 
-from alembic import context
 from training.db import create_db_engine
 from training.models import Base
 from training.settings import StorageSettings

@@ -1,0 +1,55 @@
+"""/docs and /redoc that work offline.
+
+FastAPI's own pages load Swagger UI and ReDoc from a CDN, so on a machine without internet access
+they come up blank. The fastapi-offline package ships those same dist files (Swagger UI 5, which
+renders OpenAPI 3.1, and ReDoc's standalone bundle); here they are served from this process, and
+the pages are FastAPI's own HTML pointed at them. Both pages stay public, as before.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS_URL = "/docs-assets"
+# Only the package's static folder is used, not its FastAPIOffline factory: create_app builds the app.
+ASSETS_DIR = files("fastapi_offline") / "static"
+
+
+def mount_offline_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """Serve the docs pages and their assets; create_app passes docs_url=None and redoc_url=None
+    to FastAPI so that its CDN-loading pages are not registered first."""
+    app.mount(ASSETS_URL, StaticFiles(directory=str(ASSETS_DIR)), name="docs-assets")
+
+    def urls(request: Request) -> tuple[str, str]:
+        # Behind a proxy that strips a path prefix, the browser needs the prefix back.
+        root = request.scope.get("root_path", "").rstrip("/")
+        return root + (app.openapi_url or ""), root + ASSETS_URL
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        openapi_url, assets = urls(request)
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+            # No badge from validator.swagger.io: offline it is a broken image, online it leaks the spec's URL.
+            swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})},
+        )
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        openapi_url, assets = urls(request)
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
+            with_google_fonts=False,  # fonts from Google are one more thing offline can't fetch
+        )
