@@ -10,11 +10,22 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.engine import InferenceEngine, ServedVersion
-from service.payloads import RequestLimits
+from service.engine import InferenceEngine, Sequences, ServedVersion
+from service.payloads import (
+    NPY,
+    Options,
+    RequestLimits,
+    decode_fields,
+    npy_sequences,
+    off_loop_if_large,
+    parse_json,
+    sends_npy,
+    take_field,
+    validate_options,
+)
 from service.settings import Settings
 from training.db import SessionFactory
-from training.errors import Unauthorized
+from training.errors import Unauthorized, UnsupportedMediaType
 from training.registry import VersionRef
 
 
@@ -64,6 +75,38 @@ async def resolve_served(
 ) -> ServedVersion:
     """The version a request names, with the service's defaults filled in."""
     return await engine.resolve_async(model or settings.default_model, version, settings.default_alias)
+
+
+async def read_inference(
+    request: Request,
+    options_model: type[Options],
+    fields: dict[str, bool],
+    engine: InferenceEngine,
+    settings: Settings,
+    limits: RequestLimits,
+    npy: bool = True,
+) -> tuple[Options, ServedVersion, dict[str, Sequences | None]]:
+    """An inference request's options, the version it names, and its sequence fields as arrays.
+
+    `fields` maps each field to whether it is required. A JSON body carries them all; with
+    `npy`, an `application/x-npy` body is the first field and the options come from the query
+    string. Large bodies are decoded off the event loop.
+    """
+    first = next(iter(fields))
+    if sends_npy(request):
+        if not npy:
+            raise UnsupportedMediaType(f"{request.url.path} reads application/json only, not {NPY}")
+        body = await request.body()
+        options = validate_options(options_model, dict(request.query_params), strict=False)
+        served = await resolve_served(engine, settings, options.model, options.version)  # type: ignore[attr-defined]
+        array = await off_loop_if_large(body, npy_sequences, body, served, limits)
+        return options, served, {first: array} | {name: None for name in fields if name != first}
+    body = await request.body()
+    data = await off_loop_if_large(body, parse_json, body, limits.max_json_values)
+    raw = {name: take_field(data, name, required) for name, required in fields.items()}
+    options = validate_options(options_model, data)
+    served = await resolve_served(engine, settings, options.model, options.version)  # type: ignore[attr-defined]
+    return options, served, await off_loop_if_large(body, decode_fields, raw, served, limits)
 
 
 # Declared as a security scheme, so /docs offers an "Authorize" button.
