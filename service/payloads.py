@@ -1,8 +1,10 @@
 """Request bodies to validated numpy arrays, and arrays back to response bodies, without going
 through Python floats one by one.
 
-JSON is parsed by orjson and converted by numpy in C. A body that fails the fast checks is walked
-again in Python only to say exactly what is wrong; valid bodies never pay for that walk.
+JSON goes through service.json_arrays first: simdjson flattens the numbers straight into one
+buffer. A body that path cannot vouch for is parsed by orjson and converted by numpy, and one
+that fails those checks is walked again in Python only to say exactly what is wrong; valid bodies
+never pay for that walk.
 A binary body (`Content-Type: application/x-npy`) is one float array (N, T, D), read with
 `allow_pickle=False`.
 """
@@ -86,14 +88,19 @@ def json_values_bound(body: bytes) -> int:
     return body.count(b",") + body.count(b"[") + body.count(b"{") + body.count(b":") + 1
 
 
-def parse_json(body: bytes, max_values: int) -> dict[str, Any]:
-    """The body's JSON object, refused before parsing when it could hold more than `max_values`
-    values: parsed, each value is a Python object of up to ~70 bytes, so this bounds memory."""
+def check_json_values(body: bytes, max_values: int) -> None:
+    """Refuse a body that could hold more than `max_values` JSON values, before parsing it:
+    parsed, each value is a Python object of up to ~70 bytes, so this bounds memory."""
     if json_values_bound(body) > max_values:
         raise InvalidInput(
             f"the body holds more than {max_values} JSON values, more than the request caps allow "
             "(JEPA_MAX_REQUEST_POINTS); send fewer or shorter sequences"
         )
+
+
+def parse_json(body: bytes, max_values: int) -> dict[str, Any]:
+    """The body's JSON object, within `check_json_values`."""
+    check_json_values(body, max_values)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -147,6 +154,23 @@ def decode_fields(fields: dict[str, Any], served: ServedVersion, limits: Request
     }
     check_points(" and ".join(fields), sum(points_in(s) for s in decoded.values() if s is not None), limits)
     return decoded
+
+
+def check_fast(
+    arrays: dict[str, Sequences], fields: dict[str, bool], served: ServedVersion, limits: RequestLimits
+) -> dict[str, Sequences | None] | None:
+    """The fast JSON path's arrays (service.json_arrays) held to the same rules as decode_fields,
+    or None where only the exact path can say what is wrong (a missing field, a wrong D)."""
+    if any(required and name not in arrays for name, required in fields.items()):
+        return None
+    for name, sequences in arrays.items():
+        shapes = [sequences.shape] if isinstance(sequences, np.ndarray) else [s[None].shape for s in sequences]
+        if shapes[0][2] != served.input_dim:
+            return None
+        lengths = [shape[1] for shape in shapes] if len(shapes) > 1 else [shapes[0][1]]
+        _check_size(name, len(sequences), lengths, limits)
+    check_points(" and ".join(fields), sum(points_in(s) for s in arrays.values()), limits)
+    return {name: arrays.get(name) for name in fields}
 
 
 def only_numbers(value: list[Any]) -> bool:
