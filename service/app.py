@@ -16,8 +16,8 @@ from jepa_model import __version__
 from service.deps import ReadAuth, request_limits
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
-from service.logs import RequestIdMiddleware
-from service.observability import Metrics, MetricsMiddleware
+from service.middleware import RequestMiddleware
+from service.observability import Metrics
 from service.routes import dashboard, datasets, encode, health, info, jobs, models, predict, similarity, train
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
@@ -131,8 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.worker = None  # the embedded worker, once the lifespan has started one
     app.state.limits = request_limits(settings)
     app.state.metrics = Metrics()
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestIdMiddleware)  # outermost: the id covers everything logged below
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     register_error_handlers(app)
     app.include_router(health.router)  # open, for load balancers, orchestrators and Prometheus
     app.include_router(dashboard.router)  # the page is public; the data it fetches is not

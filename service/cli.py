@@ -177,6 +177,7 @@ def serve(
         port=port or settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        access_log=False,  # service.middleware writes it, off the event loop
     )
 
 

@@ -1,18 +1,16 @@
 """Prometheus metrics (names prefixed `jepa_`), kept per app so tests can build several apps.
 
-The request middleware is plain ASGI: it reads the status as the response starts and the route
-template FastAPI resolved, so a scrape groups /models/{name} rather than every name seen.
+service.middleware records each request under the route template FastAPI resolved, so a scrape
+groups /models/{name} rather than every name seen.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -38,6 +36,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        children = self._children.get((route, method, status))
+        if children is None:  # labels() takes a lock and builds a key: once per route and status
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            if len(self._children) < 4096:
+                self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_jobs(self, count_by_status: Callable[[], dict[str, int]]) -> None:
         """Report training jobs by status, counted in the registry at every scrape."""
@@ -60,28 +68,3 @@ class _JobsCollector(Collector):
 
     def describe(self):  # type: ignore[no-untyped-def]
         return []
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)

@@ -57,7 +57,9 @@ def test_logs_are_json_lines_carrying_the_request_id_echoed_in_the_response(serv
         mine = client.post("/encode", json={"sequences": []}, headers={"X-Request-ID": "trace-42.a"})
         assert mine.status_code == 422 and mine.headers["x-request-id"] == "trace-42.a"
         generated = client.get("/health", headers={"X-Request-ID": "no spaces allowed"}).headers["x-request-id"]
-        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+        following = client.get("/health").headers["x-request-id"]
+        # a per-process prefix and a counter (service.middleware): distinct, and no uuid4 per request
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]+", generated) and following != generated
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
@@ -66,4 +68,5 @@ def test_logs_are_json_lines_carrying_the_request_id_echoed_in_the_response(serv
             break
         time.sleep(0.1)
     assert tagged and {"ts", "level", "logger", "msg"} <= set(tagged[0])
-    assert any("POST /encode" in line["msg"] for line in tagged)  # uvicorn's access line
+    access = [line for line in tagged if line["logger"] == "jepa.access"]  # written off the event loop
+    assert access and '"POST /encode HTTP/1.1" 422' in access[0]["msg"]

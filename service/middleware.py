@@ -1,0 +1,120 @@
+"""The one ASGI layer around every request: its id, its timing headers, its metrics and its
+access-log line.
+
+One layer instead of one per concern, because each layer costs a coroutine, a wrapped `send` and
+a context switch per request, and on small requests the event loop's thread is the limit.
+
+- Request ids: every response echoes one in `X-Request-ID` (the caller's own, when it sends a
+  sane one), and every log line written while serving the request carries it, so a client's
+  error report and the server's log lines can be matched. Generated ids are a per-process random
+  prefix and a counter: unique without a uuid4 (and its os.urandom call) per request.
+- Timing: a successful inference answer carries `X-Queue-Time` (waiting for the inference
+  thread), `X-Inference-Time` (forward passes) and `X-Total-Time` (from the request's arrival
+  to its answer's first byte), in milliseconds (service.timing says how pieces add up).
+- The access log goes to the `jepa.access` logger, whose handler formats and writes on a thread
+  of its own (training.logs.BackgroundHandler).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.observability import Metrics
+from service.timing import RequestTiming, request_timing
+from training.logs import request_id
+
+SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID = b"x-request-id"
+
+access_log = logging.getLogger("jepa.access")
+
+
+class _RequestIds:
+    """`<8 random hex digits>-<counter in hex>`: the prefix is drawn again in a forked child."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self.prefix = os.urandom(4).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self.counter):x}"
+
+
+request_ids = _RequestIds()
+
+
+def _given_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID:
+            given = value.decode("latin-1")
+            return given if SANE_ID.match(given) else None
+    return None
+
+
+def _ms(seconds: float) -> bytes:
+    return f"{seconds * 1000:.3f}".encode()
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = _given_id(scope) or request_ids.next()
+        id_token = request_id.set(rid)
+        timing = RequestTiming()
+        timing_token = request_timing.set(timing)
+        status = 500
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (REQUEST_ID, rid.encode())]
+                if status == 200 and timing.inference_s > 0:
+                    headers += [
+                        (b"x-queue-time", _ms(timing.queue_s)),
+                        (b"x-inference-time", _ms(timing.inference_s)),
+                        (b"x-total-time", _ms(time.perf_counter() - started)),
+                    ]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapped)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe_request(route, scope["method"], status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, status, elapsed)
+            request_timing.reset(timing_token)
+            request_id.reset(id_token)
+
+
+def _log_access(scope: Scope, status: int, elapsed: float) -> None:
+    client = scope.get("client")
+    target = scope["path"] if not scope["query_string"] else f"{scope['path']}?{scope['query_string'].decode()}"
+    access_log.info(
+        '%s - "%s %s HTTP/%s" %d %.1fms',
+        f"{client[0]}:{client[1]}" if client else "-",
+        scope["method"],
+        target,  # its query string's secrets are redacted by the handler's filter
+        scope["http_version"],
+        status,
+        elapsed * 1000,
+    )
