@@ -18,6 +18,7 @@ from service.engine import InferenceEngine
 from service.errors import register_error_handlers
 from service.middleware import RequestMiddleware
 from service.observability import Metrics
+from service.processes import WorkerLease, group_dir
 from service.routes import dashboard, datasets, encode, health, info, jobs, models, predict, similarity, train
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
@@ -72,7 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         on_batch=app.state.metrics.batch_size.observe,
         on_load=app.state.metrics.model_load.observe,
     )
-    app.state.metrics.queue_depth.set_function(lambda: engine.batcher.depth)
+    app.state.metrics.watch_queue(lambda: engine.batcher.depth)
     app.state.metrics.watch_jobs(lambda: _count_jobs(factory))
     engine.start()
     app.state.session_factory, app.state.engine = factory, engine
@@ -85,7 +86,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     worker = (
         Worker(settings, factory, poll_s=settings.worker_poll_s, recover=False) if settings.embedded_worker else None
     )
-    worker_thread = worker.start_thread() if worker else None
+    # One of several API processes runs it only while it holds the group's lease (service.processes).
+    lease = WorkerLease(group, worker) if worker and (group := group_dir()) is not None else None
+    worker_thread = (lease.start() if lease else worker.start_thread()) if worker else None
     app.state.worker = worker  # /ready reports a worker that died or keeps failing
     # Everything built so far (torch, SQLAlchemy, the app) lives as long as the process: moving
     # it out of the collector's reach keeps full collections short, which under load halved the
@@ -99,11 +102,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         if worker and worker_thread:
-            worker.stop()
+            (lease or worker).stop()
             await run_in_threadpool(worker_thread.join, 30)
         recovery.stop()
         await run_in_threadpool(recovery_thread.join, 5)
         await engine.aclose()
+        app.state.metrics.close()
         db_engine.dispose()
 
 

@@ -156,29 +156,40 @@ def _detail(detail: Any) -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind. [default: JEPA_HOST or 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on. [default: JEPA_PORT or 8000]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="API processes on the port. [default: JEPA_WORKERS or 1]")
+    ] = None,
 ) -> None:
     """Start the HTTP API (and, unless JEPA_EMBEDDED_WORKER=0, a worker that runs training jobs).
 
     The database schema is brought to head first. With an empty registry, the default model is
-    queued for training and /ready answers 503 until it can be served.
+    queued for training and /ready answers 503 until it can be served. With several processes,
+    one of them runs the embedded worker and /metrics sums them all (service/processes.py).
     """
     import uvicorn
 
-    from service.protocol import with_header_timeout
+    from service.processes import prepare_group, remove_group
+    from service.protocol import HeaderDeadlineProtocol
 
     settings = Settings()
     config = _setup_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        "service.app:create_app",
-        log_config=config,
-        factory=True,
-        http=with_header_timeout(settings.header_timeout_s),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-        access_log=False,  # service.middleware writes it, off the event loop
-    )
+    processes = workers or settings.workers
+    group = prepare_group(processes)
+    try:
+        uvicorn.run(
+            "service.app:create_app",
+            log_config=config,
+            factory=True,
+            http=HeaderDeadlineProtocol,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=processes,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=30,
+            access_log=False,  # service.middleware writes it, off the event loop
+        )
+    finally:
+        remove_group(group)
 
 
 @app.command()

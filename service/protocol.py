@@ -9,13 +9,21 @@ connection opening), or the connection is closed. Bodies are bounded by JEPA_MAX
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
-class HeaderDeadlineProtocol(HttpToolsProtocol):
-    header_timeout_s: float = 10.0  # set from JEPA_HEADER_TIMEOUT_S by `with_header_timeout`
+@lru_cache(maxsize=1)
+def header_timeout_s() -> float:
+    # Read in each process from its environment: with --workers N, uvicorn starts the class
+    # anew in N spawned processes, where anything set on it in the supervisor would be lost.
+    from service.settings import get_settings
 
+    return get_settings().header_timeout_s
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
     _header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -36,7 +44,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm_header_deadline(self) -> None:
-        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+        self._header_deadline = self.loop.call_later(header_timeout_s(), self._headers_too_slow)
 
     def _disarm_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -46,10 +54,5 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         if not self.transport.is_closing():
-            self.logger.info("closing a connection whose request headers took over %.0f s", self.header_timeout_s)
+            self.logger.info("closing a connection whose request headers took over %.0f s", header_timeout_s())
             self.transport.close()
-
-
-def with_header_timeout(seconds: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for uvicorn's `http=`, with its deadline set."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": seconds})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -33,8 +33,7 @@ async def health() -> Health:
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics: requests by route and status, latencies, batch sizes, queue depth,
     model load times, and training jobs by status."""
-    registry = request.app.state.metrics.registry
-    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(request.app.state.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
 
 def disk_problem(data_dir: Path) -> str | None:
