@@ -7,7 +7,8 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    JEPA_DATA_DIR=/data
+    JEPA_DATA_DIR=/data \
+    JEPA_WORKERS=2
 
 WORKDIR /app
 
@@ -52,5 +53,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 
-# Exec form so SIGTERM goes straight to the process running uvicorn.
+# Exec form so SIGTERM goes straight to the process running uvicorn. JEPA_WORKERS
+# API processes (above: 2, one per core of a small host; set it to the cores the
+# container gets) share the port; one of them runs the embedded training worker.
 CMD ["jepa", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -186,6 +186,14 @@ def test_compose_api_matches_the_image(name):
     assert service["environment"]["JEPA_EMBEDDED_WORKER"] == "0"
 
 
+def test_the_image_and_compose_run_several_api_processes():
+    from service.settings import Settings
+
+    compose_default = COMPOSE["services"]["api"]["environment"]["JEPA_WORKERS"].split(":-")[1].rstrip("}")
+    for workers in (dockerfile_env()["JEPA_WORKERS"], compose_default):
+        assert Settings(workers=workers).workers == 2  # what `jepa serve` reads as --workers
+
+
 def dockerignored(path: str) -> bool:
     # Close enough to Docker's rule for the patterns used here: the last
     # pattern that matches the path or one of its parents decides.
