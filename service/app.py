@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from jepa_model import __version__
-from service.deps import ReadAuth, request_limits
+from service.deps import Inference, ReadAuth, request_limits
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
 from service.middleware import RequestMiddleware
@@ -77,6 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics.watch_jobs(lambda: _count_jobs(factory))
     engine.start()
     app.state.session_factory, app.state.engine = factory, engine
+    app.state.inference = Inference(engine, settings, app.state.limits)
     if settings.bootstrap:
         await run_in_threadpool(queue_default_model, factory, settings)
     # Stale-job recovery runs here whether or not this process trains, so jobs whose worker died
