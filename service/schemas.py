@@ -9,6 +9,7 @@ from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, WithJson
 from pydantic.json_schema import SkipJsonSchema
 
 from jepa_model.jepa import EncoderName
+from service.errors import ERROR_KINDS, ERROR_TYPES
 from training.spec import ModelName, ResolvedConfigs, TrainingSpec
 
 # Strict: booleans and numeric strings are refused, not coerced. Non-finite values are refused too.
@@ -25,26 +26,31 @@ VersionRef = Annotated[
 ]
 
 
-class ErrorOut(BaseModel):
-    """Every error: a message naming the problem, or, for a field pydantic checked, FastAPI's list."""
-
-    detail: str | list[dict[str, Any]]
+# Built from the table the handlers use, so /openapi.json lists exactly the types they send.
+ErrorType = Literal[ERROR_TYPES]  # type: ignore[valid-type]
 
 
-# The errors any route may answer with, documented once for all of them.
+class FieldError(BaseModel):
+    """One problem with a field checked against the schema."""
+
+    loc: list[str | int] = Field(description="Where: 'body', 'query', 'path' or 'header', then keys and indices.")
+    msg: str
+    type: str = Field(description="pydantic's name for the problem, e.g. 'string_type'.")
+
+
+class ErrorBody(BaseModel):
+    """Every error. `type` is stable, for programs to branch on; `detail` is for people."""
+
+    type: ErrorType = Field(description="One per status; docs/api.md has the table.")
+    detail: str | list[FieldError] = Field(
+        description="A message naming the problem, or, for fields checked against the schema, one entry per problem."
+    )
+
+
+# The errors any route may answer with, documented once for all of them. 405 is left out: a
+# documented operation is the route with its method.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": description}
-    for status, description in {
-        401: "The API key is missing or wrong (only when JEPA_API_KEY is set).",
-        404: "No such model, version, alias, job or dataset.",
-        409: "The resource's state does not allow this (a finished job, a corrupt dataset).",
-        413: "The body is larger than JEPA_MAX_BODY_BYTES.",
-        415: "The body's media type is not one this route reads.",
-        422: "The request is malformed; the detail names the field and what is wrong.",
-        429: "Too much is already waiting; retry after the Retry-After header's seconds.",
-        503: "A checkpoint or the database is unavailable.",
-        507: "The server's disk has no room for what the request would store; nothing was kept.",
-    }.items()
+    kind.status: {"model": ErrorBody, "description": kind.when} for kind in ERROR_KINDS if kind.status != 405
 }
 
 

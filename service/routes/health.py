@@ -10,7 +10,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import EngineDep, ReadAuth, SettingsDep, resolve_served
-from service.schemas import Health, Readiness
+from service.errors import database_unavailable, error_response
+from service.schemas import ErrorBody, Health, Readiness
 from training.errors import ModelUnavailable, NotFound
 from training.worker import Worker
 
@@ -48,7 +49,11 @@ def disk_problem(data_dir: Path) -> str | None:
     return None
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"description": "Not ready; detail says why."}})
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": ErrorBody, "description": "Not ready; detail says why."}},
+)
 async def ready(request: Request, engine: EngineDep, settings: SettingsDep) -> Readiness | JSONResponse:
     """200 once the database answers, the embedded worker (if any) runs, the data directory's
     disk has room and the default model is loaded; 503 with the reason before."""
@@ -56,16 +61,16 @@ async def ready(request: Request, engine: EngineDep, settings: SettingsDep) -> R
     try:
         await run_in_threadpool(engine.check_registry)
         if worker is not None and (problem := worker.problem()) is not None:
-            return JSONResponse({"detail": problem}, status_code=503)
+            return error_response(503, problem)
         if (problem := await run_in_threadpool(disk_problem, settings.data_dir)) is not None:
-            return JSONResponse({"detail": problem}, status_code=503)
+            return error_response(503, problem)
         served = await resolve_served(engine, settings, None, None)
         await engine.run(engine.load, served)
     except SQLAlchemyError as exc:
-        return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}"}, status_code=503)
+        return database_unavailable(exc)
     except NotFound:
         detail = f"default model {settings.default_model!r} has no version yet; its first training job may be running"
-        return JSONResponse({"detail": detail}, status_code=503)
+        return error_response(503, detail)
     except ModelUnavailable as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return error_response(503, str(exc))
     return Readiness(status="ready", model=served.model, version=served.number)
