@@ -33,11 +33,12 @@ Labels = np.ndarray | Sequence[str] | Sequence[int]
 
 
 class JEPAError(Exception):
-    """An error answer from the service: `status` and the server's `detail`."""
+    """An error answer from the service: `status`, the server's `detail`, and its stable `type`
+    (e.g. "validation_error", "overloaded"; docs/api.md lists them), to branch on."""
 
-    def __init__(self, status: int, detail: Any) -> None:
+    def __init__(self, status: int, detail: Any, type: str | None = None) -> None:  # noqa: A002 - the body's name
         super().__init__(f"{status}: {detail}")
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.type = status, detail, type
 
 
 class BadRequest(JEPAError):  # 400, 413, 415, 422
@@ -57,8 +58,8 @@ class Conflict(JEPAError):  # 409
 
 
 class Overloaded(JEPAError):  # 429: retry after `retry_after` seconds
-    def __init__(self, status: int, detail: Any, retry_after: float | None) -> None:
-        super().__init__(status, detail)
+    def __init__(self, status: int, detail: Any, type: str | None, retry_after: float | None) -> None:  # noqa: A002
+        super().__init__(status, detail, type)
         self.retry_after = retry_after
 
 
@@ -78,17 +79,18 @@ def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
     try:
-        detail = response.json().get("detail")
-    except ValueError:
-        detail = response.text
+        body = response.json()
+        detail, kind = body.get("detail"), body.get("type")
+    except (ValueError, AttributeError):  # not JSON (a proxy's page), or not an object
+        detail, kind = response.text, None
     status = response.status_code
     if status == 429:
         retry = response.headers.get("retry-after")
-        raise Overloaded(status, detail, float(retry) if retry else None)
+        raise Overloaded(status, detail, kind, float(retry) if retry else None)
     error = {401: Unauthorized, 404: NotFound, 409: Conflict}.get(status)
     if error is None:
         error = Unavailable if status >= 500 else BadRequest
-    raise error(status, detail)
+    raise error(status, detail, kind)
 
 
 def _npy(array: np.ndarray) -> bytes:

@@ -37,10 +37,10 @@ def test_errors_are_typed_and_carry_the_detail(server: Server) -> None:
     with JEPAClient(server.base_url) as client:
         with pytest.raises(NotFound) as missing:
             client.encode(walks(1, 5), model="nope")
-        assert missing.value.status == 404 and "not found" in missing.value.detail
+        assert missing.value.status == 404 and "not found" in missing.value.detail and missing.value.type == "not_found"
         with pytest.raises(BadRequest) as wrong:
             client.encode(walks(1, 5, dim=3))
-        assert "expects 2" in wrong.value.detail
+        assert "expects 2" in wrong.value.detail and wrong.value.type == "validation_error"
 
 
 def test_upload_train_wait_and_promote(server: Server) -> None:
