@@ -67,7 +67,8 @@ class SequenceEncoder(nn.Module):
             if lengths is None:
                 mean = steps.mean(1)
             else:
-                valid = (torch.arange(steps.shape[1])[None, :] < lengths[:, None]).to(steps.dtype)[:, :, None]
+                positions = torch.arange(steps.shape[1], device=steps.device)
+                valid = (positions[None, :] < lengths[:, None]).to(steps.dtype)[:, :, None]  # (B, T, 1)
                 mean = (steps * valid).sum(1) / lengths.to(steps.dtype)[:, None]
             parts.append(mean)
         pooled = torch.cat(parts, dim=-1)  # (B, P)
@@ -132,11 +133,11 @@ class TransformerEncoder(SequenceEncoder):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape  # x: (B, T, D)
-        h = self.embed(self.standardize(x)) + sinusoidal_positions(T, self.embed.out_features)  # (B, T, H)
-        lengths = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
-        padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True where padded
+        h = self.embed(self.standardize(x)) + sinusoidal_positions(T, self.embed.out_features).to(x.device)  # (B, T, H)
+        lengths = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths
+        padding = torch.arange(T, device=x.device)[None, :] >= lengths[:, None]  # (B, T), True where padded
         h = self.norm(self.blocks(h, src_key_padding_mask=padding if bool(padding.any()) else None))
-        last = h[torch.arange(B), lengths - 1]  # (B, H)
+        last = h[torch.arange(B, device=x.device), lengths - 1]  # (B, H)
         return self.pool(last, h, lengths)
 
 

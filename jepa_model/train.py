@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from jepa_model.config import ModelConfig, TrainConfig
@@ -36,6 +38,14 @@ Monitor = Callable[[JEPA], dict[str, float]]
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def to_device(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if x is None else x.to(device)
+
+
 def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A DataLoader batch as (padded (B, T, D), lengths (B,) or None when all rows are full)."""
     if isinstance(batch, torch.Tensor):
@@ -59,6 +69,14 @@ class Spans:
     context_lengths: torch.Tensor | None  # (B,), None when every context has C_max steps
     targets: torch.Tensor  # (B, K, L, D)
     offsets: torch.Tensor  # (B, K): span k starts offsets[:, k] steps after the context ends
+
+    def to(self, device: torch.device) -> Spans:
+        return Spans(
+            self.context.to(device),
+            to_device(self.context_lengths, device),
+            self.targets.to(device),
+            self.offsets.to(device),
+        )
 
 
 def sample_windows(
@@ -116,7 +134,10 @@ def masked_steps_loss(
     model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Step models: hide blocks of a random crop from the context encoder; the predictor regresses
-    the target encoder's representations of the hidden steps from what the context encoder saw."""
+    the target encoder's representations of the hidden steps from what the context encoder saw.
+
+    Crops and masks are drawn on the CPU, with its generator, whatever the model's device: a
+    seeded run draws the same ones anywhere."""
     x, lengths = split_batch(batch)
     crops, crop_lengths = random_crops(x, lengths, config.max_crop_len, generator)  # (B, C, D)
     B, C, _ = crops.shape
@@ -127,6 +148,8 @@ def masked_steps_loss(
         config.mask_block_len,
         generator,
     )  # (B, C)
+    device = model_device(model)
+    crops, crop_lengths, hidden = crops.to(device), to_device(crop_lengths, device), hidden.to(device)
     with torch.no_grad():
         target = model.target_encoder.steps(crops, crop_lengths)  # (B, C, S)
     context = model.context_encoder.steps(crops, crop_lengths, hidden)  # (B, C, S)
@@ -148,6 +171,7 @@ def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: tor
     """
     x, lengths = split_batch(batch)
     spans = sample_spans(x, lengths, config.context_len, config.target_len, 1, 0, generator=generator)
+    spans = spans.to(model_device(model))
     with torch.no_grad():
         context = model.context_encoder.steps(spans.context)  # (B, C, S)
         target = model.target_encoder.pool_raw(model.target_encoder.steps(spans.targets[:, 0]), None)  # (B, R)
@@ -160,7 +184,8 @@ def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: tor
 
 
 def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Window models: predict the pooled representation of spans that follow a context."""
+    """Window models: predict the pooled representation of spans that follow a context (drawn on
+    the CPU, as step models' crops are)."""
     x, lengths = split_batch(batch)
     if config.num_contexts > 1:  # every copy of a sequence draws its own windows
         x = x.repeat(config.num_contexts, 1, 1)
@@ -174,7 +199,7 @@ def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch
         config.max_offset,
         config.min_context_len,
         generator,
-    )
+    ).to(model_device(model))
     B, K, L, D = spans.targets.shape
     z = model.context_encoder(spans.context, spans.context_lengths)  # (B, R)
     predicted = model.predictor(z.repeat_interleave(K, 0), spans.offsets.reshape(-1))  # (B*K, R)
@@ -341,11 +366,18 @@ def input_statistics(dataset: Dataset, config: ModelConfig) -> tuple[tuple[float
 @torch.inference_mode()
 def raw_embeddings(model: JEPA, dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
     """Step models: the target encoder's pooled, not yet standardised, embeddings (N, R)."""
-    encoder, out = model.target_encoder, []
+    encoder, device, out = model.target_encoder, model_device(model), []
     for start in range(0, len(dataset), batch_size):
         x, lengths = batch_sequences([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        x, lengths = x.to(device), to_device(lengths, device)
         out.append(encoder.pool_raw(encoder.steps(x, lengths), valid_steps(lengths, x.shape[1])))
-    return torch.cat(out)
+    return torch.cat(out)  # on the model's device
+
+
+def on_cpu_copy(monitor: Monitor) -> Monitor:
+    """`monitor` run on a CPU copy of the model: measuring code builds its inputs on the CPU and
+    reads outputs with .numpy(), and a copy leaves the training model where it is."""
+    return lambda model: monitor(copy.deepcopy(model).cpu())
 
 
 @dataclass
@@ -362,15 +394,19 @@ def fit(
     on_epoch: EpochCallback | None = None,
     monitor: Monitor | None = None,
     log_every: int = 0,
+    device: torch.device | str = "cpu",
 ) -> TrainResult:
-    """Build a model from configs and train it on `dataset`; seeded runs are reproducible."""
+    """Build a model from configs and train it on `dataset`; seeded runs are reproducible.
+
+    It trains on `device` and comes back on the CPU, where checkpoints and metrics are made."""
+    device = torch.device(device)
     if train_config.seed is not None:
         torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed) if train_config.seed is not None else None
     if train_config.normalize_inputs:
         mean, std = input_statistics(dataset, model_config)
         model_config = replace(model_config, input_mean=mean, input_std=std)
-    model = JEPA.from_config(model_config)
+    model = JEPA.from_config(model_config).to(device)  # initialised on the CPU: the same weights anywhere
     loader = DataLoader(
         dataset,
         batch_size=train_config.batch_size,
@@ -382,9 +418,15 @@ def fit(
     )
     started = time.perf_counter()
     losses = train_jepa(
-        model, loader, config=train_config, on_epoch=on_epoch, monitor=monitor, log_every=log_every, generator=generator
+        model,
+        loader,
+        config=train_config,
+        on_epoch=on_epoch,
+        monitor=monitor if monitor is None or device.type == "cpu" else on_cpu_copy(monitor),
+        log_every=log_every,
+        generator=generator,
     )
     model.eval()
     if model.steps_objective:
         model.set_embedding_statistics(raw_embeddings(model, dataset))
-    return TrainResult(model=model, losses=losses, seconds=time.perf_counter() - started)
+    return TrainResult(model=model.cpu(), losses=losses, seconds=time.perf_counter() - started)

@@ -68,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_batch=settings.micro_batch,
         max_batch_steps=settings.micro_batch_steps,
         max_wait_s=settings.batch_wait_ms / 1000,
+        device=settings.device,
         max_queue=settings.max_queue,
         resolve_ttl_s=settings.resolve_ttl_s,
         on_batch=app.state.metrics.batch_size.observe,

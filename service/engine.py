@@ -2,6 +2,14 @@
 
 It knows nothing about HTTP. All torch work runs on one dedicated thread, fed by the micro-batcher,
 so the event loop never blocks on a forward pass and models are only ever touched from one thread.
+Models and their inputs live on one device (`device`: auto, cpu or cuda); answers come back as
+CPU arrays.
+
+A request's sequences are grouped by length bucket (`length_bucket`), so that concurrent requests
+of similar, not only equal, lengths share forward passes: a batch of mixed lengths is right-padded
+to its longest and run with the lengths, which every encoder masks or packs away, so each answer is
+what its sequence alone would get. A model whose padding would change its answers (checked before
+its first such batch) runs them as one pass per exact length instead.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,9 +30,18 @@ import torch
 from sqlalchemy import text
 
 from jepa_model import JEPA, CheckpointError, load_checkpoint
+from jepa_model.devices import resolve_device
 from jepa_model.jepa import EncoderName
-from jepa_model.serving import Forward, eager_forwards, traced_forwards
-from service.batcher import MicroBatcher
+from jepa_model.serving import (
+    Forward,
+    RaggedForward,
+    eager_forwards,
+    eager_ragged_forwards,
+    pads_exactly,
+    traced_forwards,
+    traced_ragged_forwards,
+)
+from service.batcher import MicroBatcher, Sequences, longest
 from training.db import SessionFactory
 from training.errors import DomainError, InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
@@ -50,19 +68,60 @@ class ServedVersion:
         return f"model {self.model!r} v{self.number}"
 
 
-# Sequences as the payload decoder hands them over: one (N, T, D) array when every sequence has
-# the same length, else a list of (T_i, D) arrays.
-Sequences = np.ndarray | list[np.ndarray]
+@dataclass
+class Forwards:
+    """A loaded version's forward passes, by operation."""
+
+    full: dict[str, Forward]  # for batches whose rows all have the same length
+    build_ragged: Callable[[], dict[str, RaggedForward] | None]
+
+    @cached_property
+    def ragged(self) -> dict[str, RaggedForward] | None:
+        """For right-padded batches; None where padding would change answers. Built on the first
+        batch of mixed lengths: it doubles the tracing, which a version that never sees one skips."""
+        return self.build_ragged()
 
 
-def length_groups(sequences: Sequences) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(indices, (n, T, D) array) for each distinct length, so no batch ever needs padding."""
-    if isinstance(sequences, np.ndarray):
-        return [(np.arange(len(sequences)), sequences)]
-    by_length: dict[int, list[int]] = {}
+def length_bucket(length: int) -> int:
+    """Which bucket a sequence of `length` steps is batched in: k for 2^(k/2) <= length < 2^((k+1)/2).
+
+    Half-octave buckets: within one, the longest length is under sqrt(2) times the shortest, so a
+    batch padded to its longest does under 1.41x the steps its sequences need, and about 1.17x for
+    lengths spread evenly over a bucket. Octaves (powers of two) would share more passes but waste
+    up to 2x, 1.33x on average; narrower buckets would waste less but split mixed traffic back into
+    the small batches that bucketing is for avoiding.
+    """
+    return (length * length).bit_length() - 1
+
+
+def _as_piece(rows: list[np.ndarray]) -> Sequences:
+    """(T_i, D) rows as the batcher takes them: one (n, T, D) array when they share a length."""
+    return np.stack(rows) if len({len(row) for row in rows}) == 1 else rows
+
+
+def pieces(sequences: Sequences, capacity: Callable[[int], int]) -> list[tuple[np.ndarray, Sequences]]:
+    """(indices, sequences) for each forward pass-sized piece of a request, each piece within one
+    length bucket and at most capacity(its longest) sequences, in order of first appearance.
+
+    Within a bucket the longest come first, so each piece pads to as little as it can."""
+    if isinstance(sequences, np.ndarray):  # the common case: equal lengths, nothing to group or pad
+        step = capacity(sequences.shape[1])
+        return [
+            (np.arange(start, min(start + step, len(sequences))), sequences[start : start + step])
+            for start in range(0, len(sequences), step)
+        ]
+    by_bucket: dict[int, list[int]] = {}
     for i, seq in enumerate(sequences):
-        by_length.setdefault(len(seq), []).append(i)
-    return [(np.array(idx), np.stack([sequences[i] for i in idx])) for idx in by_length.values()]
+        by_bucket.setdefault(length_bucket(len(seq)), []).append(i)
+    out = []
+    for bucket in by_bucket.values():
+        bucket.sort(key=lambda i: -len(sequences[i]))
+        start = 0
+        while start < len(bucket):
+            indices = bucket[start : start + capacity(len(sequences[bucket[start]]))]
+            out.append((np.array(indices), _as_piece([sequences[i] for i in indices])))
+            start += len(indices)
+    return out
 
 
 class InferenceEngine:
@@ -85,15 +144,18 @@ class InferenceEngine:
         trace: bool = True,
         on_batch: Callable[[int], None] | None = None,
         on_load: Callable[[float], None] | None = None,
+        device: str = "auto",
     ) -> None:
-        """on_batch gets each forward pass's size, on_load each checkpoint's load time (seconds)."""
+        """on_batch gets each forward pass's size, on_load each checkpoint's load time (seconds).
+        `device` is "auto" (CUDA when torch sees it), "cpu" or "cuda"; ValueError for an unusable one."""
         self.factory = factory
         self.data_dir = data_dir
         self.cache_size = max(cache_size, 1)
         self.resolve_ttl_s = resolve_ttl_s
         self.trace = trace
+        self.device = resolve_device(device)
         # version id -> its forward passes; touched only on the inference thread
-        self._models: OrderedDict[int, dict[str, Forward]] = OrderedDict()
+        self._models: OrderedDict[int, Forwards] = OrderedDict()
         self._resolved: dict[tuple[str, VersionRef, str | None], tuple[float, ServedVersion]] = {}
         self._refreshing: dict[tuple[str, VersionRef, str | None], asyncio.Future[ServedVersion]] = {}
         # Torch's intra-op pool is per process: one inference thread using `threads` of them.
@@ -183,7 +245,7 @@ class InferenceEngine:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def load(self, served: ServedVersion) -> dict[str, Forward]:
+    def load(self, served: ServedVersion) -> Forwards:
         """The version's forward passes, loading (and tracing) its checkpoint on first use."""
         forwards = self._models.get(served.version_id)
         if forwards is not None:
@@ -205,39 +267,63 @@ class InferenceEngine:
             self.on_load(seconds)
         return forwards
 
-    def _compile(self, model: JEPA, served: ServedVersion) -> dict[str, Forward]:
-        if self.trace:
-            try:
-                return traced_forwards(model)
-            except Exception as exc:  # noqa: BLE001 - serve correctly, if slower, whatever the tracer does
-                log.warning("%s is served eagerly: tracing failed (%s)", served.label, exc)
-        return eager_forwards(model.eval())
+    def _compile(self, model: JEPA, served: ServedVersion) -> Forwards:
+        model = model.to(self.device).eval()
+        full = self._traced(traced_forwards, model, served) or eager_forwards(model)
+        return Forwards(full, lambda: self._compile_ragged(model, served))
+
+    def _compile_ragged(self, model: JEPA, served: ServedVersion) -> dict[str, RaggedForward] | None:
+        try:
+            exact = pads_exactly(model)
+        except Exception as exc:  # noqa: BLE001 - e.g. an encoder that builds a mask off the device
+            log.warning("%s fails on padded batches (%s)", served.label, exc)
+            exact = False
+        if not exact:
+            log.warning("%s runs mixed lengths one pass per length: padded, its answers would differ", served.label)
+            return None
+        return self._traced(traced_ragged_forwards, model, served) or eager_ragged_forwards(model)
+
+    def _traced(self, trace: Callable[[JEPA], dict[str, T]], model: JEPA, served: ServedVersion) -> dict[str, T] | None:
+        """`trace(model)`, or None (serve eagerly) when tracing is off or fails."""
+        if not self.trace:
+            return None
+        try:
+            return trace(model)
+        except Exception as exc:  # noqa: BLE001 - serve correctly, if slower, whatever the tracer does
+            log.warning("%s is served eagerly: tracing failed (%s)", served.label, exc)
+            return None
 
     @torch.inference_mode()
-    def _run_batch(self, key: Hashable, served: ServedVersion, x: np.ndarray) -> np.ndarray:
-        # x: (B, T, D) sequences of one length -> (B, R)
+    def _run_batch(self, key: Hashable, served: ServedVersion, x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+        # x: (B, T, D), right-padded where lengths (B,) is given -> (B, R)
         _, operation, _ = key  # type: ignore[misc]
-        return self.load(served)[operation](torch.from_numpy(x)).numpy()
+        forwards = self.load(served)
+        inputs = torch.from_numpy(x).to(self.device)
+        if lengths is None:
+            out = forwards.full[operation](inputs)
+        elif forwards.ragged is not None:
+            out = forwards.ragged[operation](inputs, torch.from_numpy(lengths).to(self.device))
+        else:
+            out = _by_exact_length(forwards.full[operation], inputs, lengths, served.repr_dim)
+        return out.cpu().numpy()
 
     async def _batched(self, served: ServedVersion, operation: str, sequences: Sequences) -> np.ndarray:
         """Run `operation` ("target", "context" or "predict") on every sequence, batched with others.
 
-        Each length group is cut into pieces that fit one forward pass, so a large request costs
+        Each length bucket is cut into pieces that fit one forward pass, so a large request costs
         several bounded passes instead of one pass whose activations grow with the request.
         """
-        pieces = [
-            (indices[start : start + step], x[start : start + step])
-            for indices, x in length_groups(sequences)
-            for step in [self.batcher.capacity(x.shape[1])]
-            for start in range(0, len(x), step)
-        ]
+        parts = pieces(sequences, self.batcher.capacity)
         results = await asyncio.gather(
-            *(self.batcher.submit((served.version_id, operation, x.shape[1]), served, x) for _, x in pieces)
+            *(
+                self.batcher.submit((served.version_id, operation, length_bucket(longest(x))), served, x)
+                for _, x in parts
+            )
         )
-        if len(pieces) == 1:
-            return results[0]
+        if len(parts) == 1 and isinstance(sequences, np.ndarray):
+            return results[0]  # its rows in order: nothing to scatter
         out = np.empty((len(sequences), served.repr_dim), dtype=np.float32)
-        for (indices, _), rows in zip(pieces, results, strict=True):
+        for (indices, _), rows in zip(parts, results, strict=True):
             out[indices] = rows
         return out
 
@@ -264,6 +350,15 @@ class InferenceEngine:
     async def similarity(self, served: ServedVersion, a: Sequences, b: Sequences, encoder: EncoderName) -> np.ndarray:
         za, zb = await asyncio.gather(self._batched(served, encoder, a), self._batched(served, encoder, b))
         return _unit(za) @ _unit(zb).T  # (A, B)
+
+
+def _by_exact_length(forward: Forward, x: torch.Tensor, lengths: np.ndarray, repr_dim: int) -> torch.Tensor:
+    """A padded batch (B, T, D) run as one unpadded pass per distinct length -> (B, R)."""
+    out = x.new_empty((len(x), repr_dim))
+    for n in np.unique(lengths):
+        rows = torch.from_numpy(np.flatnonzero(lengths == n)).to(x.device)
+        out[rows] = forward(x[rows, : int(n)])
+    return out
 
 
 def _unit(z: np.ndarray) -> np.ndarray:

@@ -27,12 +27,13 @@ class Settings(StorageSettings):
     # Torch threads for inference. One thread per API process avoids oversubscribing small hosts:
     # the other core is the event loop's (and, on one machine, the load's). Scale with replicas.
     inference_threads: int = 1
-    # Micro-batching: concurrent requests for one version and sequence length share a forward
-    # pass of at most micro_batch sequences; a lone request waits at most batch_wait_ms for company.
+    # Micro-batching: concurrent requests for one version and length bucket (lengths within a
+    # factor of sqrt(2), padded to the batch's longest) share a forward pass of at most micro_batch
+    # sequences; a lone request waits at most batch_wait_ms for company.
     # 0 still batches: whatever queues up while the inference thread is busy goes in together.
     micro_batch: int = 1024
-    # ... and at most this many steps (sequences x length) per forward pass, so activations stay
-    # bounded whatever the request's shape; longer sequences run alone.
+    # ... and at most this many steps (sequences x the batch's longest length) per forward pass, so
+    # activations stay bounded whatever the request's shape; longer sequences run alone.
     micro_batch_steps: int = 65_536
     batch_wait_ms: float = 0.0
     # Requests waiting for the inference thread; past this, 429 at once.

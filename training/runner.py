@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from jepa_model import TrainConfig, __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
+from jepa_model.devices import resolve_device
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
 from jepa_model.train import EpochReport, plan_rounds
@@ -135,6 +136,7 @@ def run_job(
 ) -> int:
     """Train the claimed job `job_id` and register its version; returns the version number."""
     window = settings.db_retry_s
+    device = resolve_device(settings.device)  # before any work, when it cannot be had
     spec = retry_unreachable(lambda: load_spec(factory, job_id), window, f"loading job {job_id}")
     model_config, train_config = spec.configs()
     dataset, held_out, labels = retry_unreachable(
@@ -172,7 +174,7 @@ def run_job(
             on_progress(dict(progress))
 
     monitor = EpochMonitor(evaluation, train_config.context_len, train_config.target_len)
-    result = fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor)
+    result = fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor, device=device)
     metrics = evaluate(result.model, evaluation, train_config.context_len, train_config.target_len)
     if labels is not None:  # how well the embeddings separate the classes; never trained on
         metrics |= datasets.label_metrics(result.model, dataset, held_out, labels)

@@ -33,6 +33,9 @@ class StorageSettings(BaseSettings):
     train_memory_mb: int = 4096
     # "json": one JSON object per line (what log pipelines want), or "text" for reading by eye.
     log_format: Literal["json", "text"] = "json"
+    # Where models train and serve: `auto` uses CUDA when torch sees it, else the CPU. `cuda`
+    # without it stops the server at start and fails training jobs, saying why.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @property
     def resolved_database_url(self) -> str:

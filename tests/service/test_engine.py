@@ -1,16 +1,24 @@
 import asyncio
+import json
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from jepa_model.checkpoint import WEIGHTS_FILE
-from service.engine import InferenceEngine, length_groups
+from jepa_model import JEPA, ModelConfig, TrainConfig, __version__, save_checkpoint
+from jepa_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from service import engine as engine_module
+from service.engine import InferenceEngine, length_bucket, pieces
+from service.timing import RequestTiming, request_timing
 from tests.factories import add_version, random_sequences
-from training.db import SessionFactory
+from tests.jepa_model.test_serving import CONFIGS
+from training.db import SessionFactory, in_transaction
 from training.errors import ModelUnavailable
+from training.registry import register_version
 
 Scenario = Callable[[InferenceEngine], Awaitable[Any]]
 
@@ -124,12 +132,114 @@ def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
     assert refused and served and len(refused) + len(served) == 20
 
 
-def test_sequences_are_grouped_by_length_without_padding() -> None:
-    sequences = random_sequences([3, 5, 3, 5, 7])
-    groups = length_groups(sequences)
-    assert [(list(idx), x.shape) for idx, x in groups] == [([0, 2], (2, 3, 2)), ([1, 3], (2, 5, 2)), ([4], (1, 7, 2))]
-    rectangular = np.zeros((4, 6, 2), np.float32)
-    assert [x.shape for _, x in length_groups(rectangular)] == [(4, 6, 2)]
+def test_length_buckets_are_half_octaves() -> None:
+    """Within a bucket the longest length is under sqrt(2) times the shortest: padding to it wastes
+    less than 1.41x."""
+    buckets: dict[int, list[int]] = {}
+    for length in range(1, 5000):
+        buckets.setdefault(length_bucket(length), []).append(length)
+    assert sorted(buckets) == list(buckets)  # longer lengths, later buckets
+    assert all(max(lengths) < math.sqrt(2) * min(lengths) for lengths in buckets.values())
+    assert [buckets.get(k, []) for k in range(6)] == [[1], [], [2], [3], [4, 5], [6, 7]]
+
+
+def test_a_request_is_cut_by_bucket_and_capacity_longest_first() -> None:
+    sequences = random_sequences([3, 5, 3, 6, 7, 40])
+    cut = pieces(sequences, lambda length: 100)
+    assert [list(idx) for idx, _ in cut] == [[0, 2], [1], [4, 3], [5]]
+    assert [type(x).__name__ for _, x in cut] == ["ndarray", "ndarray", "list", "ndarray"]  # lists only when mixed
+    assert cut[0][1].shape == (2, 3, 2)
+    # 20 steps a pass: two of 7, or three of 6
+    capped = pieces(random_sequences([6, 7, 7, 6, 7]), lambda length: 20 // length)
+    assert [list(idx) for idx, _ in capped] == [[1, 2], [4, 0], [3]]
+    rectangular = np.zeros((5, 6, 2), np.float32)
+    assert [(list(idx), x.shape) for idx, x in pieces(rectangular, lambda length: 3)] == [
+        ([0, 1, 2], (3, 6, 2)),
+        ([3, 4], (2, 6, 2)),
+    ]
+
+
+def add_model(factory: SessionFactory, data_dir: Path, name: str, options: dict[str, Any]) -> None:
+    """Register an untrained model built from `options` (a ModelConfig's fields)."""
+    torch.manual_seed(0)
+    model = JEPA.from_config(ModelConfig(**{**options, "hidden_dim": 16, "predictor_hidden_dim": 16})).eval()
+    relative = Path("checkpoints") / name
+    sha256 = save_checkpoint(model, data_dir / relative, TrainConfig(), "seed", __version__)
+    config = json.loads((data_dir / relative / CONFIG_FILE).read_text())
+    in_transaction(
+        factory,
+        lambda s: register_version(s, name, config=config, metrics={}, sha256=sha256, path=str(relative), job_id=None),
+    )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # what is tested here is no database's
+@pytest.mark.parametrize(
+    ("exact", "names"),
+    # one model of each encoder kind here; tests/jepa_model/test_serving.py pads every preset and option
+    [(True, ["trajectory", "transformer", "series", "series lstm"]), (False, ["seed", "series"])],
+    ids=["padded", "by exact length"],
+)
+def test_concurrent_mixed_length_requests_get_what_each_sequence_gets_alone(
+    run: Callable[..., Any],
+    factory: SessionFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    exact: bool,
+    names: list[str],
+) -> None:
+    """Every encoder kind, every operation: requests of mixed lengths share padded passes (or, for
+    a model padding would change, passes per exact length), and each sequence's answer is what it
+    gets alone."""
+    if not exact:
+        monkeypatch.setattr(engine_module, "pads_exactly", lambda model: False)
+    for name in names:
+        add_model(factory, tmp_path, name.replace(" ", "-"), CONFIGS[name])
+    rng = np.random.default_rng(0)
+    requests = [random_sequences(list(rng.integers(4, 24, size=3)), seed=i) for i in range(8)]
+    lengths = {len(seq) for request in requests for seq in request}
+
+    async def scenario(engine: InferenceEngine) -> None:
+        for name in names:
+            served = engine.resolve(name.replace(" ", "-"), None, None)
+            dim = CONFIGS[name].get("input_dim", 2)
+            inputs = [[np.repeat(seq[:, :1], dim, axis=1) for seq in request] for request in requests]
+            calls = {
+                "target": lambda xs, s=served: engine.encode(s, xs, "target", False),
+                "context": lambda xs, s=served: engine.encode(s, xs, "context", False),
+                "predict": lambda xs, s=served: engine.predict(s, xs, None),
+            }
+            for op, call in calls.items():
+                engine.batcher.max_wait_s = 0.0  # alone: no company to wait for
+                alone = [np.concatenate([_first(await call([seq])) for seq in request]) for request in inputs]
+                engine.batcher.max_wait_s = 0.05
+                before = engine.batcher.stats.batches
+                together = await asyncio.gather(*(call(request) for request in inputs))
+                assert engine.batcher.stats.batches - before < len(lengths), "lengths were not batched together"
+                for a, b in zip(alone, together, strict=True):
+                    np.testing.assert_allclose(_first(b), a, atol=1e-5, rtol=0, err_msg=f"{name} {op}")
+
+    run(scenario)
+
+
+def _first(answer: np.ndarray | tuple[np.ndarray, Any]) -> np.ndarray:
+    """The embeddings of an encode (an array) or predict (a pair) answer."""
+    return answer[0] if isinstance(answer, tuple) else answer
+
+
+def test_each_request_is_told_how_long_it_queued_and_ran(run: Callable[..., Any]) -> None:
+    async def timed(engine: InferenceEngine, sequences: list[np.ndarray]) -> RequestTiming:
+        timing = RequestTiming()
+        request_timing.set(timing)  # in this task's own context, as the HTTP middleware does
+        await engine.encode(engine.resolve("toy", 1, None), sequences, "target", False)
+        return timing
+
+    async def scenario(engine: InferenceEngine) -> list[RequestTiming]:
+        await engine.encode(engine.resolve("toy", 1, None), random_sequences([4]), "target", False)  # loads it
+        return list(await asyncio.gather(*(timed(engine, random_sequences([4, 9, 30], seed=i)) for i in range(3))))
+
+    timings = run(scenario)
+    assert all(t.inference_s > 0 and t.queue_s >= 0 for t in timings)
+    assert request_timing.get() is None  # set only inside each request's task
 
 
 def test_after_a_quiet_spell_an_alias_change_is_seen_by_the_next_request(

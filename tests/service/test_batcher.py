@@ -1,0 +1,98 @@
+import asyncio
+import time
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from service.batcher import BatchFn, MicroBatcher, Sequences, stack
+from service.timing import RequestTiming, record, request_timing
+from tests.factories import random_sequences
+
+Call = tuple[Hashable, tuple[int, ...], list[int] | None]
+
+
+def test_equal_lengths_are_stacked_without_padding() -> None:
+    x = np.ones((3, 5, 2), np.float32)
+    alone, lengths = stack([x])
+    assert alone is x and lengths is None  # the request's own array: nothing copied
+    together, lengths = stack([x, np.zeros((2, 5, 2), np.float32)])
+    assert together.shape == (5, 5, 2) and lengths is None
+
+
+def test_mixed_lengths_are_right_padded_with_zeros_to_the_longest() -> None:
+    parts: list[Sequences] = [np.ones((2, 3, 2), np.float32), random_sequences([6, 4])]
+    x, lengths = stack(parts)
+    assert x.shape == (4, 6, 2) and lengths is not None and list(lengths) == [3, 3, 6, 4]
+    np.testing.assert_array_equal(x[1, :3], parts[0][1])
+    np.testing.assert_array_equal(x[3, :4], parts[1][1])
+    assert not x[0, 3:].any() and not x[3, 4:].any()
+
+
+async def _serve(batcher: MicroBatcher, *submissions: tuple[Hashable, Sequences]) -> list[np.ndarray]:
+    batcher.start()
+    try:
+        return list(await asyncio.gather(*(batcher.submit(key, None, x) for key, x in submissions)))
+    finally:
+        await batcher.stop()
+
+
+def _recording(calls: list[Call], seconds: float = 0.0) -> BatchFn:
+    def run_batch(key: Hashable, payload: Any, x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+        calls.append((key, x.shape, None if lengths is None else lengths.tolist()))
+        time.sleep(seconds)
+        return x.sum(axis=(1, 2))[:, None]  # (B, 1): padding is zeros, so each row's own sum
+
+    return run_batch
+
+
+def test_a_batch_holds_what_fits_in_its_steps_once_padded_to_its_longest() -> None:
+    calls: list[Call] = []
+    a, b, c = np.ones((3, 4, 2), np.float32), random_sequences([8, 6]), np.ones((1, 4, 2), np.float32)
+
+    async def main() -> list[np.ndarray]:
+        with ThreadPoolExecutor(1) as executor:
+            # 24 steps a pass: a and c (4 x 4 steps) fit together; b would pad all five rows to 8.
+            batcher = MicroBatcher(_recording(calls), executor, max_wait_s=0.05, max_steps=24)
+            return await _serve(batcher, ("k", a), ("k", b), ("k", c))
+
+    out_a, out_b, out_c = asyncio.run(main())
+    assert calls == [("k", (4, 4, 2), None), ("k", (2, 8, 2), [8, 6])]
+    np.testing.assert_allclose(out_b[:, 0], [seq.sum() for seq in b], rtol=1e-6)
+    assert out_a.shape == (3, 1) and out_c.shape == (1, 1)
+
+
+def test_each_request_records_its_wait_and_its_batch_run() -> None:
+    async def timed(batcher: MicroBatcher, key: str) -> RequestTiming:
+        timing = RequestTiming()
+        request_timing.set(timing)  # this task's context only, as the HTTP middleware sets it per request
+        await batcher.submit(key, None, np.ones((1, 3, 2), np.float32))
+        return timing
+
+    async def main() -> list[RequestTiming]:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(_recording([], seconds=0.2), executor, max_wait_s=0.0)
+            batcher.start()
+            try:
+                # Different keys: two batches, the second waiting for the first to run.
+                return list(await asyncio.gather(timed(batcher, "a"), timed(batcher, "b")))
+            finally:
+                await batcher.stop()
+
+    first, second = asyncio.run(main())
+    assert first.inference_s >= 0.2 and second.inference_s >= 0.2
+    assert first.queue_s < 0.2 <= second.queue_s
+
+
+def test_record_keeps_the_longest_wait_and_sums_the_passes() -> None:
+    record(1.0, 1.0)  # no request is being timed: nothing to do
+    timing = RequestTiming()
+    token = request_timing.set(timing)
+    try:
+        record(0.2, 0.1)
+        record(0.5, 0.3)
+        record(0.1, 0.2)
+    finally:
+        request_timing.reset(token)
+    assert timing.queue_s == 0.5 and abs(timing.inference_s - 0.6) < 1e-12
