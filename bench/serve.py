@@ -1,25 +1,41 @@
-"""Serving speed: the raw model in process, a naive FastAPI endpoint, and the service, in one run.
+"""Serving speed: the raw model in process, a naive FastAPI endpoint, LitServe and the service.
 
-    python -m bench.serve [--seconds 5]
+    python -m bench.serve [--rounds 3] [--seconds 4] [--peers naive,litserve,litserve2,service,service2]
 
-Starts `jepa serve` (which trains a small default model first) and the naive endpoint of
-bench/naive_app.py as separate processes, and drives both from this process with the closed-loop
-load generator in bench/loadgen.py. Prints one table; speeds are also given as ratios to the raw
-model and to the naive endpoint measured in the same run, since absolute numbers on a shared
-2-core machine move from run to run.
+Starts `jepa serve` with its default settings (it trains a small default model first), then, on
+that model's checkpoint, the naive endpoint (bench/naive_app.py), LitServe with 1 and with 2
+inference workers (bench/litserve_app.py; skipped when litserve is not installed:
+`pip install -e '.[bench]'`) and `jepa serve --workers 2` (skipped when the CLI has no --workers),
+each as its own process tree, all driven from this process by the closed-loop load generator of
+bench/loadgen.py on the same machine.
+
+Each round measures every scenario once for each of its peers, the peers in turn (their order
+rotated from round to round), so that a noisy neighbour on a shared machine hits all of them;
+the raw model is measured in process at the start of each round. Peers not under load are
+paused (SIGSTOP), so that one's idle polling does not take CPU from another's measurement. The
+ratios (to the naive endpoint, to the raw model, mixed to equal lengths) are taken within each
+round; the table gives, per scenario and peer, the median over rounds and the range (min-max).
+Prints one markdown table, then the conditions and each server's resident memory (VmRSS of
+every process of its tree) after start-up and after the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import io
 import os
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -33,17 +49,25 @@ from jepa_model import load_checkpoint
 from jepa_model.serving import traced_forwards
 
 SEQ_LEN, DIM, BATCH = 20, 2, 256
+MIXED_LOW, MIXED_HIGH = 10, 500  # mixed lengths: uniform in [10, 500], mean 255
+EQUAL_LEN = (MIXED_LOW + MIXED_HIGH) // 2
+MIXED_PER_REQUEST = 16
+SINGLE_CONNECTIONS = 64
+ALL_PEERS = ("naive", "litserve", "litserve2", "service", "service2")
+LABELS = {
+    "naive": "naive FastAPI",
+    "litserve": "LitServe, 1 worker",
+    "litserve2": "LitServe, 2 workers",
+    "service": "service",
+    "service2": "service, --workers 2",
+}
+# The service's settings: its defaults, but for where its data lives and a short first training.
+SERVICE_ENV = {"JEPA_BOOTSTRAP_EPOCHS": "5"}
+JSON, NPY = "application/json", "application/x-npy"
+NOT_SERVING = ("multiprocessing.resource_tracker", "training.runner")  # in a process's command line
 
 
-@dataclass
-class Row:
-    name: str
-    result: LoadResult
-    sequences_per_request: int
-
-    @property
-    def sequences_per_s(self) -> float:
-        return self.result.per_second * self.sequences_per_request
+# --- processes ---------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -54,38 +78,154 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(args: list[str], env: dict[str, str], port: int, ready: str, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
+def children_of() -> dict[int, list[int]]:
+    """{ppid: [pid, ...]} of every process on the machine, from /proc."""
+    tree: dict[int, list[int]] = defaultdict(list)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            tree[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    tree, found, todo = children_of(), [], [pid]
+    while todo:
+        for child in sorted(tree.get(todo.pop(0), [])):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class Peer:
+    key: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ready_path: str
+    rss_started: list[float] = field(default_factory=list)
+    rss_loaded: list[float] = field(default_factory=list)
+    alive: bool = True
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.key]
+
+    def processes(self) -> list[int]:
+        """The tree's processes that serve: the root and its descendants, but for multiprocessing's
+        resource tracker (it only cleans up after the others) and the service's training jobs."""
+        tree = [self.proc.pid, *descendants(self.proc.pid)]
+        return [pid for pid in tree if not any(name in cmdline(pid) for name in NOT_SERVING)]
+
+    def rss(self) -> list[float]:
+        return [mb for pid in self.processes() if (mb := rss_mb(pid)) is not None]
+
+    def pause(self) -> None:
+        # The root first: a supervisor (uvicorn's, LitServe's) that pinged a worker just before
+        # gets its answer from the still-running worker, instead of timing out on resume.
+        self._signal([self.proc.pid], signal.SIGSTOP)
+        time.sleep(0.02)
+        self._signal(descendants(self.proc.pid), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(descendants(self.proc.pid), signal.SIGCONT)
+        time.sleep(0.02)
+        self._signal([self.proc.pid], signal.SIGCONT)
+
+    @staticmethod
+    def _signal(pids: list[int], sig: signal.Signals) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def stop(self) -> None:
+        self.resume()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        # Whatever of its own process group outlived it (it was started as the group's leader).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def launch(key: str, args: list[str], env: dict[str, str], port: int, ready: str, tmp: Path) -> Peer:
+    log = tmp / f"{key}.log"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}  # the service's defaults
+    proc = subprocess.Popen(
+        args, env={**base, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return Peer(key, port, proc, log, ready)
+
+
+def wait_ready(peer: Peer, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{args} exited:\n{log.read_text()}")
+        if peer.proc.poll() is not None:
+            raise RuntimeError(f"{peer.label} exited:\n{peer.log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2).status_code == 200:
-                return proc
+            if httpx.get(f"http://127.0.0.1:{peer.port}{peer.ready_path}", timeout=2).status_code == 200:
+                peer.rss_started = peer.rss()
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    raise TimeoutError(f"{args} never became ready:\n{log.read_text()}")
+    raise TimeoutError(f"{peer.label} never became ready:\n{peer.log.read_text()[-3000:]}")
 
 
-def raw_throughput(checkpoint: Path, seconds: float) -> tuple[float, float]:
-    """(sequences/s in batches of 256, seconds per single sequence) of the model in this process."""
-    torch.set_num_threads(1)  # what the service gives its inference thread
-    encode = traced_forwards(load_checkpoint(checkpoint).model)["target"]  # the service's own forward pass
-    batch, single = torch.randn(BATCH, SEQ_LEN, DIM), torch.randn(1, SEQ_LEN, DIM)
+def serve_has_workers_option() -> bool:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    ).stdout
+    return "--workers" in help_text
 
-    def rate(x: torch.Tensor) -> float:
-        with torch.inference_mode():
-            for _ in range(10):
-                encode(x)
-            n, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds / 2:
-                encode(x)
-                n += 1
-        return n / (time.perf_counter() - started)
 
-    return rate(batch) * BATCH, 1 / rate(single)
+# --- what is sent --------------------------------------------------------------------------------
+
+
+def walks(rng: np.random.Generator, count: int, length: int) -> np.ndarray:
+    return np.cumsum(rng.normal(size=(count, length, DIM)), axis=1).astype(np.float32)
+
+
+def mixed_lengths(rng: np.random.Generator, count: int) -> list[int]:
+    """`count` (even) lengths uniform in [MIXED_LOW, MIXED_HIGH], in pairs l, 510 - l: their mean is
+    exactly EQUAL_LEN, so the mixed and the equal scenarios carry the same points."""
+    half = rng.integers(MIXED_LOW, MIXED_HIGH + 1, count // 2)
+    lengths = np.concatenate([half, MIXED_LOW + MIXED_HIGH - half])
+    return [int(n) for n in rng.permutation(lengths)]
+
+
+def json_body(sequences: np.ndarray | list[np.ndarray]) -> bytes:
+    if isinstance(sequences, np.ndarray):
+        return orjson.dumps({"sequences": sequences}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps({"sequences": [s.tolist() for s in sequences]})
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -94,84 +234,327 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    name: str
+    unit: str  # what `units` counts: req/s, seq/s, points/s
+    peers: tuple[str, ...]
+    bodies: list[bytes]
+    units: list[float]
+    connections: int
+    raw: str  # the raw figure this scenario's throughput is compared with
+    content_type: str = JSON
+    equal: str | None = None  # for a mixed-length scenario: its equal-length twin
+
+    def requests(self, port: int) -> list[bytes]:
+        return [build_request("/encode", body, self.content_type, self.content_type, port) for body in self.bodies]
+
+
+def scenarios(throughput_connections: int) -> list[Scenario]:
+    rng = np.random.default_rng(0)
+    batch = walks(rng, BATCH, SEQ_LEN)
+    c, one = throughput_connections, [1.0]
+    every = ("naive", "litserve", "litserve2", "service", "service2")
+    long_peers = ("naive", "litserve", "service", "service2")
+    ragged_peers = ("litserve", "service", "service2")  # the naive endpoint takes equal lengths only
+    single_lengths = mixed_lengths(rng, 256)
+    per_request = [mixed_lengths(rng, MIXED_PER_REQUEST) for _ in range(64)]
+    equal_points = float(MIXED_PER_REQUEST * EQUAL_LEN)
+    n = SINGLE_CONNECTIONS
+    return [
+        Scenario("single", f"1 sequence, {n} conn.", "req/s", every, [json_body(batch[:1])], one, n, "seq20"),
+        Scenario("json", f"256 sequences, JSON, {c} conn.", "seq/s", every, [json_body(batch)], [256.0], c, "seq20"),
+        Scenario(
+            "npy", f"256 sequences, .npy, {c} conn.", "seq/s", ("service", "service2"), [npy(batch)], [256.0], c,
+            "seq20", NPY,
+        ),
+        Scenario(
+            "equal1", f"1 sequence of {EQUAL_LEN} steps, {n} conn.", "points/s", long_peers,
+            [json_body(walks(rng, 1, EQUAL_LEN))], [float(EQUAL_LEN)], n, "points",
+        ),
+        Scenario(
+            "mixed1", f"1 sequence of {MIXED_LOW}-{MIXED_HIGH} steps, {n} conn.", "points/s", long_peers,
+            [json_body(walks(rng, 1, length)) for length in single_lengths], [float(x) for x in single_lengths], n,
+            "points", equal="equal1",
+        ),
+        Scenario(
+            "equal16", f"{MIXED_PER_REQUEST} sequences of {EQUAL_LEN} steps, {c} conn.", "points/s", ragged_peers,
+            [json_body(walks(rng, MIXED_PER_REQUEST, EQUAL_LEN))], [equal_points], c, "points",
+        ),
+        Scenario(
+            "mixed16", f"{MIXED_PER_REQUEST} sequences of {MIXED_LOW}-{MIXED_HIGH} steps, {c} conn.", "points/s",
+            ragged_peers, [json_body([walks(rng, 1, x)[0] for x in lengths]) for lengths in per_request],
+            [float(sum(lengths)) for lengths in per_request], c, "points", equal="equal16",
+        ),
+    ]  # fmt: skip
+
+
+# --- the raw model ---------------------------------------------------------------------------------
+
+
+def raw_meter(checkpoint: Path) -> Callable[[float], dict[str, float]]:
+    """A function measuring the model in this process for `seconds`: sequences/s in batches of 256
+    x 20 steps ("seq20") and points/s in batches of 256 x 255 steps ("points")."""
+    torch.set_num_threads(1)  # what the service gives its inference thread
+    encode = traced_forwards(load_checkpoint(checkpoint).model)["target"]  # the service's own forward pass
+    short, long = torch.randn(BATCH, SEQ_LEN, DIM), torch.randn(BATCH, EQUAL_LEN, DIM)
+
+    def rate(x: torch.Tensor, seconds: float) -> float:
+        with torch.inference_mode():
+            for _ in range(3):
+                encode(x)
+            n, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                encode(x)
+                n += 1
+        return n / (time.perf_counter() - started)
+
+    def measure(seconds: float) -> dict[str, float]:
+        return {
+            "seq20": rate(short, seconds / 2) * BATCH,
+            "points": rate(long, seconds / 2) * BATCH * EQUAL_LEN,
+        }
+
+    return measure
+
+
+# --- the table -----------------------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float], fmt: str, suffix: str = "") -> str:
+    if not values:
+        return "-"
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:{fmt}}{suffix}"
+    return f"{mid:{fmt}}{suffix} ({min(values):{fmt}}–{max(values):{fmt}})"
+
+
+@dataclass
+class Cell:
+    rate: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    vs_naive: list[float] = field(default_factory=list)
+    vs_raw: list[float] = field(default_factory=list)
+    vs_equal: list[float] = field(default_factory=list)
+
+
+def summarise(
+    plan: list[Scenario],
+    rounds: list[dict[tuple[str, str], LoadResult]],
+    raws: list[dict[str, float]],
+    labels: dict[str, str],
+) -> list[list[str]]:
+    raw_seq, raw_points = spread([r["seq20"] for r in raws], ",.0f"), spread([r["points"] for r in raws], ",.0f")
+    lines = [
+        [f"raw model in process, 256 x {SEQ_LEN} steps a batch (seq/s)", "-", raw_seq, "-", "-", "1.00", "-"],
+        [f"raw model in process, 256 x {EQUAL_LEN} steps a batch (points/s)", "-", raw_points, "-", "-", "1.00", "-"],
+    ]
+    for scenario in plan:
+        cells: dict[str, Cell] = defaultdict(Cell)
+        for results, raw in zip(rounds, raws, strict=True):
+            naive = results.get((scenario.key, "naive"))
+            for peer in scenario.peers:
+                if (result := results.get((scenario.key, peer))) is None or not result.requests:
+                    continue
+                cell, rate = cells[peer], result.units_per_second
+                cell.rate.append(rate)
+                cell.p99_ms.append(result.percentile(0.99) * 1e3)
+                cell.vs_raw.append(rate / raw[scenario.raw])
+                if naive is not None and naive.units and peer != "naive":
+                    cell.vs_naive.append(rate / naive.units_per_second)
+                if scenario.equal and (equal := results.get((scenario.equal, peer))) is not None and equal.units:
+                    cell.vs_equal.append(rate / equal.units_per_second)
+        for peer in scenario.peers:
+            if peer not in cells:
+                continue
+            cell = cells[peer]
+            lines.append(
+                [
+                    f"{scenario.name} ({scenario.unit})",
+                    labels[peer],
+                    spread(cell.rate, ",.0f"),
+                    spread(cell.p99_ms, ".1f"),
+                    spread(cell.vs_naive, ".1f", "×") if peer != "naive" else "1.0×",
+                    spread(cell.vs_raw, ".3f" if cell.vs_raw and max(cell.vs_raw) < 0.1 else ".2f"),
+                    spread(cell.vs_equal, ".2f"),
+                ]
+            )
+    return lines
+
+
+HEADER = ["scenario (unit)", "peer", "throughput", "p99 ms", "vs naive", "vs raw", "mixed / equal"]
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per scenario")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each scenario")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the table gives the median and range")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per scenario and peer")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each measurement")
     parser.add_argument("--throughput-connections", type=int, default=4)
+    parser.add_argument("--peers", default=",".join(ALL_PEERS), help=f"a subset of {','.join(ALL_PEERS)}")
     args = parser.parse_args()
+    wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if unknown := set(wanted) - set(ALL_PEERS):
+        parser.error(f"unknown peers {sorted(unknown)}; choose from {', '.join(ALL_PEERS)}")
+    if "service" not in wanted:
+        wanted.append("service")  # it trains the model every other peer serves
 
-    rng = np.random.default_rng(0)
-    batch = np.cumsum(rng.normal(size=(BATCH, SEQ_LEN, DIM)), axis=1).astype(np.float32)
-    single = batch[:1]
-    json_batch = orjson.dumps({"sequences": batch}, option=orjson.OPT_SERIALIZE_NUMPY)
-    json_single = orjson.dumps({"sequences": single}, option=orjson.OPT_SERIALIZE_NUMPY)
+    began, load_before = time.monotonic(), os.getloadavg()
+    notes: list[str] = []
 
+    def note(text: str) -> None:
+        notes.append(text)
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+    if {"litserve", "litserve2"} & set(wanted) and importlib.util.find_spec("litserve") is None:
+        note("litserve is not installed (pip install -e '.[bench]'): the LitServe peers are skipped")
+        wanted = [p for p in wanted if not p.startswith("litserve")]
+    if "service2" in wanted and not serve_has_workers_option():
+        note("`jepa serve --help` shows no --workers option yet: the 2-process service is skipped")
+        wanted.remove("service2")
+
+    plan = scenarios(args.throughput_connections)
+    peers: dict[str, Peer] = {}
+    rounds: list[dict[tuple[str, str], LoadResult]] = []
+    raws: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        env = {"JEPA_DATA_DIR": str(tmp_dir / "data"), "JEPA_BOOTSTRAP_EPOCHS": "5", "JEPA_LOG_LEVEL": "warning"}
-        port, naive_port = free_port(), free_port()
-        cli = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-        service = start(cli, env, port, "/ready", tmp_dir / "service.log")
-        (checkpoint,) = (tmp_dir / "data" / "checkpoints" / "trajectories").iterdir()
-        naive = None
         try:
-            naive_cmd = [sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--port", str(naive_port)]
-            naive_env = {"JEPA_NAIVE_CHECKPOINT": str(checkpoint)}
-            naive = start(naive_cmd, naive_env, naive_port, "/docs", tmp_dir / "naive.log")
-            raw_seq_s, raw_single_s = raw_throughput(checkpoint, args.seconds)
-            c = args.throughput_connections
-            rows: list[Row] = []
-            j, n = "application/json", "application/x-npy"
-            scenarios = [
-                ("naive, 256 sequences, JSON", naive_port, json_batch, j, j, c, BATCH),
-                ("naive, 1 sequence, 64 connections", naive_port, json_single, j, j, 64, 1),
-                ("service, 256 sequences, JSON", port, json_batch, j, j, c, BATCH),
-                ("service, 256 sequences, npy", port, npy(batch), n, n, c, BATCH),
-                ("service, 1 sequence, 1 connection", port, json_single, j, j, 1, 1),
-                ("service, 1 sequence, 16 connections", port, json_single, j, j, 16, 1),
-                ("service, 1 sequence, 64 connections", port, json_single, j, j, 64, 1),
-            ]
-            for name, p, body, content_type, accept, connections, per_request in scenarios:
-                request = build_request("/encode", body, content_type, accept, p)
-                result = run_load(p, request, connections, args.seconds, args.warmup)
-                bad = {s: n for s, n in result.statuses.items() if s != 200}
-                if bad:
-                    print(f"warning: {name}: non-200 answers {bad}", file=sys.stderr)
-                rows.append(Row(f"{name} ({connections} conn.)" if per_request > 1 else name, result, per_request))
-        finally:
-            for proc in (service, naive):
-                if proc is not None:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(30)
+            service_cmd = [sys.executable, "-m", "service.cli", "serve", "--port"]
+            port = free_port()
+            data = tmp_dir / "data"
+            peers["service"] = launch(
+                "service", [*service_cmd, str(port)], {**SERVICE_ENV, "JEPA_DATA_DIR": str(data)}, port, "/ready",
+                tmp_dir,
+            )  # fmt: skip
+            wait_ready(peers["service"])
+            peers["service"].pause()
+            (checkpoint,) = (data / "checkpoints" / "trajectories").iterdir()
+            starting: list[Peer] = []
+            for key in wanted:
+                port = free_port()
+                if key == "naive":
+                    cmd = [sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--port", str(port)]
+                    starting.append(
+                        launch(key, cmd, {"JEPA_NAIVE_CHECKPOINT": str(checkpoint)}, port, "/docs", tmp_dir)
+                    )
+                elif key.startswith("litserve"):
+                    workers = "2" if key == "litserve2" else "1"
+                    cmd = [sys.executable, "-m", "bench.litserve_app", "--checkpoint", str(checkpoint)]
+                    cmd += ["--port", str(port), "--workers", workers]
+                    starting.append(launch(key, cmd, {}, port, "/health", tmp_dir))
+                elif key == "service2":
+                    # Its own copy of the registry, taken while the first service is paused, so
+                    # that neither waits on a lock the other holds while paused.
+                    shutil.copytree(data, tmp_dir / "data2")
+                    env = {**SERVICE_ENV, "JEPA_DATA_DIR": str(tmp_dir / "data2")}
+                    starting.append(
+                        launch(key, [*service_cmd, str(port), "--workers", "2"], env, port, "/ready", tmp_dir)
+                    )
+            for peer in starting:
+                peers[peer.key] = peer
+                try:
+                    wait_ready(peer)
+                except (RuntimeError, TimeoutError) as exc:
+                    last = [line for line in str(exc).splitlines() if line.strip()][-1]
+                    note(f"{peer.label} did not start, skipped; its log ends: {last.strip()}")
+                    print(exc, file=sys.stderr)
+                    peer.alive = False
+                peer.pause()
+            order = [key for key in ALL_PEERS if key in peers and peers[key].alive]
+            print(f"peers: {', '.join(order)}; starting {args.rounds} round(s)", file=sys.stderr, flush=True)
 
-    naive_batch, naive_single = rows[0], rows[1]
-    lines = [
-        ["raw model in process, batches of 256", "-", f"{raw_seq_s:,.0f}", "-", "-", "1.00", "-"],
-        ["raw model in process, 1 sequence", f"{1 / raw_single_s:,.0f}", f"{1 / raw_single_s:,.0f}",
-         f"{raw_single_s * 1e3:.2f}", "-", "-", "-"],
-    ]  # fmt: skip
-    for row in rows:
-        per_s, seq_s = row.result.per_second, row.sequences_per_s
-        baseline = naive_batch if row.sequences_per_request > 1 else naive_single
-        lines.append(
-            [
-                row.name,
-                f"{per_s:,.0f}",
-                f"{seq_s:,.0f}",
-                f"{row.result.percentile(0.5) * 1e3:.1f}",
-                f"{row.result.percentile(0.99) * 1e3:.1f}",
-                f"{seq_s / raw_seq_s:.2f}",
-                f"{per_s / baseline.result.per_second:.1f}×",
-            ]
-        )
-    header = ["scenario", "requests/s", "sequences/s", "p50 ms", "p99 ms", "vs raw (seq/s)", "vs naive (req/s)"]
-    print(table(header, lines))
+            measure_raw = raw_meter(checkpoint)
+            for r in range(args.rounds):
+                raws.append(measure_raw(args.seconds))
+                results: dict[tuple[str, str], LoadResult] = {}
+                rotation = order[r % len(order) :] + order[: r % len(order)]
+                for scenario in plan:
+                    for key in rotation:
+                        peer = peers[key]
+                        if key not in scenario.peers or not peer.alive:
+                            continue
+                        peer.resume()
+                        try:
+                            result = run_load(
+                                peer.port, scenario.requests(peer.port), scenario.connections, args.seconds,
+                                args.warmup, scenario.units,
+                            )  # fmt: skip
+                        except OSError as exc:
+                            note(f"round {r + 1}, {scenario.name}, {peer.label}: {exc!r}; the peer is dropped")
+                            peer.alive = False
+                            continue
+                        finally:
+                            peer.pause()
+                        bad = {s: n for s, n in result.statuses.items() if s != 200}
+                        if bad:
+                            note(f"round {r + 1}, {scenario.name}, {peer.label}: non-200 answers {bad}")
+                        results[(scenario.key, key)] = result
+                rounds.append(results)
+                print(f"round {r + 1} done at {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
+            for peer in peers.values():
+                if peer.alive:
+                    peer.rss_loaded = peer.rss()
+        finally:
+            for peer in peers.values():
+                peer.stop()
+
+    labels = {key: peer.label for key, peer in peers.items()}
+    print(table(HEADER, summarise(plan, rounds, raws, labels)))
+    litserve = _version("litserve")
+    affinity = len(os.sched_getaffinity(0))
     print(
-        f"\n{args.seconds:g} s per scenario after {args.warmup:g} s of warm-up, sequences of {SEQ_LEN} steps x "
-        f"{DIM} features, the default model trained for 5 epochs; load generator and servers on the same machine "
-        f"({os.cpu_count()} cores); torch {torch.__version__}."
+        f"\n{args.rounds} round(s); in each, every peer runs every one of its scenarios once, the peers in turn "
+        f"(order rotated each round), {args.seconds:g} s measured after {args.warmup:g} s of warm-up; peers not "
+        "under load are paused (SIGSTOP). Cells: median over rounds (min–max); each ratio is taken within a round, "
+        f"then its median (min–max). Sequences are 2-D random walks; points = sequence steps. {SEQ_LEN}-step "
+        f"sequences unless said; mixed lengths uniform in {MIXED_LOW}-{MIXED_HIGH} (mean {EQUAL_LEN}), compared "
+        "with equal-length requests carrying the same points. vs raw: the peer's throughput over the raw model's "
+        "in the same round (256 x 20 steps for req/s and seq/s, 256 x 255 steps for points/s)."
     )
+    print(
+        f"\nMachine: {os.cpu_count()} cores ({affinity} usable), load average {load_before[0]:.2f} at start and "
+        f"{os.getloadavg()[0]:.2f} at the end (other work may share the machine); torch {torch.__version__}, "
+        f"1 thread for the raw model, the service's inference thread (default JEPA_INFERENCE_THREADS=1) and each "
+        f"LitServe inference worker; load generator and servers on the same machine; "
+        f"{time.monotonic() - began:.0f} s in all."
+    )
+    print(
+        "Settings: the service runs with its defaults (inherited JEPA_* variables removed), but for JEPA_DATA_DIR "
+        f"(a fresh directory) and {', '.join(f'{k}={v}' for k, v in SERVICE_ENV.items())} (the first-start model "
+        "trains in seconds); `--workers 2` where offered. Naive: `uvicorn bench.naive_app:app` with its defaults. "
+        f"LitServe {litserve}: bench/litserve_app.py, max_batch_size 64 requests, batch_timeout 1 ms, one forward "
+        "pass per sequence length, orjson responses encoded in the inference worker, fast_queue (ZeroMQ), "
+        "log_level warning, 1 or 2 inference workers with as many API server processes."
+    )
+    print("\nResident memory (VmRSS, MB, each process of the server's tree), after start-up -> after the load:")
+    for peer in peers.values():
+        if peer.rss_started:
+            loaded = _mb(peer.rss_loaded) if peer.rss_loaded else "-"
+            print(f"- {peer.label}: {_mb(peer.rss_started)} -> {loaded}")
+    if notes:
+        print("\nNotes:")
+        for text in notes:
+            print(f"- {text}")
+
+
+def _mb(values: list[float]) -> str:
+    each = " + ".join(f"{v:.0f}" for v in values)
+    return f"{each} = {sum(values):.0f}" if len(values) > 1 else each
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 if __name__ == "__main__":

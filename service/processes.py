@@ -23,9 +23,10 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from training.worker import Worker
+if TYPE_CHECKING:  # the supervisor imports this module and must stay small: no torch there
+    from training.worker import Worker
 
 log = logging.getLogger("jepa.processes")
 

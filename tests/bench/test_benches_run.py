@@ -13,7 +13,7 @@ import pytest
         ("bench.ablation", ["--epochs", "1", "--patterns", "circle"], "| configuration | pattern |"),
         ("bench.monitor_cost", ["--epochs", "1", "--repeats", "1"], "| training | s/epoch |"),
         ("bench.train_speed", ["--rounds", "1"], "| preset | s/epoch | sequences/s |"),
-        ("bench.serve", ["--seconds", "0.3", "--warmup", "0.2"], "| scenario | requests/s |"),
+        ("bench.serve", ["--seconds", "0.3", "--warmup", "0.2", "--rounds", "1"], "| scenario (unit) | peer |"),
         ("bench.train_memory", ["--cases", "1"], "| data (N x T) | config | estimate MB |"),
     ],
 )
