@@ -16,6 +16,7 @@ from jepa_model import __version__
 from service.deps import Inference, ReadAuth, request_limits
 from service.engine import InferenceEngine
 from service.errors import register_error_handlers
+from service.fast_routes import InferenceFastPath
 from service.middleware import RequestMiddleware
 from service.observability import Metrics
 from service.processes import WorkerLease, group_dir
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.worker = None  # the embedded worker, once the lifespan has started one
     app.state.limits = request_limits(settings)
     app.state.metrics = Metrics()
+    app.add_middleware(InferenceFastPath, fastapi=app)  # inside RequestMiddleware: ids and metrics cover it
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     register_error_handlers(app)
     app.include_router(health.router)  # open, for load balancers, orchestrators and Prometheus

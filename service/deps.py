@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
 from service.engine import InferenceEngine, Sequences, ServedVersion
@@ -141,26 +142,37 @@ bearer = HTTPBearer(auto_error=False, description="The service's JEPA_API_KEY, w
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _check_key(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+def _check_key(settings: Settings, token: str | None) -> None:
     if settings.api_key is None:
         return
-    given = credentials.credentials if credentials is not None else ""
     # compare_digest takes as long whatever the key's first wrong character, so response times
     # reveal nothing about it.
-    if not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+    if not secrets.compare_digest((token or "").encode(), settings.api_key.get_secret_value().encode()):
         raise Unauthorized("this needs the API key: send Authorization: Bearer <JEPA_API_KEY>")
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return credentials.credentials if credentials is not None else None
 
 
 async def require_write_key(request: Request, credentials: Credentials) -> None:
     """Everything that changes state needs the key, when the service has one."""
-    _check_key(request.app.state.settings, credentials)
+    _check_key(request.app.state.settings, _token(credentials))
 
 
 async def require_read_key(request: Request, credentials: Credentials) -> None:
     """Reads need it too with JEPA_AUTH_READS=1."""
     settings: Settings = request.app.state.settings
     if settings.auth_reads:
-        _check_key(settings, credentials)
+        _check_key(settings, _token(credentials))
+
+
+def check_read_key(settings: Settings, authorization: str | None) -> None:
+    """require_read_key for a raw Authorization header, read as HTTPBearer reads it (for the
+    routes that service.fast_routes serves without dependency injection)."""
+    if settings.auth_reads:
+        scheme, token = get_authorization_scheme_param(authorization)
+        _check_key(settings, token if scheme.lower() == "bearer" else None)
 
 
 WriteAuth = Depends(require_write_key)

@@ -85,7 +85,15 @@ def test_reads_need_the_key_with_auth_reads_and_the_job_queue_is_bounded(start_s
         for path in ("/models", "/jobs", "/datasets"):
             assert client.get(path).status_code == 401
             assert client.get(path, headers=AUTH).status_code == 200
-        assert client.post("/encode", json={"sequences": [[[0.0, 1.0]]]}).status_code == 401
+        one = {"sequences": [[[0.0, 1.0]]]}
+        for path, body in (("/encode", one), ("/predict", {"contexts": one["sequences"]})):
+            refused = client.post(path, json=body)  # served past FastAPI's routing (service/fast_routes.py)
+            assert refused.status_code == 401 and refused.json()["type"] == "unauthorized"
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert client.post(path, json=body, headers={"Authorization": f"Basic {KEY}"}).status_code == 401
+            # the key passes (no model is trained here, so the answer is then 404, not 401)
+            assert client.post(path, json=body, headers=AUTH).status_code == 404
+            assert client.post(path, json=body, headers={"Authorization": f"bearer {KEY}"}).status_code == 404
         assert client.get("/health").status_code == 200
         assert client.get("/openapi.json").status_code == 200  # the contract is public; the data is not
 
