@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.observability import Metrics
 from service.timing import RequestTiming, request_timing
-from training.logs import request_id
+from training.logs import BackgroundHandler, request_id
 
 SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID = b"x-request-id"
@@ -106,11 +106,13 @@ class RequestMiddleware:
             request_id.reset(id_token)
 
 
+ACCESS_LINE = '%s - "%s %s HTTP/%s" %d %.1fms'
+
+
 def _log_access(scope: Scope, status: int, elapsed: float) -> None:
     client = scope.get("client")
     target = scope["path"] if not scope["query_string"] else f"{scope['path']}?{scope['query_string'].decode()}"
-    access_log.info(
-        '%s - "%s %s HTTP/%s" %d %.1fms',
+    args = (
         f"{client[0]}:{client[1]}" if client else "-",
         scope["method"],
         target,  # its query string's secrets are redacted by the handler's filter
@@ -118,3 +120,8 @@ def _log_access(scope: Scope, status: int, elapsed: float) -> None:
         status,
         elapsed * 1000,
     )
+    handlers = access_log.handlers
+    if len(handlers) == 1 and isinstance(handlers[0], BackgroundHandler):  # as `jepa serve` configures it
+        handlers[0].defer(access_log, ACCESS_LINE, args)
+    else:
+        access_log.info(ACCESS_LINE, *args)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import json
 import logging
-import queue
 import re
+import sys
+import threading
+import time
+from collections import deque
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any
+
+import orjson
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -34,7 +37,7 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = rid
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return orjson.dumps(entry, default=str).decode()
 
 
 # A query parameter whose name says it holds a credential (?api_key=, ?token=, ?access_token=...).
@@ -42,6 +45,8 @@ SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:key|token|secret|password|auth)[^=&#]
 
 
 def redact_query(target: str) -> str:
+    if "=" not in target:  # no query value at all: most lines, so skip the regular expression
+        return target
     return SECRET_QUERY.sub(r"\1REDACTED", target)
 
 
@@ -55,46 +60,86 @@ class RedactQuerySecrets(logging.Filter):
         return True
 
 
-class BackgroundHandler(QueueHandler):
-    """A stream handler whose formatting and writing happen on a thread of its own: the caller
-    (the event loop, for the access log) only appends the record to a bounded queue.
+class BackgroundHandler(logging.Handler):
+    """A stream handler whose filtering, formatting and writing happen on a thread of its own,
+    a batch at a time: the caller (the event loop, for the access log) only appends the record
+    to a bounded buffer.
 
-    Formatters and filters set on it (by logging.config) apply in that thread. When the queue is
-    full, because whatever reads the stream has stalled, records are dropped and counted rather
-    than letting memory or the caller's latency grow.
+    Batches, not a queue that wakes the writer per record: under the GIL a wake-up per request
+    made the writer contend with the event loop each time, and cost 29% of single-sequence
+    throughput in one A/B run. The writer wakes every FLUSH_S and writes what has gathered in
+    one call. When the buffer is full, because whatever reads the stream has stalled, records
+    are dropped and counted rather than letting memory or the caller's latency grow.
     """
 
-    QUEUE_SIZE = 10_000
+    MAX_PENDING = 10_000
+    FLUSH_S = 0.2
 
-    def __init__(self) -> None:
-        super().__init__(queue.Queue(self.QUEUE_SIZE))
-        self.target = logging.StreamHandler()
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__()
+        self.stream = stream if stream is not None else sys.stderr
+        self.pending: deque[logging.LogRecord | tuple[Any, ...]] = deque()
         self.dropped = 0
-        self.listener = QueueListener(self.queue, self.target)
-        self.listener.start()
-        atexit.register(self.close)  # writes what is still queued when the process exits
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._run, name="jepa-log-writer", daemon=True)
+        self._writer.start()
+        atexit.register(self.close)  # writes what is still pending when the process exits
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # The request id is the caller's context, gone by the time the writer formats.
+        record.request_id = request_id.get()
+        if len(self.pending) >= self.MAX_PENDING:
+            self.dropped += 1
+        else:
+            self.pending.append(record)  # deque.append is atomic: no lock on the caller's side
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def defer(self, logger: logging.Logger, msg: str, args: tuple[Any, ...]) -> None:
+        """`logger.info(msg, *args)` with even the record built on the writer's thread: the
+        logging call itself (finding the caller's frame, building the record) cost the event
+        loop about 10 us a line, more than formatting and writing it."""
+        if len(self.pending) >= self.MAX_PENDING:
+            self.dropped += 1
+        else:
+            self.pending.append((logger, time.time(), request_id.get(), msg, args))  # type: ignore[arg-type]
+
+    def write_pending(self) -> None:
+        lines = []
+        while self.pending:
+            record = self.pending.popleft()
+            if isinstance(record, tuple):  # deferred: build it now, as of when it was logged
+                record = _deferred_record(*record)
+            try:
+                if self.filter(record):
+                    lines.append(self.format(record))
+            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+                self.handleError(record)
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.FLUSH_S):
+            self.write_pending()
 
     def close(self) -> None:
-        if self.listener._thread is not None:  # stop() twice would fail: it joins a thread it dropped
-            self.listener.stop()
+        if not self._stop.is_set():
+            self._stop.set()
+            self._writer.join(5)
+            self.write_pending()
         super().close()
 
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:
-        self.target.setFormatter(fmt)
 
-    def addFilter(self, filter: Any) -> None:  # noqa: A002 - logging's own name
-        self.target.addFilter(filter)
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # QueueHandler formats here, in the caller's thread; that is the cost this class moves.
-        record.request_id = request_id.get()
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
+def _deferred_record(
+    logger: logging.Logger, created: float, rid: str | None, msg: str, args: tuple[Any, ...]
+) -> logging.LogRecord:
+    record = logger.makeRecord(logger.name, logging.INFO, "(deferred)", 0, msg, args, None)
+    record.created, record.msecs = created, (created - int(created)) * 1000
+    record.request_id = rid
+    return record
 
 
 def log_config(level: str, fmt: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
         ("bench.train_speed", ["--rounds", "1"], "| preset | s/epoch | sequences/s |"),
         ("bench.serve", ["--seconds", "0.3", "--warmup", "0.2", "--rounds", "1"], "| scenario (unit) | peer |"),
         ("bench.train_memory", ["--cases", "1"], "| data (N x T) | config | estimate MB |"),
+        ("bench.access_log_cost", ["--rounds", "1", "--seconds", "0.5"], "| access log | single sequences"),
     ],
 )
 def test_bench_prints_its_table(module: str, args: list[str], header: str) -> None:
