@@ -123,11 +123,3 @@ def pads_exactly(model: JEPA, atol: float = 1e-5) -> bool:
         if not torch.allclose(padded, alone, atol=atol):
             return False
     return True
-
-
-def skips_padding(encoder: str) -> bool:
-    """Whether a model with this encoder does no work for a padded step: the recurrent encoders
-    run packed sequences, which stop each row at its own length. For them a pass padded to its
-    longest row costs what its real steps do, plus the per-step overhead of one pass instead of
-    one per length; the transformer and the convolutions compute every padded step."""
-    return encoder == "lstm"

@@ -39,7 +39,6 @@ from jepa_model.serving import (
     eager_forwards,
     eager_ragged_forwards,
     pads_exactly,
-    skips_padding,
     traced_forwards,
     traced_ragged_forwards,
 )
@@ -71,9 +70,6 @@ class ServedVersion:
     path: str
     input_dim: int
     repr_dim: int
-    # Whether its encoder skips padded steps (jepa_model.serving.skips_padding): then any lengths
-    # may share a pass, and one pass is cheaper than one per length bucket.
-    skips_padding: bool = False
 
     @property
     def label(self) -> str:
@@ -111,13 +107,7 @@ def _as_piece(rows: list[np.ndarray]) -> Sequences:
     return np.stack(rows) if len({len(row) for row in rows}) == 1 else rows
 
 
-def one_bucket(_length: int) -> int:
-    return 0
-
-
-def pieces(
-    sequences: Sequences, capacity: Callable[[int], int], bucket_of: Callable[[int], int] = length_bucket
-) -> list[tuple[np.ndarray, Sequences]]:
+def pieces(sequences: Sequences, capacity: Callable[[int], int]) -> list[tuple[np.ndarray, Sequences]]:
     """(indices, sequences) for each forward pass-sized piece of a request, each piece within one
     length bucket and at most capacity(its longest) sequences, in order of first appearance.
 
@@ -130,7 +120,7 @@ def pieces(
         ]
     by_bucket: dict[int, list[int]] = {}
     for i, seq in enumerate(sequences):
-        by_bucket.setdefault(bucket_of(len(seq)), []).append(i)
+        by_bucket.setdefault(length_bucket(len(seq)), []).append(i)
     out = []
     for bucket in by_bucket.values():
         bucket.sort(key=lambda i: -len(sequences[i]))
@@ -252,7 +242,6 @@ class InferenceEngine:
                 path=row.path,
                 input_dim=int(row.config["model"]["input_dim"]),
                 repr_dim=int(row.config["model"]["repr_dim"]),
-                skips_padding=skips_padding(str(row.config["model"].get("encoder", ""))),
             )
         if len(self._resolved) > 4096:  # names come from requests; keep the cache bounded
             self._resolved.clear()
@@ -332,10 +321,9 @@ class InferenceEngine:
         Each length bucket is cut into pieces that fit one forward pass, so a large request costs
         several bounded passes instead of one pass whose activations grow with the request.
         """
-        bucket_of = one_bucket if served.skips_padding else length_bucket
-        parts = pieces(sequences, self.batcher.capacity, bucket_of)
+        parts = pieces(sequences, self.batcher.capacity)
         results = await asyncio.gather(
-            *(self.batcher.submit((served.version_id, operation, bucket_of(longest(x))), served, x) for _, x in parts)
+            *(self.batcher.submit((served.version_id, operation, length_bucket(longest(x))), served, x) for _, x in parts)
         )
         if len(parts) == 1 and isinstance(sequences, np.ndarray):
             return results[0]  # its rows in order: nothing to scatter

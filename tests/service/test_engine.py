@@ -112,9 +112,9 @@ def test_forward_passes_are_capped_in_steps_and_answers_do_not_change(run: Calla
     sizes: list[int] = []
     capped, whole, sizes = run(scenario, max_batch_steps=120, on_batch=sizes.append)
     np.testing.assert_allclose(capped, whole, atol=1e-5)
-    # 120 steps a pass: 2 sequences of 50 steps (the 7th with a 3-step one, padded), then 39 of 3.
-    # The toy model is recurrent, so it skips padding and lengths share passes: uncapped, one pass.
-    assert sizes == [2, 2, 2, 2, 39, 47]
+    # 120 steps a pass: 2 sequences of 50 steps at a time, then the 40 of 3 (another length
+    # bucket); uncapped, one pass per bucket.
+    assert sizes == [2, 2, 2, 1, 40, 7, 40]
 
 
 def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
