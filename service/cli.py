@@ -374,8 +374,25 @@ class Terminated(SystemExit):
     """SIGTERM during a local training run, raised so that the run can mark its job failed."""
 
 
-def _terminate(*_: object) -> None:
-    raise Terminated(143)
+class _TerminateAtEpochEnd:
+    """SIGTERM's handler for a local run: it raises Terminated at the end of the current epoch,
+    once that epoch's record is written, or at once on a second SIGTERM.
+
+    Raising from the handler itself, wherever the main thread happens to be, could leave a
+    database write half done with its lock held; marking the job failed then waited on that lock
+    (the local run once ignored SIGTERM for a minute)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, *_: object) -> None:
+        if self.requested:
+            raise Terminated(143)
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise Terminated(143)
 
 
 def _train_with_progress(settings: Settings, factory: SessionFactory, spec: TrainingSpec) -> int:
@@ -393,7 +410,8 @@ def _train_with_progress(settings: Settings, factory: SessionFactory, spec: Trai
     job_id: str | None = None
     claimed = False
     stop_beating = threading.Event()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    terminate = _TerminateAtEpochEnd()
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
         claimed = jobs.claim(factory, job_id, worker)
@@ -408,6 +426,9 @@ def _train_with_progress(settings: Settings, factory: SessionFactory, spec: Trai
 
             def show(p: dict[str, Any]) -> None:
                 progress.update(task, completed=p["epoch"], total=p["epochs"], loss=f"{p['loss']:.4f}")
+                terminate.check()
+
+            terminate.check()  # a SIGTERM before training began
 
             return run_job(factory, settings, job_id, on_progress=show, worker=worker)
     except typer.Exit:
