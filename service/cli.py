@@ -70,6 +70,15 @@ ApiKeyOption = Annotated[
         "environment variable: a flag shows in the process list.",
     ),
 ]
+IdempotencyKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        show_default=False,
+        help="With --url: sent as the request's Idempotency-Key, so that running the command again "
+        "with the same key (after a timeout, say) answers as the first run did instead of acting twice.",
+    ),
+]
 InitOption = Annotated[
     bool,
     typer.Option(
@@ -315,6 +324,7 @@ def train(
     init: InitOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
 ) -> None:
     """Train a new version and register it, with a progress bar (epochs, loss).
 
@@ -329,15 +339,17 @@ def train(
     config_flags |= {"context_len": context_len, "target_len": target_len, "seed": seed}
     config_flags |= {"hidden_dim": hidden_dim, "repr_dim": repr_dim}
     body = train_body(config_file, model, dataset, sets or [], dataset_flags, config_flags)
+    if idempotency_key and not url:
+        raise typer.BadParameter("only with --url: a local run is not retried", param_hint="--idempotency-key")
     if url:
-        _train_remote(url, api_key, body, wait)
+        _train_remote(url, api_key, body, wait, idempotency_key)
     else:
         _train_local(Settings(), body, init)
 
 
-def _train_remote(url: str, api_key: str | None, body: dict[str, Any], wait: bool) -> None:
+def _train_remote(url: str, api_key: str | None, body: dict[str, Any], wait: bool, key: str | None) -> None:
     with _remote(url, api_key) as client:
-        job_id = client.train(body.get("dataset", {}), body.get("config"), body.get("model"))
+        job_id = client.train(body.get("dataset", {}), body.get("config"), body.get("model"), idempotency_key=key)
         console.print(f"job {job_id} queued on {url}")
         if not wait:
             return
@@ -704,14 +716,17 @@ def upload_dataset(
     init: InitOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
 ) -> None:
     """Store a dataset in the registry (POST /datasets with --url). A CSV may have a `label` column."""
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".csv"):
         raise typer.BadParameter("upload a .npy or .csv file", param_hint="PATH")
+    if idempotency_key and not url:
+        raise typer.BadParameter("only with --url: a local upload is not retried", param_hint="--idempotency-key")
     if url:
         with _remote(url, api_key) as client:
-            row = client.upload_dataset(path, name=name or path.stem)
+            row = client.upload_dataset(path, name=name or path.stem, idempotency_key=idempotency_key)
     else:
         row = _upload_local(Settings(), path, name or path.stem, init)
     console.print(f"dataset [bold]{row['id']}[/bold]: {row['num_sequences']} sequences of {row['input_dim']} features")

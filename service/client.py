@@ -184,6 +184,10 @@ class _Requests:
         return {"json": body if label_list is None else body | {"labels": label_list}}
 
 
+def _key_header(idempotency_key: str | None) -> dict[str, str]:
+    return {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -230,10 +234,17 @@ class JEPAClient(_Requests):
         return np.asarray(self._json(self.http.post("/similarity", json=body))["similarities"], np.float32)
 
     def train(
-        self, dataset: dict[str, Any] | str, config: dict[str, Any] | None = None, model: str | None = None
+        self,
+        dataset: dict[str, Any] | str,
+        config: dict[str, Any] | None = None,
+        model: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Queue a job; `dataset` is a toy spec ({"pattern": ...}) or an uploaded dataset's id."""
-        return self._json(self.http.post("/train", json=self._train_body(dataset, config, model)))["job_id"]
+        """Queue a job; `dataset` is a toy spec ({"pattern": ...}) or an uploaded dataset's id.
+
+        `idempotency_key`: retrying with the same key (after a timeout, say) queues no second job."""
+        body = self._train_body(dataset, config, model)
+        return self._json(self.http.post("/train", json=body, headers=_key_header(idempotency_key)))["job_id"]
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/jobs/{job_id}"))
@@ -257,14 +268,20 @@ class JEPAClient(_Requests):
         raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
 
     def upload_dataset(
-        self, sequences: Batch | str | Path, name: str | None = None, labels: Labels | None = None
+        self,
+        sequences: Batch | str | Path,
+        name: str | None = None,
+        labels: Labels | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Upload arrays (sent as .npy, or JSON when lengths differ) or a .npy/.csv file.
 
         `labels`: optional, one class per sequence (strings or integers; a CSV may instead have a
         `label` column). Never trained on; versions trained on the dataset report label_* metrics.
+        `idempotency_key`: retrying with the same key stores no second copy.
         """
-        return self._json(self.http.post("/datasets", **self._upload(sequences, name, labels)))
+        request = self._upload(sequences, name, labels)
+        return self._json(self.http.post("/datasets", **request, headers=_key_header(idempotency_key)))
 
     def models(self) -> list[dict[str, Any]]:
         return self._json(self.http.get("/models"))
@@ -325,9 +342,14 @@ class AsyncJEPAClient(_Requests):
         return np.asarray(self._json(await self.http.post("/similarity", json=body))["similarities"], np.float32)
 
     async def train(
-        self, dataset: dict[str, Any] | str, config: dict[str, Any] | None = None, model: str | None = None
+        self,
+        dataset: dict[str, Any] | str,
+        config: dict[str, Any] | None = None,
+        model: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        return self._json(await self.http.post("/train", json=self._train_body(dataset, config, model)))["job_id"]
+        body = self._train_body(dataset, config, model)
+        return self._json(await self.http.post("/train", json=body, headers=_key_header(idempotency_key)))["job_id"]
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return self._json(await self.http.get(f"/jobs/{job_id}"))
@@ -352,9 +374,14 @@ class AsyncJEPAClient(_Requests):
         raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
 
     async def upload_dataset(
-        self, sequences: Batch | str | Path, name: str | None = None, labels: Labels | None = None
+        self,
+        sequences: Batch | str | Path,
+        name: str | None = None,
+        labels: Labels | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        return self._json(await self.http.post("/datasets", **self._upload(sequences, name, labels)))
+        request = self._upload(sequences, name, labels)
+        return self._json(await self.http.post("/datasets", **request, headers=_key_header(idempotency_key)))
 
     async def models(self) -> list[dict[str, Any]]:
         return self._json(await self.http.get("/models"))

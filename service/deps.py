@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ from service.payloads import (
 from service.settings import Settings
 from training.db import SessionFactory
 from training.errors import Unauthorized, UnsupportedMediaType
+from training.idempotency import KEY_PATTERN
 from training.registry import VersionRef
 
 
@@ -54,6 +55,17 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=KEY_PATTERN,
+        description="Any string of up to 255 visible ASCII characters, new for each new request. A retry "
+        "with the same key and request gets the first answer again (with `Idempotent-Replayed: true`) "
+        "instead of acting twice; the same key with a different request gets 409. Keys are kept for "
+        "JEPA_IDEMPOTENCY_TTL_S.",
+    ),
+]
 
 
 def request_limits(settings: Settings) -> RequestLimits:

@@ -322,9 +322,10 @@ class InferenceEngine:
         several bounded passes instead of one pass whose activations grow with the request.
         """
         parts = pieces(sequences, self.batcher.capacity)
-        results = await asyncio.gather(
-            *(self.batcher.submit((served.version_id, operation, length_bucket(longest(x))), served, x) for _, x in parts)
-        )
+        submits = [
+            self.batcher.submit((served.version_id, operation, length_bucket(longest(x))), served, x) for _, x in parts
+        ]
+        results = await asyncio.gather(*submits)
         if len(parts) == 1 and isinstance(sequences, np.ndarray):
             return results[0]  # its rows in order: nothing to scatter
         out = np.empty((len(sequences), served.repr_dim), dtype=np.float32)

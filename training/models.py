@@ -135,3 +135,18 @@ class AliasRow(Base):
 
     model: Mapped[ModelRow] = relationship(back_populates="aliases")
     version: Mapped[VersionRow] = relationship()
+
+
+class IdempotencyRow(Base):
+    """The answer to a state-changing request sent with an `Idempotency-Key`: a retry with the
+    same key and request gets it again instead of acting twice (training.idempotency)."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)  # the route: "train", "datasets"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the request, as the route defines it
+    status_code: Mapped[int]
+    body: Mapped[dict[str, Any]]
+    location: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -7,10 +7,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.deps import LimitsDep, SessionDep, SettingsDep, WriteAuth
+from service.deps import IdempotencyKey, LimitsDep, SessionDep, SettingsDep, WriteAuth
 from service.payloads import RequestLimits, media_type, off_loop_if_large, only_numbers, parse_json
+from service.routes.replay import with_headers
 from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetMeta, DatasetOut
-from training import datasets
+from training import datasets, idempotency
 from training.errors import InvalidInput, UnsupportedMediaType, preview
 from training.models import DatasetRow
 
@@ -105,7 +106,12 @@ async def _read_upload(
     "/datasets", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY, dependencies=[WriteAuth]
 )
 async def create_dataset(
-    request: Request, session: SessionDep, settings: SettingsDep, limits: LimitsDep, response: Response
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    limits: LimitsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     """Upload sequences to train on: JSON `{name, sequences, labels?}` or a multipart `.npy`/`.csv` file.
 
@@ -115,14 +121,16 @@ async def create_dataset(
     """
     name, sequences, labels = await _read_upload(request, settings.max_body_bytes, limits)
 
-    def store() -> DatasetRow:
+    def store() -> idempotency.Answer:
         row = datasets.store_dataset(session, settings.data_dir, name, sequences, labels)
-        session.commit()
-        return row
+        return idempotency.Answer(201, dataset_out(row).model_dump(mode="json"), f"/datasets/{row.id}")
 
-    row = await run_in_threadpool(store)
-    response.headers["Location"] = f"/datasets/{row.id}"
-    return dataset_out(row)
+    def store_once() -> tuple[idempotency.Answer, bool]:
+        request = datasets.fingerprint(name, sequences, labels) if idempotency_key else ""
+        return idempotency.once(session, "datasets", idempotency_key, request, settings.idempotency_ttl_s, store)
+
+    answer, replayed = await run_in_threadpool(store_once)
+    return with_headers(DatasetOut.model_validate(answer.body), answer, replayed, response)
 
 
 @router.get("/datasets", response_model=list[DatasetOut])

@@ -1,8 +1,9 @@
 from fastapi import APIRouter, Response
 
-from service.deps import SessionDep, SettingsDep, WriteAuth
+from service.deps import IdempotencyKey, SessionDep, SettingsDep, WriteAuth
+from service.routes.replay import with_headers
 from service.schemas import TrainAccepted, TrainRequest
-from training import jobs
+from training import idempotency, jobs
 from training.datasets import resolve_spec
 from training.spec import TrainingSpec
 
@@ -10,11 +11,22 @@ router = APIRouter(tags=["training"])
 
 
 @router.post("/train", status_code=202, response_model=TrainAccepted, dependencies=[WriteAuth])
-def train(body: TrainRequest, session: SessionDep, settings: SettingsDep, response: Response) -> TrainAccepted:
+def train(
+    body: TrainRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> TrainAccepted:
     """Queue a training job; a worker process trains it and registers a new version."""
     spec = TrainingSpec(model=body.model or settings.default_model, dataset=body.dataset, config=body.config)
-    resolve_spec(session, spec).check_memory(settings.train_memory_mb)
-    job = jobs.enqueue(session, spec, max_queued=settings.max_queued_jobs)
-    session.commit()
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return TrainAccepted(job_id=job.id, status=job.status)
+
+    def enqueue() -> idempotency.Answer:
+        resolve_spec(session, spec).check_memory(settings.train_memory_mb)
+        job = jobs.enqueue(session, spec, max_queued=settings.max_queued_jobs)
+        accepted = TrainAccepted(job_id=job.id, status=job.status)
+        return idempotency.Answer(202, accepted.model_dump(mode="json"), f"/jobs/{job.id}")
+
+    request = idempotency.fingerprint([spec.model_dump_json().encode()])
+    answer, replayed = idempotency.once(session, "train", idempotency_key, request, settings.idempotency_ttl_s, enqueue)
+    return with_headers(TrainAccepted.model_validate(answer.body), answer, replayed, response)
