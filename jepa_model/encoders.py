@@ -98,7 +98,7 @@ class LSTMEncoder(SequenceEncoder):
         if not self.lstm.bidirectional:
             # A forward LSTM is causal: a row's output at its last valid step has read nothing of
             # the right padding after it, so the padded batch runs as it is. Packing would be
-            # exact too, but on CPU torch runs a packed batch of unequal lengths op by op, 3-5x
+            # exact too, but on CPU torch runs a packed batch of unequal lengths op by op, 4-5x
             # slower than the fused padded pass (bench.serve, mixed lengths).
             steps, (h_n, _) = self.lstm(x)  # steps: (B, T, H)
             last = h_n[-1] if lengths is None else steps[torch.arange(x.shape[0], device=x.device), lengths - 1]
