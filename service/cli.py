@@ -759,6 +759,96 @@ def list_datasets(limit: LimitOption = 20, url: UrlOption = None, api_key: ApiKe
     console.print(table)
 
 
+delete_app = typer.Typer(help="Delete a version, a finished job or a dataset, with what it stored.")
+app.add_typer(delete_app, name="delete")
+
+
+def _delete(
+    url: str | None, api_key: str | None, remote: Callable[[JEPAClient], Any], local: Callable[..., Any]
+) -> None:
+    """Through the server at `url`, or in the local registry (then removing the artifact)."""
+    from training import lifecycle
+    from training.db import in_transaction
+    from training.errors import DomainError
+
+    try:
+        if url:
+            with _remote(url, api_key) as client:
+                remote(client)
+            return
+        settings = Settings()
+        path = in_transaction(_registry(settings), local)
+        if path is not None:
+            lifecycle.remove_artifact(settings.data_dir, path)
+    except DomainError as exc:
+        fail(str(exc), 2)
+
+
+@delete_app.command("version")
+def delete_version(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a version and its checkpoint; refused while an alias points at it."""
+    from training import lifecycle
+
+    def local(session: Any) -> str:
+        return lifecycle.delete_version(session, model, version)
+
+    _delete(url, api_key, lambda client: client.delete_version(model, version), local)
+    console.print(f"deleted {model} v{version}")
+
+
+@delete_app.command("job")
+def delete_job(job_id: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Delete a finished job and its epoch history (the version it made stays)."""
+    from training import lifecycle
+
+    _delete(url, api_key, lambda c: c.delete_job(job_id), lambda s: lifecycle.delete_job(s, job_id))
+    console.print(f"deleted job {job_id}")
+
+
+@delete_app.command("dataset")
+def delete_dataset(dataset_id: str, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Delete a dataset and its file; refused while a queued or running job trains on it."""
+    from training import lifecycle
+
+    _delete(url, api_key, lambda c: c.delete_dataset(dataset_id), lambda s: lifecycle.delete_dataset(s, dataset_id))
+    console.print(f"deleted dataset {dataset_id}")
+
+
+@app.command("gc")
+def collect_garbage(
+    min_age_s: Annotated[
+        float,
+        typer.Option(
+            "--min-age-s",
+            min=0,
+            help="Leave artifacts younger than this: a checkpoint or upload is written just before its row is "
+            "committed, so a young orphan may be one in the making.",
+        ),
+    ] = 3600,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+) -> None:
+    """Remove checkpoints and dataset files under JEPA_DATA_DIR that no version or dataset names
+    (left by a crash between a delete's commit and its cleanup, or by a failed job), and say what
+    that freed. Run it where the data directory is."""
+    from training import lifecycle
+
+    settings = Settings()
+    with _registry(settings)() as session:
+        report = lifecycle.collect_garbage(session, settings.data_dir, min_age_s, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for relative in report.removed:
+        console.print(f"{verb} {escape(relative)}")
+    console.print(
+        f"{verb} {len(report.removed)} orphaned artifacts, {report.bytes_freed / 1e6:.1f} MB; "
+        f"{report.kept_young} younger than {min_age_s:g} s kept"
+    )
+
+
 @app.command("models")
 def list_models(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     """List models with their versions and aliases."""

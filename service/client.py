@@ -301,6 +301,18 @@ class JEPAClient(_Requests):
     def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
         return self._json(self.http.put(f"/models/{model}/aliases/{alias}", json={"version": version}))
 
+    def delete_version(self, model: str, version: int | str) -> None:
+        """Delete a version and its checkpoint; JEPAError (409) while an alias points at it."""
+        self._json(self.http.delete(f"/models/{model}/versions/{version}"))
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job; JEPAError (409) while it is queued or running."""
+        self._json(self.http.delete(f"/jobs/{job_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset and its file; JEPAError (409) while a queued or running job uses it."""
+        self._json(self.http.delete(f"/datasets/{dataset_id}"))
+
 
 class AsyncJEPAClient(_Requests):
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
@@ -397,6 +409,15 @@ class AsyncJEPAClient(_Requests):
 
     async def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
         return self._json(await self.http.put(f"/models/{model}/aliases/{alias}", json={"version": version}))
+
+    async def delete_version(self, model: str, version: int | str) -> None:
+        self._json(await self.http.delete(f"/models/{model}/versions/{version}"))
+
+    async def delete_job(self, job_id: str) -> None:
+        self._json(await self.http.delete(f"/jobs/{job_id}"))
+
+    async def delete_dataset(self, dataset_id: str) -> None:
+        self._json(await self.http.delete(f"/datasets/{dataset_id}"))
 
 
 class _ProgressBar:

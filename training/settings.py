@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -28,6 +29,9 @@ class StorageSettings(BaseSettings):
     # database itself never makes jobs look stale: recovery waits job_stale_s after its own.
     db_retry_s: float = 60.0
     job_max_attempts: int = 3
+    # Finished jobs (succeeded, failed, cancelled) are deleted this many days after they finished,
+    # with their epoch history; the versions they made stay. Unset: kept for ever.
+    retain_jobs_days: float | None = Field(default=None, gt=0)
     # A training job whose estimated memory (jepa_model/budget.py: parameters with their optimizer
     # state, a batch's activations, the data) exceeds this many MB is refused when submitted.
     train_memory_mb: int = 4096

@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 
-from training import jobs
-from training.db import SessionFactory, is_unreachable, retry_unreachable
+from training import jobs, lifecycle
+from training.db import SessionFactory, in_transaction, is_unreachable, retry_unreachable
 from training.models import JobStatus
 from training.settings import StorageSettings
 
@@ -78,7 +78,18 @@ class StaleRecovery:
             return []
         if touched:
             log.info("re-queued or failed jobs whose worker stopped heartbeating: %s", ", ".join(touched))
+        if self.settings.retain_jobs_days is not None:
+            self._expire(self.settings.retain_jobs_days)
         return touched
+
+    def _expire(self, retain_days: float) -> None:
+        try:
+            expired = in_transaction(self.factory, lambda s: lifecycle.expire_jobs(s, retain_days))
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("expiring old jobs failed (%s)", type(exc).__name__, exc_info=not is_unreachable(exc))
+            return
+        if expired:
+            log.info("deleted %d jobs finished over %g days ago (JEPA_RETAIN_JOBS_DAYS)", expired, retain_days)
 
     def run(self) -> None:
         while not self.stop_event.is_set():

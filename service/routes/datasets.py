@@ -7,11 +7,12 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.deps import IdempotencyKey, LimitsDep, SessionDep, SettingsDep, WriteAuth
+from service.deps import IdempotencyKey, LimitsDep, SessionDep, SessionFactoryDep, SettingsDep, WriteAuth
 from service.payloads import RequestLimits, media_type, off_loop_if_large, only_numbers, parse_json
 from service.routes.replay import with_headers
 from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetMeta, DatasetOut
-from training import datasets, idempotency
+from training import datasets, idempotency, lifecycle
+from training.db import in_transaction
 from training.errors import InvalidInput, UnsupportedMediaType, preview
 from training.models import DatasetRow
 
@@ -142,3 +143,12 @@ def list_datasets(session: SessionDep, limit: int = Query(100, ge=1, le=1000)) -
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
     return dataset_out(datasets.get_dataset(session, dataset_id))
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204, dependencies=[WriteAuth])
+def delete_dataset(dataset_id: str, factory: SessionFactoryDep, settings: SettingsDep) -> Response:
+    """Delete a dataset and its file. 409 while a queued or running job trains on it; versions
+    trained on it stay."""
+    path = in_transaction(factory, lambda s: lifecycle.delete_dataset(s, dataset_id))
+    lifecycle.remove_artifact(settings.data_dir, path)
+    return Response(status_code=204)

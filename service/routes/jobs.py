@@ -1,11 +1,12 @@
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import SessionDep, SessionFactoryDep, WriteAuth
 from service.schemas import EpochOut, JobMetrics, JobOut
-from training import jobs
+from training import jobs, lifecycle
+from training.db import in_transaction
 from training.models import JobRow
 
 router = APIRouter(tags=["training"])
@@ -63,3 +64,11 @@ def job_metrics(job_id: str, session: SessionDep) -> JobMetrics:
         attempt=job.attempts,
         epochs=[EpochOut(epoch=e.epoch, loss=e.loss, metrics=e.metrics, seconds=e.seconds) for e in epochs],
     )
+
+
+@router.delete("/jobs/{job_id}", status_code=204, dependencies=[WriteAuth])
+def delete_job(job_id: str, factory: SessionFactoryDep) -> Response:
+    """Delete a finished job and its epoch history; the version it made stays. 409 while it is
+    queued or running."""
+    in_transaction(factory, lambda s: lifecycle.delete_job(s, job_id))
+    return Response(status_code=204)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from jepa_model.checkpoint import checkpoint_problem
 from service.deps import SessionDep, SessionFactoryDep, SettingsDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
-from training import registry
+from training import lifecycle, registry
 from training.db import in_transaction
 from training.errors import NotFound
 from training.plots import PLOTS_DIR
@@ -88,4 +88,13 @@ def set_alias(name: str, alias: str, body: AliasIn, factory: SessionFactoryDep) 
 def delete_alias(name: str, alias: str, session: SessionDep) -> Response:
     registry.delete_alias(session, name, alias)
     session.commit()
+    return Response(status_code=204)
+
+
+@router.delete("/models/{name}/versions/{version}", status_code=204, dependencies=[WriteAuth])
+def delete_version(name: str, version: str, factory: SessionFactoryDep, settings: SettingsDep) -> Response:
+    """Delete a version (by number or alias) and its checkpoint. 409 while an alias points at it.
+    Replicas stop serving it within JEPA_RESOLVE_TTL_S."""
+    path = in_transaction(factory, lambda s: lifecycle.delete_version(s, name, version))
+    lifecycle.remove_artifact(settings.data_dir, path)  # after the commit: a crash leaves an orphan for `jepa gc`
     return Response(status_code=204)
