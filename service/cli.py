@@ -819,6 +819,55 @@ def delete_dataset(dataset_id: str, url: UrlOption = None, api_key: ApiKeyOption
     console.print(f"deleted dataset {dataset_id}")
 
 
+@app.command("logs")
+def show_logs(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Print a training job's log lines (GET /jobs/{id}/logs), every attempt, oldest first."""
+    from training.models import JobStatus
+
+    def page(since: int) -> tuple[dict[str, Any], str]:
+        if url:
+            with _remote(url, api_key) as client:
+                return client.job_logs(job_id, since=since), client.job(job_id)["status"]
+        with _registry(Settings())() as session:
+            return _local_logs(session, job_id, since), _local_job_status(session, job_id)
+
+    since = 0
+    while True:
+        answer, status = page(since)
+        for line in answer["lines"]:
+            when = f"[dim]{line['created_at']} #{line['attempt']}[/dim]"
+            console.print(f"{when} {line['level']}: {escape(line['message'])}")
+        since = answer["next_since"]
+        if not follow or (status not in JobStatus.ACTIVE and not answer["lines"]):
+            return
+        if not answer["lines"]:
+            time.sleep(1.0)
+
+
+def _local_logs(session: Any, job_id: str, since: int) -> dict[str, Any]:
+    from training import job_logs
+
+    rows = job_logs.read_logs(session, job_id, since, 1000)
+    lines = [{"id": r.id, "attempt": r.attempt, "created_at": r.created_at.isoformat(), "level": r.level,
+              "message": r.message} for r in rows]  # fmt: skip
+    return {"lines": lines, "next_since": lines[-1]["id"] if lines else since}
+
+
+def _local_job_status(session: Any, job_id: str) -> str:
+    from training import jobs
+    from training.errors import DomainError
+
+    try:
+        return jobs.get_job(session, job_id).status
+    except DomainError as exc:
+        fail(str(exc), 2)
+
+
 @app.command("gc")
 def collect_garbage(
     min_age_s: Annotated[

@@ -252,6 +252,10 @@ class JEPAClient(_Requests):
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json(self.http.post(f"/jobs/{job_id}/cancel"))
 
+    def job_logs(self, job_id: str, since: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """The job's log lines after `since`; pass the answer's `next_since` to page on."""
+        return self._json(self.http.get(f"/jobs/{job_id}/logs", params={"since": since, "limit": limit}))
+
     def wait_for_job(self, job_id: str, timeout: float = 3600, poll_s: float = 0.5, progress: bool = False) -> dict:
         """Poll until the job finishes; returns it, or raises JobFailed / TimeoutError."""
         bar = _ProgressBar() if progress else None
@@ -368,6 +372,9 @@ class AsyncJEPAClient(_Requests):
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json(await self.http.post(f"/jobs/{job_id}/cancel"))
+
+    async def job_logs(self, job_id: str, since: int = 0, limit: int = 1000) -> dict[str, Any]:
+        return self._json(await self.http.get(f"/jobs/{job_id}/logs", params={"since": since, "limit": limit}))
 
     async def wait_for_job(
         self, job_id: str, timeout: float = 3600, poll_s: float = 0.5, progress: bool = False

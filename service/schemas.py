@@ -217,6 +217,20 @@ class JobMetrics(BaseModel):
     epochs: list[EpochOut]
 
 
+class LogLine(BaseModel):
+    id: int = Field(description="Increasing: pass the last one seen as `since` to get only newer lines.")
+    attempt: int
+    created_at: datetime
+    level: str
+    message: str
+
+
+class JobLogs(BaseModel):
+    job_id: str
+    lines: list[LogLine]
+    next_since: int = Field(description="`since` for the next page: the last line's id, or the `since` given.")
+
+
 class AliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -150,3 +150,16 @@ class IdempotencyRow(Base):
     body: Mapped[dict[str, Any]]
     location: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class JobLogRow(Base):
+    """One log line of a job's training process (training.job_logs), for GET /jobs/{id}/logs."""
+
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # increasing: the paging cursor
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)

@@ -47,6 +47,7 @@ from training.db import (
     retry_unreachable,
 )
 from training.errors import StorageFull
+from training.job_logs import JobLogHandler
 from training.logs import log_config
 from training.models import JobStatus
 from training.registry import register_version
@@ -263,6 +264,18 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
+def _log_to_the_job(factory: SessionFactory, job_id: str) -> JobLogHandler | None:
+    """Copy this process's log lines into the job's (GET /jobs/{id}/logs), tagged with its attempt."""
+    try:
+        with factory() as session:
+            attempt = jobs.get_job(session, job_id).attempts
+    except Exception:  # noqa: BLE001 - run_job reports a missing job or database properly
+        return None
+    handler = JobLogHandler(factory, job_id, attempt)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
         print("usage: python -m training.runner JOB_ID [WORKER]", file=sys.stderr)
@@ -276,6 +289,7 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(settings.train_threads)
     engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(engine)
+    job_log = _log_to_the_job(factory, job_id)
     try:
         run_job(factory, settings, job_id, worker=worker)
         return 0
@@ -287,6 +301,9 @@ def main(argv: list[str]) -> int:
         record_failure(factory, settings, job_id, exc, worker)
         return 1
     finally:
+        if job_log is not None:
+            logging.getLogger().removeHandler(job_log)
+            job_log.close()
         engine.dispose()
 
 

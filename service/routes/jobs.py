@@ -4,8 +4,8 @@ from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import SessionDep, SessionFactoryDep, WriteAuth
-from service.schemas import EpochOut, JobMetrics, JobOut
-from training import jobs, lifecycle
+from service.schemas import EpochOut, JobLogs, JobMetrics, JobOut, LogLine
+from training import job_logs, jobs, lifecycle
 from training.db import in_transaction
 from training.models import JobRow
 
@@ -64,6 +64,21 @@ def job_metrics(job_id: str, session: SessionDep) -> JobMetrics:
         attempt=job.attempts,
         epochs=[EpochOut(epoch=e.epoch, loss=e.loss, metrics=e.metrics, seconds=e.seconds) for e in epochs],
     )
+
+
+@router.get("/jobs/{job_id}/logs", response_model=JobLogs)
+def get_job_logs(
+    job_id: str,
+    session: SessionDep,
+    since: int = Query(0, ge=0, description="Only lines after this id (the previous page's `next_since`)."),
+    limit: int = Query(1000, ge=1, le=5000),
+) -> JobLogs:
+    """The log lines of the job's training processes, every attempt, oldest first: epochs,
+    held-out metrics, registration, and the traceback of a failure."""
+    jobs.get_job(session, job_id)  # 404 for a job that does not exist
+    rows = job_logs.read_logs(session, job_id, since, limit)
+    lines = [LogLine.model_validate(row, from_attributes=True) for row in rows]
+    return JobLogs(job_id=job_id, lines=lines, next_since=lines[-1].id if lines else since)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, dependencies=[WriteAuth])
