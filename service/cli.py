@@ -208,7 +208,7 @@ def worker() -> None:
 
     settings = Settings()
     _setup_logging(settings.log_level, settings.log_format)
-    w = Worker(settings, _session_factory(settings))
+    w = Worker(settings, _session_factory(settings), poll_s=settings.worker_poll_s)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     try:
         w.run()

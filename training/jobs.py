@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import false, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
+from training import wakeups
 from training.datasets import resolve_spec
 from training.db import SessionFactory, in_transaction
 from training.errors import Conflict, JobNotFound, Overloaded
@@ -68,6 +69,7 @@ def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None)
     )
     session.add(job)
     session.flush()
+    wakeups.notify(session, wakeups.QUEUED)
     return job
 
 
@@ -249,6 +251,7 @@ def cancel(factory: SessionFactory, job_id: str) -> JobRow:
         )
         if result.rowcount != 1:
             raise Conflict(f"job {job_id!r} already {job.status}; only queued or running jobs can be cancelled")
+        wakeups.notify(session, wakeups.CANCEL + job_id)  # its worker stops the training process at once
         session.refresh(job)
         return job
 
@@ -294,6 +297,8 @@ def requeue(factory: SessionFactory, job_id: str, reason: str, worker: str | Non
             .where(_running(job_id, worker))
             .values(status=JobStatus.QUEUED, worker=None, error=reason, heartbeat_at=None)
         )
+        if result.rowcount == 1:
+            wakeups.notify(session, wakeups.QUEUED)
         return result.rowcount == 1
 
     return in_transaction(factory, put_back)
@@ -324,6 +329,8 @@ def recover_stale(factory: SessionFactory, stale_s: float, max_attempts: int) ->
             )
             if result.rowcount == 1:
                 touched.append(job.id)
+        if touched:
+            wakeups.notify(session, wakeups.QUEUED)
         return touched
 
     return in_transaction(factory, recover)

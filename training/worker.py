@@ -25,6 +25,7 @@ from training import jobs, lifecycle
 from training.db import SessionFactory, in_transaction, is_unreachable, retry_unreachable
 from training.models import JobStatus
 from training.settings import StorageSettings
+from training.wakeups import Wakeups
 
 log = logging.getLogger("jepa.worker")
 
@@ -122,6 +123,8 @@ class Worker:
         self.recover = recover
         self.id = jobs.worker_id()
         self.stop_event = threading.Event()
+        # PostgreSQL tells it of new jobs and cancels at once; polling every poll_s stays the fallback.
+        self.wakeups = Wakeups(settings.resolved_database_url, self.stop_event)
         self.thread: threading.Thread | None = None
         # Since when (monotonic) the loop has failed with no answer from the queue in between, and
         # the last error's class: what /ready reports.
@@ -149,13 +152,15 @@ class Worker:
             self.last_error = type(exc).__name__
             log.critical("worker %s stopped: %s", self.id, type(exc).__name__, exc_info=True)
             raise
+        finally:
+            self.wakeups.close()
 
     def poll_once(self) -> None:
         """Claim the oldest queued job and train it, or wait poll_s when there is none."""
         job_id = jobs.claim_next(self.factory, self.id)
         self.failing_since = None  # the queue answered: whatever failed before is behind us
         if job_id is None:
-            self.stop_event.wait(self.poll_s)
+            self.wakeups.wait(self.poll_s)  # a new job or a re-queue ends it early, on PostgreSQL
         else:
             self.run_one(job_id)
 
@@ -196,7 +201,8 @@ class Worker:
         """Heartbeat until the child exits (True), or stop it early (False): when this worker
         stops, or when the job was cancelled or handed on to another worker."""
         while child.poll() is None:
-            if self.stop_event.wait(self.heartbeat_s):
+            self.wakeups.wait(self.heartbeat_s)  # ends early on a notification, a cancel of this job among them
+            if self.stop_event.is_set():
                 self._abandon(child, job_id)
                 return False
             try:

@@ -16,6 +16,7 @@ import pytest
         ("bench.serve", ["--seconds", "0.3", "--warmup", "0.2", "--rounds", "1"], "| scenario (unit) | peer |"),
         ("bench.train_memory", ["--cases", "1"], "| data (N x T) | config | estimate MB |"),
         ("bench.access_log_cost", ["--rounds", "1", "--seconds", "0.5"], "| access log | single sequences"),
+        ("bench.wakeups", ["--jobs", "1"], "| database, wake-up | queued"),  # PostgreSQL, as the suite has
     ],
 )
 def test_bench_prints_its_table(module: str, args: list[str], header: str) -> None:
