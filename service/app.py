@@ -24,6 +24,7 @@ from service.routes import dashboard, datasets, encode, health, info, jobs, mode
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
 from training import jobs as job_queue
+from training.artifacts import open_store
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.migrate import upgrade_to_head
 from training.spec import ToyDataset, TrainingSpec, TrainOptions
@@ -61,9 +62,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(upgrade_to_head, settings.resolved_database_url)
     db_engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(db_engine)
+    store = open_store(settings.artifact_store, settings.data_dir)
     engine = InferenceEngine(
         factory,
-        settings.data_dir,
+        store,
         cache_size=settings.model_cache_size,
         threads=settings.inference_threads,
         max_batch=settings.micro_batch,
@@ -78,7 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics.watch_queue(lambda: engine.batcher.depth)
     app.state.metrics.watch_jobs(lambda: _count_jobs(factory))
     engine.start()
-    app.state.session_factory, app.state.engine = factory, engine
+    app.state.session_factory, app.state.engine, app.state.store = factory, engine, store
     app.state.inference = Inference(engine, settings, app.state.limits)
     if settings.bootstrap:
         await run_in_threadpool(queue_default_model, factory, settings)

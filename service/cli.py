@@ -630,6 +630,7 @@ def _encode_local(
 
     from jepa_model import CheckpointError, load_checkpoint
     from jepa_model.metrics import embed_sequences
+    from training.artifacts import open_store
     from training.errors import DomainError
     from training.registry import get_version
 
@@ -638,8 +639,9 @@ def _encode_local(
     try:
         with factory() as session:
             row = get_version(session, name, version, settings.default_alias)
-            path, sha256, number = row.path, row.sha256, row.number
-        loaded = load_checkpoint(settings.data_dir / path, expected_sha256=sha256)
+            sha256, number = row.sha256, row.number
+            directory = open_store(settings.artifact_store, settings.data_dir).fetch(session, row.path)
+        loaded = load_checkpoint(directory, expected_sha256=sha256)
     except (DomainError, CheckpointError) as exc:
         fail(str(exc))
     expected = loaded.model_config.input_dim
@@ -734,6 +736,7 @@ def upload_dataset(
 
 def _upload_local(settings: Settings, path: Path, name: str, init: bool) -> dict[str, Any]:
     from training import datasets
+    from training.artifacts import open_store
     from training.db import in_transaction
     from training.errors import InvalidInput
 
@@ -744,7 +747,8 @@ def _upload_local(settings: Settings, path: Path, name: str, init: bool) -> dict
         fail(str(exc), 2)
     sequences, labels = parsed if isinstance(parsed, tuple) else (parsed, None)  # a CSV's `label` column
     factory = _registry(settings, init)
-    row = in_transaction(factory, lambda s: datasets.store_dataset(s, settings.data_dir, name, sequences, labels))
+    store = open_store(settings.artifact_store, settings.data_dir)
+    row = in_transaction(factory, lambda s: datasets.store_dataset(s, store, name, sequences, labels))
     return {"id": row.id, "num_sequences": row.num_sequences, "input_dim": row.input_dim}
 
 
@@ -768,6 +772,7 @@ def _delete(
 ) -> None:
     """Through the server at `url`, or in the local registry (then removing the artifact)."""
     from training import lifecycle
+    from training.artifacts import open_store
     from training.db import in_transaction
     from training.errors import DomainError
 
@@ -777,7 +782,8 @@ def _delete(
                 remote(client)
             return
         settings = Settings()
-        path = in_transaction(_registry(settings), local)
+        store = open_store(settings.artifact_store, settings.data_dir)
+        path = in_transaction(_registry(settings), lambda session: local(session, store))
         if path is not None:
             lifecycle.remove_artifact(settings.data_dir, path)
     except DomainError as exc:
@@ -794,8 +800,8 @@ def delete_version(
     """Delete a version and its checkpoint; refused while an alias points at it."""
     from training import lifecycle
 
-    def local(session: Any) -> str:
-        return lifecycle.delete_version(session, model, version)
+    def local(session: Any, store: Any) -> str:
+        return lifecycle.delete_version(session, store, model, version)
 
     _delete(url, api_key, lambda client: client.delete_version(model, version), local)
     console.print(f"deleted {model} v{version}")
@@ -806,7 +812,7 @@ def delete_job(job_id: str, url: UrlOption = None, api_key: ApiKeyOption = None)
     """Delete a finished job and its epoch history (the version it made stays)."""
     from training import lifecycle
 
-    _delete(url, api_key, lambda c: c.delete_job(job_id), lambda s: lifecycle.delete_job(s, job_id))
+    _delete(url, api_key, lambda c: c.delete_job(job_id), lambda s, _: lifecycle.delete_job(s, job_id))
     console.print(f"deleted job {job_id}")
 
 
@@ -815,7 +821,12 @@ def delete_dataset(dataset_id: str, url: UrlOption = None, api_key: ApiKeyOption
     """Delete a dataset and its file; refused while a queued or running job trains on it."""
     from training import lifecycle
 
-    _delete(url, api_key, lambda c: c.delete_dataset(dataset_id), lambda s: lifecycle.delete_dataset(s, dataset_id))
+    _delete(
+        url,
+        api_key,
+        lambda c: c.delete_dataset(dataset_id),
+        lambda s, store: lifecycle.delete_dataset(s, store, dataset_id),
+    )
     console.print(f"deleted dataset {dataset_id}")
 
 
@@ -885,10 +896,12 @@ def collect_garbage(
     (left by a crash between a delete's commit and its cleanup, or by a failed job), and say what
     that freed. Run it where the data directory is."""
     from training import lifecycle
+    from training.artifacts import open_store
 
     settings = Settings()
+    store = open_store(settings.artifact_store, settings.data_dir)
     with _registry(settings)() as session:
-        report = lifecycle.collect_garbage(session, settings.data_dir, min_age_s, dry_run)
+        report = lifecycle.collect_garbage(session, store, min_age_s, dry_run)
     verb = "would remove" if dry_run else "removed"
     for relative in report.removed:
         console.print(f"{verb} {escape(relative)}")

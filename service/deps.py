@@ -29,6 +29,7 @@ from service.payloads import (
     validate_options,
 )
 from service.settings import Settings
+from training.artifacts import ArtifactStore
 from training.db import SessionFactory
 from training.errors import Unauthorized, UnsupportedMediaType
 from training.idempotency import KEY_PATTERN
@@ -47,6 +48,10 @@ async def get_engine(request: Request) -> InferenceEngine:
 
 async def get_session_factory(request: Request) -> SessionFactory:
     return request.app.state.session_factory
+
+
+async def get_store(request: Request) -> ArtifactStore:
+    return request.app.state.store
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -102,6 +107,7 @@ InferenceDep = Annotated[Inference, Depends(get_inference)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
 async def resolve_served(

@@ -23,7 +23,6 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -43,6 +42,7 @@ from jepa_model.serving import (
     traced_ragged_forwards,
 )
 from service.batcher import MicroBatcher, Sequences, longest
+from training.artifacts import ArtifactStore
 from training.db import SessionFactory
 from training.errors import DomainError, InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
@@ -141,7 +141,7 @@ class InferenceEngine:
     def __init__(
         self,
         factory: SessionFactory,
-        data_dir: Path,
+        store: ArtifactStore,
         cache_size: int = 8,
         threads: int = 1,
         max_batch: int = 256,
@@ -157,7 +157,7 @@ class InferenceEngine:
         """on_batch gets each forward pass's size, on_load each checkpoint's load time (seconds).
         `device` is "auto" (CUDA when torch sees it), "cpu" or "cuda"; ValueError for an unusable one."""
         self.factory = factory
-        self.data_dir = data_dir
+        self.store = store
         self.cache_size = max(cache_size, 1)
         self.resolve_ttl_s = resolve_ttl_s
         self.trace = trace
@@ -260,10 +260,12 @@ class InferenceEngine:
             self._models.move_to_end(served.version_id)
             return forwards
         started = time.perf_counter()
+        with self.factory() as session:
+            directory = self.store.fetch(session, served.path)  # a database store's artifacts come over here
         try:
-            model = load_checkpoint(self.data_dir / served.path, expected_sha256=served.sha256).model
+            model = load_checkpoint(directory, expected_sha256=served.sha256).model
         except CheckpointError as exc:
-            log.warning("%s at %s is unavailable: %s", served.label, self.data_dir / served.path, exc)
+            log.warning("%s at %s is unavailable: %s", served.label, directory, exc)
             raise ModelUnavailable(f"{served.label} is unavailable: {exc}") from exc
         forwards = self._compile(model, served)
         self._models[served.version_id] = forwards

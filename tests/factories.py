@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from jepa_model import JEPA, TrainConfig, __version__, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from training import datasets
+from training.artifacts import FileStore
 from training.db import SessionFactory, in_transaction
 from training.models import DatasetRow, VersionRow
 from training.registry import register_version
@@ -72,7 +73,7 @@ def stored_dataset(
     """Store `sequences` (with one label each, if given) as an uploaded dataset would be."""
     checked = datasets.check_sequences(sequences)
     coded = None if labels is None else datasets.parse_labels(labels, len(checked))
-    return in_transaction(factory, lambda s: datasets.store_dataset(s, data_dir, name, checked, coded))
+    return in_transaction(factory, lambda s: datasets.store_dataset(s, FileStore(data_dir), name, checked, coded))
 
 
 def sines_and_squares(n: int, length: int = 20, seed: int = 0) -> tuple[np.ndarray, list[str]]:

@@ -41,6 +41,7 @@ from jepa_model.jepa import JEPA
 from jepa_model.metrics import embed_sequences
 from training import idempotency
 from training.arrays import load_npy, read_npy_header
+from training.artifacts import ArtifactStore
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull, preview
 from training.models import DatasetRow
 from training.spec import StoredDataset, TrainingSpec
@@ -412,12 +413,14 @@ def fingerprint(name: str, sequences: Sequence[np.ndarray], labels: Labels | Non
 
 
 def store_dataset(
-    session: Session, data_dir: Path, name: str, sequences: list[np.ndarray], labels: Labels | None = None
+    session: Session, store: ArtifactStore, name: str, sequences: list[np.ndarray], labels: Labels | None = None
 ) -> DatasetRow:
     """Write the file, then the row: a crash in between leaves an orphan file, never a bad row.
+    The store publishes the file in the row's transaction.
 
     StorageFull when the data directory has no room for the file; nothing written is left behind.
     """
+    data_dir = store.data_dir
     if labels is not None and len(labels.codes) != len(sequences):
         raise InvalidInput(f"got {len(labels.codes)} labels for {len(sequences)} sequences")
     dataset_id = uuid.uuid4().hex
@@ -439,6 +442,7 @@ def store_dataset(
     try:
         session.add(row)
         session.flush()
+        store.publish(session, relative)
     except Exception:
         _remove_written(data_dir / relative)  # no row will ever name it
         raise

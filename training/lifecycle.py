@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from training import jobs, registry
+from training.artifacts import ArtifactStore
 from training.datasets import get_dataset
 from training.errors import Conflict
 from training.models import AliasRow, DatasetRow, JobRow, JobStatus, VersionRow, utcnow
@@ -32,7 +33,7 @@ CHECKPOINTS, DATASETS = "checkpoints", "datasets"
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def delete_version(session: Session, model: str, ref: VersionRef) -> str:
+def delete_version(session: Session, store: ArtifactStore, model: str, ref: VersionRef) -> str:
     """Delete a version's row; returns its artifact's path (relative to the data directory).
     Conflict while an alias points at it: moving the alias first is the caller's decision."""
     row = registry.get_version(session, model, ref)
@@ -41,6 +42,7 @@ def delete_version(session: Session, model: str, ref: VersionRef) -> str:
         names = ", ".join(sorted(aliases))
         raise Conflict(f"model {model!r} v{row.number} is what alias {names} points at; move or delete it first")
     session.delete(row)
+    store.forget(session, row.path)
     session.flush()
     return row.path
 
@@ -55,7 +57,7 @@ def delete_job(session: Session, job_id: str) -> None:
     session.flush()
 
 
-def delete_dataset(session: Session, dataset_id: str) -> str:
+def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str) -> str:
     """Delete a dataset's row; returns its file's path. Conflict while a queued or running job
     trains on it. (A job queued while this runs may still name it; that job then fails with
     "dataset not found", as it would for any dataset deleted from under it.)"""
@@ -66,6 +68,7 @@ def delete_dataset(session: Session, dataset_id: str) -> str:
     if users:
         raise Conflict(f"dataset {dataset_id} is what job {', '.join(users)} trains on; wait for it or cancel it")
     session.delete(row)
+    store.forget(session, row.path)
     session.flush()
     return row.path
 
@@ -109,21 +112,29 @@ class GarbageReport:
     kept_young: int = 0  # orphans still inside the grace period
 
 
-def collect_garbage(session: Session, data_dir: Path, min_age_s: float, dry_run: bool = False) -> GarbageReport:
+def collect_garbage(session: Session, store: ArtifactStore, min_age_s: float, dry_run: bool = False) -> GarbageReport:
     """Remove checkpoint directories and dataset files that no row names and that are older
-    than `min_age_s`; `dry_run` only reports them."""
+    than `min_age_s`, locally and in the store; `dry_run` only reports them. Commits."""
     named = set(session.scalars(select(VersionRow.path))) | set(session.scalars(select(DatasetRow.path)))
-    named = {str(Path(p)) for p in named}
+    named = {Path(p).as_posix() for p in named}
     report = GarbageReport()
     now = time.time()
-    for relative in _artifacts(data_dir):
+    for relative in _artifacts(store.data_dir):
         if relative in named:
             continue
-        if now - _newest_mtime(data_dir / relative) < min_age_s:
+        if now - _newest_mtime(store.data_dir / relative) < min_age_s:
             report.kept_young += 1
             continue
         report.removed.append(relative)
-        report.bytes_freed += _size(data_dir / relative) if dry_run else remove_artifact(data_dir, relative)
+        report.bytes_freed += _size(store.data_dir / relative) if dry_run else remove_artifact(store.data_dir, relative)
+    # Published copies no row names: their rows are written in the same transaction as the row
+    # that names them, so there is no young one to spare.
+    for key in sorted(store.keys(session)):
+        if not any(key == path or key.startswith(path + "/") for path in named):
+            report.removed.append(f"{key} (in the database)")
+            if not dry_run:
+                store.forget(session, key)
+    session.commit()
     return report
 
 
@@ -131,7 +142,7 @@ def _artifacts(data_dir: Path) -> list[str]:
     """Every artifact on disk: checkpoints/<model>/<job> directories and datasets/<id> files."""
     found = [p for p in (data_dir / CHECKPOINTS).glob("*/*") if p.is_dir()]
     found += [p for p in (data_dir / DATASETS).glob("*") if p.is_file()]
-    return sorted(str(p.relative_to(data_dir)) for p in found)
+    return sorted(p.relative_to(data_dir).as_posix() for p in found)
 
 
 def _size(path: Path) -> int:

@@ -38,6 +38,7 @@ from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
 from jepa_model.train import EpochReport, plan_rounds
 from training import datasets, jobs, plots
+from training.artifacts import open_store
 from training.db import (
     DatabaseUnreachable,
     SessionFactory,
@@ -88,6 +89,7 @@ def load_data(
         return spec.dataset.build(), spec.dataset.held_out(HELD_OUT_SEQUENCES), None
     with factory() as session:
         row = datasets.get_dataset(session, spec.dataset.id)
+        open_store(settings.artifact_store, settings.data_dir).fetch(session, row.path)
     sequences, labels = datasets.load_dataset(settings.data_dir, row)
     return datasets.split_for_training(sequences, labels, spec.config.seed or 0, HELD_OUT_SEQUENCES)
 
@@ -202,8 +204,11 @@ def run_job(
             if (number := registered_number(session, job_id, worker)) is not None:
                 return number
             raise JobLost(f"job {job_id} is no longer running here; its result is discarded")
+        # In the transaction whose compare-and-set just proved the job is still ours: a training
+        # process that lost its job publishes nothing.
+        open_store(settings.artifact_store, settings.data_dir).publish(session, relative)
         version = register_version(
-            session, spec.model, config=config, metrics=metrics, sha256=sha256, path=str(relative), job_id=job_id
+            session, spec.model, config=config, metrics=metrics, sha256=sha256, path=relative.as_posix(), job_id=job_id
         )
         return version.number
 

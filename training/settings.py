@@ -29,6 +29,10 @@ class StorageSettings(BaseSettings):
     # database itself never makes jobs look stale: recovery waits job_stale_s after its own.
     db_retry_s: float = 60.0
     job_max_attempts: int = 3
+    # Where checkpoints, datasets and plots are kept (training.artifacts): "file", the data
+    # directory, which hosts must then share; or "database", the registry database, with each
+    # process's data directory only its cache.
+    artifact_store: Literal["file", "database"] = "file"
     # Finished jobs (succeeded, failed, cancelled) are deleted this many days after they finished,
     # with their epoch history; the versions they made stay. Unset: kept for ever.
     retain_jobs_days: float | None = Field(default=None, gt=0)

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.deps import IdempotencyKey, LimitsDep, SessionDep, SessionFactoryDep, SettingsDep, WriteAuth
+from service.deps import IdempotencyKey, LimitsDep, SessionDep, SessionFactoryDep, SettingsDep, StoreDep, WriteAuth
 from service.payloads import RequestLimits, media_type, off_loop_if_large, only_numbers, parse_json
 from service.routes.replay import with_headers
 from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetMeta, DatasetOut
@@ -112,6 +112,7 @@ async def create_dataset(
     settings: SettingsDep,
     limits: LimitsDep,
     response: Response,
+    store: StoreDep,
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     """Upload sequences to train on: JSON `{name, sequences, labels?}` or a multipart `.npy`/`.csv` file.
@@ -122,13 +123,13 @@ async def create_dataset(
     """
     name, sequences, labels = await _read_upload(request, settings.max_body_bytes, limits)
 
-    def store() -> idempotency.Answer:
-        row = datasets.store_dataset(session, settings.data_dir, name, sequences, labels)
+    def save() -> idempotency.Answer:
+        row = datasets.store_dataset(session, store, name, sequences, labels)
         return idempotency.Answer(201, dataset_out(row).model_dump(mode="json"), f"/datasets/{row.id}")
 
     def store_once() -> tuple[idempotency.Answer, bool]:
         request = datasets.fingerprint(name, sequences, labels) if idempotency_key else ""
-        return idempotency.once(session, "datasets", idempotency_key, request, settings.idempotency_ttl_s, store)
+        return idempotency.once(session, "datasets", idempotency_key, request, settings.idempotency_ttl_s, save)
 
     answer, replayed = await run_in_threadpool(store_once)
     return with_headers(DatasetOut.model_validate(answer.body), answer, replayed, response)
@@ -146,9 +147,9 @@ def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204, dependencies=[WriteAuth])
-def delete_dataset(dataset_id: str, factory: SessionFactoryDep, settings: SettingsDep) -> Response:
+def delete_dataset(dataset_id: str, factory: SessionFactoryDep, store: StoreDep) -> Response:
     """Delete a dataset and its file. 409 while a queued or running job trains on it; versions
     trained on it stay."""
-    path = in_transaction(factory, lambda s: lifecycle.delete_dataset(s, dataset_id))
-    lifecycle.remove_artifact(settings.data_dir, path)
+    path = in_transaction(factory, lambda s: lifecycle.delete_dataset(s, store, dataset_id))
+    lifecycle.remove_artifact(store.data_dir, path)
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from jepa_model.checkpoint import checkpoint_problem
-from service.deps import SessionDep, SessionFactoryDep, SettingsDep, WriteAuth
+from service.deps import SessionDep, SessionFactoryDep, StoreDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
 from training import lifecycle, registry
 from training.db import in_transaction
@@ -34,11 +34,11 @@ def list_models(session: SessionDep) -> list[ModelOut]:
 
 
 @router.get("/models/{name}/versions/{version}", response_model=VersionOut)
-def get_version(name: str, version: str, session: SessionDep, settings: SettingsDep) -> VersionOut:
+def get_version(name: str, version: str, session: SessionDep, store: StoreDep) -> VersionOut:
     """One version, by number or alias: its config, metrics, checksum, the job that made it, and
     whether its checkpoint is intact (present, and matching the recorded sha256)."""
     row = registry.get_version(session, name, version)
-    problem = checkpoint_problem(settings.data_dir / row.path, row.sha256)
+    problem = checkpoint_problem(store.fetch(session, row.path), row.sha256)
     return VersionOut(
         model=name,
         version=row.number,
@@ -59,12 +59,12 @@ def get_version(name: str, version: str, session: SessionDep, settings: Settings
     responses={200: {"content": {"image/png": {}}, "description": "The PNG."}},
 )
 def get_plot(
-    name: str, version: str, plot: Literal["loss", "embeddings"], session: SessionDep, settings: SettingsDep
+    name: str, version: str, plot: Literal["loss", "embeddings"], session: SessionDep, store: StoreDep
 ) -> FileResponse:
     """The version's training plots, drawn when it was trained: the loss curve, and a PCA of
     whole-sequence embeddings of held-out data (coloured by pattern for toy data)."""
     row = registry.get_version(session, name, version)
-    path = settings.data_dir / row.path / PLOTS_DIR / f"{plot}.png"
+    path = store.fetch(session, f"{row.path}/{PLOTS_DIR}/{plot}.png")
     if not path.is_file():
         raise NotFound(f"model {name!r} v{row.number} has no {plot} plot")
     return FileResponse(path, media_type="image/png")
@@ -92,9 +92,9 @@ def delete_alias(name: str, alias: str, session: SessionDep) -> Response:
 
 
 @router.delete("/models/{name}/versions/{version}", status_code=204, dependencies=[WriteAuth])
-def delete_version(name: str, version: str, factory: SessionFactoryDep, settings: SettingsDep) -> Response:
+def delete_version(name: str, version: str, factory: SessionFactoryDep, store: StoreDep) -> Response:
     """Delete a version (by number or alias) and its checkpoint. 409 while an alias points at it.
     Replicas stop serving it within JEPA_RESOLVE_TTL_S."""
-    path = in_transaction(factory, lambda s: lifecycle.delete_version(s, name, version))
-    lifecycle.remove_artifact(settings.data_dir, path)  # after the commit: a crash leaves an orphan for `jepa gc`
+    path = in_transaction(factory, lambda s: lifecycle.delete_version(s, store, name, version))
+    lifecycle.remove_artifact(store.data_dir, path)  # after the commit: a crash leaves an orphan for `jepa gc`
     return Response(status_code=204)

@@ -16,6 +16,7 @@ from service.engine import InferenceEngine, length_bucket, pieces
 from service.timing import RequestTiming, request_timing
 from tests.factories import add_version, random_sequences
 from tests.jepa_model.test_serving import CONFIGS
+from training.artifacts import FileStore
 from training.db import SessionFactory, in_transaction
 from training.errors import ModelUnavailable
 from training.registry import register_version
@@ -32,7 +33,7 @@ def run(factory: SessionFactory, tmp_path: Path) -> Callable[..., Any]:
 
     def run_scenario(scenario: Scenario, **options: Any) -> Any:
         async def main() -> Any:
-            engine = InferenceEngine(factory, tmp_path, cache_size=2, **options)
+            engine = InferenceEngine(factory, FileStore(tmp_path), cache_size=2, **options)
             engine.start()
             try:
                 return await scenario(engine)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories import random_sequences, stored_dataset
 from training import datasets
+from training.artifacts import FileStore
 from training.db import SessionFactory
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull
 from training.spec import TrainingSpec
@@ -429,7 +430,7 @@ def test_a_full_disk_is_storage_full_and_leaves_no_file(
 def test_other_write_errors_still_raise_but_leave_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fail_on_fsync_call(monkeypatch, 1, errno.EIO)
     with pytest.raises(OSError) as raised:
-        datasets.store_dataset(Session(), tmp_path, "d", random_sequences([3, 3]))
+        datasets.store_dataset(Session(), FileStore(tmp_path), "d", random_sequences([3, 3]))
     assert raised.type is OSError and raised.value.errno == errno.EIO
     assert list((tmp_path / "datasets").iterdir()) == []
 
@@ -440,7 +441,7 @@ def test_a_failed_row_removes_its_file(tmp_path: Path) -> None:
             raise RuntimeError("the database is gone")
 
     with pytest.raises(RuntimeError):
-        datasets.store_dataset(Broken(), tmp_path, "d", random_sequences([3, 3]))
+        datasets.store_dataset(Broken(), FileStore(tmp_path), "d", random_sequences([3, 3]))
     assert list((tmp_path / "datasets").iterdir()) == []
 
 
@@ -449,13 +450,14 @@ import resource, sys
 from pathlib import Path
 from sqlalchemy.orm import Session
 from training import datasets
+from training.artifacts import FileStore
 from training.errors import StorageFull
 
 sequences, labels = datasets.parse_csv_labelled(sys.stdin.buffer.read())
 # Python ignores SIGXFSZ: a write past the limit fails with EFBIG instead of killing the process.
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
-    datasets.store_dataset(Session(), Path(sys.argv[1]), "big", sequences, labels)
+    datasets.store_dataset(Session(), FileStore(Path(sys.argv[1])), "big", sequences, labels)
 except StorageFull as exc:
     print("StorageFull:", exc)
 """

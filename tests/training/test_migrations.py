@@ -11,7 +11,7 @@ from training.db import create_db_engine
 from training.migrate import upgrade_to_head
 from training.models import Base
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 def test_head_creates_the_registry_and_is_idempotent(database_url: str) -> None:
