@@ -101,8 +101,11 @@ class DatabaseStore(ArtifactStore):
 
     def fetch(self, session: Session, relative: str | Path) -> Path:
         with self._fetching:
+            root = self.data_dir.resolve()
             for row in session.scalars(select(ArtifactRow).where(_under(relative))):
                 path = self.data_dir / row.key
+                if not path.resolve().is_relative_to(root):
+                    continue  # a key no publish writes ("../"): never written outside the data directory
                 if path.is_file() and path.stat().st_size == row.size and sha256_file(path) == row.sha256:
                     continue
                 chunks = session.scalars(

@@ -70,7 +70,7 @@ def job_metrics(job_id: str, session: SessionDep) -> JobMetrics:
 def get_job_logs(
     job_id: str,
     session: SessionDep,
-    since: int = Query(0, ge=0, description="Only lines after this id (the previous page's `next_since`)."),
+    since: int = Query(0, ge=0, le=2**62, description="Only lines after this id (the previous page's `next_since`)."),
     limit: int = Query(1000, ge=1, le=5000),
 ) -> JobLogs:
     """The log lines of the job's training processes, every attempt, oldest first: epochs,

@@ -41,6 +41,7 @@ def test_a_jobs_training_lines_are_served_and_paged(start_server: StartServer, t
         assert printed.returncode == 0 and "registered logged v1" in printed.stdout, printed.stderr
 
         assert client.get("/jobs/" + "0" * 32 + "/logs").status_code == 404
-        assert client.get(f"/jobs/{job_id}/logs", params={"since": -1}).status_code == 422
+        for since in (-1, 2**70, "x"):
+            assert client.get(f"/jobs/{job_id}/logs", params={"since": since}).status_code == 422
         assert client.delete(f"/jobs/{job_id}").status_code == 204
         assert client.get(f"/jobs/{job_id}/logs").status_code == 404

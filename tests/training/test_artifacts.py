@@ -11,6 +11,7 @@ import pytest
 from training import artifacts
 from training.artifacts import DatabaseStore, FileStore
 from training.db import SessionFactory
+from training.models import ArtifactChunkRow, ArtifactRow
 
 
 def checkpoint(root: Path, relative: str, size: int = 10_000) -> dict[str, bytes]:
@@ -80,3 +81,15 @@ def test_the_file_store_is_the_data_directory(factory: SessionFactory, tmp_path:
         store.publish(session, "checkpoints/m/job")
         assert store.keys(session) == set()
         assert store.fetch(session, "checkpoints/m/job") == tmp_path / "checkpoints/m/job"
+
+
+def test_a_key_leading_out_of_the_data_directory_is_never_written(factory: SessionFactory, tmp_path: Path) -> None:
+    store = DatabaseStore(tmp_path / "data")
+    key = "checkpoints/m/job/../../../../escaped"
+    with factory.begin() as session:
+        session.add(ArtifactRow(key=key, sha256=hashlib.sha256(b"x").hexdigest(), size=1))
+        session.flush()
+        session.add(ArtifactChunkRow(key=key, seq=0, data=b"x"))
+    with factory() as session:
+        store.fetch(session, "checkpoints/m/job")
+    assert not (tmp_path / "escaped").exists()
