@@ -61,9 +61,8 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str) -> s
     """Delete a dataset's row; returns its file's path. Conflict while a queued or running job
     trains on it. (A job queued while this runs may still name it; that job then fails with
     "dataset not found", as it would for any dataset deleted from under it.)"""
-    if session.get(DatasetRow, dataset_id, with_for_update=True) is None:  # PostgreSQL: held to the commit
-        get_dataset(session, dataset_id)  # raises DatasetNotFound
-    row = get_dataset(session, dataset_id)
+    # Locked to the commit on PostgreSQL; get_dataset raises DatasetNotFound when there is none.
+    row = session.get(DatasetRow, dataset_id, with_for_update=True) or get_dataset(session, dataset_id)
     users = [job.id for job in _active_jobs(session) if _dataset_of(job) == dataset_id]
     if users:
         raise Conflict(f"dataset {dataset_id} is what job {', '.join(users)} trains on; wait for it or cancel it")
