@@ -195,3 +195,22 @@ def load_checkpoint(directory: str | os.PathLike[str], expected_sha256: str | No
         raise CheckpointCorrupt(f"{WEIGHTS_FILE}: weights do not fit the config: {exc}") from exc
     model.eval()
     return LoadedCheckpoint(model=model, model_config=model_config, train_config=train_config, meta=meta)
+
+
+def model_to_bytes(model: JEPA) -> bytes:
+    """`model` as safetensors bytes with its ModelConfig embedded: how weights travel between
+    processes (a Ray worker to its driver) without pickling them."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return save_safetensors(tensors, metadata={"jepa_model": json.dumps(model.config.to_dict(), sort_keys=True)})
+
+
+def model_from_bytes(data: bytes) -> JEPA:
+    """The exact model `model_to_bytes` wrote, in eval mode; CheckpointCorrupt for anything else."""
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        config = ModelConfig.from_dict(json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["jepa_model"]))
+        model = JEPA.from_config(config)
+        model.load_state_dict(load_safetensors(data), strict=True)
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointCorrupt(f"the model's weights do not describe a model: {exc}") from exc
+    return model.eval()

@@ -202,6 +202,14 @@ class TrainConfig(JSONConfig):
     mask_block_len: int | None = option(
         None, "step models: the mean length of a hidden block; unset: a tenth of the crop", ge=1, le=4096
     )
+    # Where the job runs, not what it learns: the global batch_size and lr mean the same whatever it is.
+    workers: int = option(
+        1,
+        "data-parallel training processes, each on its share of every batch; more than 1 needs a worker "
+        "with JEPA_EXECUTOR=ray",
+        ge=1,
+        le=256,
+    )
 
     @property
     def window_len(self) -> int:
@@ -222,10 +230,16 @@ class TrainConfig(JSONConfig):
             "max_crop_len": self.max_crop_len >= 2,
             "mask_ratio": 0.0 < self.mask_ratio < 1.0,
             "mask_block_len": self.mask_block_len is None or self.mask_block_len >= 1,
+            "workers": self.workers >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid TrainConfig values for {bad}")
+        if self.workers > 1 and self.batch_size < 2 * self.workers:
+            raise ValueError(
+                f"workers={self.workers} needs a batch_size of at least {2 * self.workers}: each worker "
+                "trains on at least 2 rows of every batch"
+            )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from jepa_model.encoders import step_features
 from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
 from jepa_model.masking import block_mask, random_crops, uniform_int
+from jepa_model.parallel import WHOLE, Shard
 from jepa_model.step_encoders import normalize_each, pool_steps, valid_steps
 
 
@@ -78,6 +79,11 @@ class Spans:
             self.offsets.to(device),
         )
 
+    def select(self, rows: slice) -> Spans:
+        """The spans of some rows only (a data-parallel process's share)."""
+        lengths = None if self.context_lengths is None else self.context_lengths[rows]
+        return Spans(self.context[rows], lengths, self.targets[rows], self.offsets[rows])
+
 
 def sample_windows(
     x: torch.Tensor,
@@ -131,13 +137,14 @@ def sample_spans(
 
 
 def masked_steps_loss(
-    model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None
+    model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None, shard: Shard = WHOLE
 ) -> torch.Tensor:
     """Step models: hide blocks of a random crop from the context encoder; the predictor regresses
     the target encoder's representations of the hidden steps from what the context encoder saw.
 
     Crops and masks are drawn on the CPU, with its generator, whatever the model's device: a
-    seeded run draws the same ones anywhere."""
+    seeded run draws the same ones anywhere. They are drawn for the whole batch, and `shard`
+    keeps this process's rows of them."""
     x, lengths = split_batch(batch)
     crops, crop_lengths = random_crops(x, lengths, config.max_crop_len, generator)  # (B, C, D)
     B, C, _ = crops.shape
@@ -148,6 +155,8 @@ def masked_steps_loss(
         config.mask_block_len,
         generator,
     )  # (B, C)
+    crops, hidden = crops[shard.rows], hidden[shard.rows]
+    crop_lengths = None if crop_lengths is None else crop_lengths[shard.rows]
     device = model_device(model)
     crops, crop_lengths, hidden = crops.to(device), to_device(crop_lengths, device), hidden.to(device)
     with torch.no_grad():
@@ -159,10 +168,12 @@ def masked_steps_loss(
         pooled = pool_steps(context, valid_steps(crop_lengths, C), model.config.pooling)  # (B, R)
         variance, covariance = variance_covariance(pooled)
         loss = loss + config.var_weight * variance + config.cov_weight * covariance
-    return loss + forecast_loss(model, batch, config, generator)
+    return loss * shard.weight(B) + forecast_loss(model, batch, config, generator, shard)
 
 
-def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+def forecast_loss(
+    model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None, shard: Shard = WHOLE
+) -> torch.Tensor:
     """Step models: train the forecaster behind /predict, from a context window to the pooled
     representation of the target window after it, each encoded on its own.
 
@@ -171,7 +182,7 @@ def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: tor
     """
     x, lengths = split_batch(batch)
     spans = sample_spans(x, lengths, config.context_len, config.target_len, 1, 0, generator=generator)
-    spans = spans.to(model_device(model))
+    spans = spans.select(shard.rows).to(model_device(model))
     with torch.no_grad():
         context = model.context_encoder.steps(spans.context)  # (B, C, S)
         target = model.target_encoder.pool_raw(model.target_encoder.steps(spans.targets[:, 0]), None)  # (B, R)
@@ -180,12 +191,15 @@ def forecast_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: tor
         # the floor keeps a dimension that barely varies from dominating instead.
         mean, std = target.mean(0), target.std(0).clamp_min(0.05)
     predicted = model.forecaster(context, None, model.config.pooling)  # (B, R)
-    return prediction_loss((predicted - mean) / std, (target - mean) / std, config)
+    loss = prediction_loss((predicted - mean) / std, (target - mean) / std, config)
+    return loss * shard.weight(x.shape[0])
 
 
-def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+def window_loss(
+    model: JEPA, batch: Batch, config: TrainConfig, generator: torch.Generator | None, shard: Shard = WHOLE
+) -> torch.Tensor:
     """Window models: predict the pooled representation of spans that follow a context (drawn on
-    the CPU, as step models' crops are)."""
+    the CPU, as step models' crops are, for the whole batch; `shard` keeps this process's rows)."""
     x, lengths = split_batch(batch)
     if config.num_contexts > 1:  # every copy of a sequence draws its own windows
         x = x.repeat(config.num_contexts, 1, 1)
@@ -199,7 +213,9 @@ def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch
         config.max_offset,
         config.min_context_len,
         generator,
-    ).to(model_device(model))
+    )
+    rows = spans.context.shape[0]
+    spans = spans.select(shard.rows).to(model_device(model))
     B, K, L, D = spans.targets.shape
     z = model.context_encoder(spans.context, spans.context_lengths)  # (B, R)
     predicted = model.predictor(z.repeat_interleave(K, 0), spans.offsets.reshape(-1))  # (B*K, R)
@@ -209,7 +225,28 @@ def window_loss(model: JEPA, batch: Batch, config: TrainConfig, generator: torch
     if config.var_weight or config.cov_weight:
         variance, covariance = variance_covariance(z)
         loss = loss + config.var_weight * variance + config.cov_weight * covariance
-    return loss
+    return loss * shard.weight(rows)
+
+
+class Objective(nn.Module):
+    """A model's training loss as a module: the unit DistributedDataParallel wraps, so that the
+    backward pass averages gradients over the processes of a data-parallel run."""
+
+    def __init__(self, model: JEPA, config: TrainConfig, shard: Shard = WHOLE) -> None:
+        super().__init__()
+        self.model, self.config, self.shard = model, config, shard
+        self.loss = masked_steps_loss if model.steps_objective else window_loss
+
+    def forward(self, batch: Batch, generator: torch.Generator | None) -> torch.Tensor:
+        return self.loss(self.model, batch, self.config, generator, self.shard)
+
+
+def data_parallel(objective: Objective) -> nn.Module:
+    """`objective` as DDP over the initialised process group; as it is for a single process."""
+    if objective.shard.world == 1:
+        return objective
+    device = model_device(objective.model)
+    return nn.parallel.DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
 
 
 def train_step(
@@ -219,9 +256,11 @@ def train_step(
     config: TrainConfig,
     momentum: float | None = None,
     generator: torch.Generator | None = None,
+    objective: nn.Module | None = None,
 ) -> float:
-    objective = masked_steps_loss if model.steps_objective else window_loss
-    loss = objective(model, batch, config, generator)
+    """One optimizer step and EMA update. `objective` (an Objective, or its DDP) defaults to the
+    model's own loss on the whole batch."""
+    loss = (objective or Objective(model, config))(batch, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -271,12 +310,14 @@ def train_epoch(
     config: TrainConfig,
     generator: torch.Generator | None = None,
     schedule: StepSchedule | None = None,
+    objective: nn.Module | None = None,
 ) -> float:
     """One pass over `batches` (or one round of a step budget); returns the mean loss."""
     model.train()
     losses = []
     for batch in batches:
-        losses.append(train_step(model, optimizer, batch, config, schedule.momentum() if schedule else None, generator))
+        momentum = schedule.momentum() if schedule else None
+        losses.append(train_step(model, optimizer, batch, config, momentum, generator, objective))
         if schedule is not None:
             schedule.advance()
     return sum(losses) / max(len(losses), 1)
@@ -318,11 +359,14 @@ def train_jepa(
     monitor: Monitor | None = None,
     log_every: int = 10,
     generator: torch.Generator | None = None,
+    shard: Shard = WHOLE,
 ) -> list[float]:
     """The seed's training entry point. Returns the mean loss of every epoch (or budget round).
 
     The positional arguments are the seed's recipe; `config` replaces them all with a full
     TrainConfig (any preset). Prints `Epoch N, Loss: X` every `log_every` epochs as the seed did.
+    With a `shard` of a data-parallel run (jepa_model.parallel), the process trains on its rows of
+    each batch and the losses it returns are every process's mean.
     """
     if config is None:
         config = TrainConfig(
@@ -332,12 +376,13 @@ def train_jepa(
     rounds = plan_rounds(config, len(dataloader) if hasattr(dataloader, "__len__") else 1)
     schedule = StepSchedule(config, optimizer, sum(rounds))
     batches = cycle(dataloader)
+    objective = data_parallel(Objective(model, config, shard))
     monitor_every = 1 if config.steps is None else max(1, math.ceil(len(rounds) / MONITORED_ROUNDS))
     losses: list[float] = []
     metrics: dict[str, float] = {}
     for epoch, steps in enumerate(rounds):
         round_batches = dataloader if config.steps is None else itertools.islice(batches, steps)
-        loss = train_epoch(model, optimizer, round_batches, config, generator, schedule)
+        loss = shard.mean(train_epoch(model, optimizer, round_batches, config, generator, schedule, objective))
         losses.append(loss)
         if log_every and epoch % log_every == 0:
             print(f"Epoch {epoch}, Loss: {loss:.4f}")
@@ -395,11 +440,16 @@ def fit(
     monitor: Monitor | None = None,
     log_every: int = 0,
     device: torch.device | str = "cpu",
+    shard: Shard = WHOLE,
 ) -> TrainResult:
     """Build a model from configs and train it on `dataset`; seeded runs are reproducible.
 
-    It trains on `device` and comes back on the CPU, where checkpoints and metrics are made."""
+    It trains on `device` and comes back on the CPU, where checkpoints and metrics are made. In a
+    data-parallel run every process calls this with its `shard` and the same seed, which makes
+    them all load the same batches (jepa_model.parallel)."""
     device = torch.device(device)
+    if shard.world > 1 and train_config.seed is None:
+        raise ValueError("data-parallel training needs a seed, the same in every process")
     if train_config.seed is not None:
         torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed) if train_config.seed is not None else None
@@ -413,8 +463,9 @@ def fit(
         shuffle=True,
         collate_fn=collate_ragged,
         generator=generator,
-        # Batch statistics need two rows; a last batch of one would stop a batch-normed encoder.
-        drop_last=len(dataset) % train_config.batch_size == 1,
+        # Batch statistics need two rows, in each process; a last batch with fewer would stop a
+        # batch-normed encoder (and leave a process of a data-parallel run with no rows at all).
+        drop_last=0 < len(dataset) % train_config.batch_size < 2 * shard.world,
     )
     started = time.perf_counter()
     losses = train_jepa(
@@ -425,6 +476,7 @@ def fit(
         monitor=monitor if monitor is None or device.type == "cpu" else on_cpu_copy(monitor),
         log_every=log_every,
         generator=generator,
+        shard=shard,
     )
     model.eval()
     if model.steps_objective:

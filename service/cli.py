@@ -95,6 +95,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _settings() -> Settings:
+    """The JEPA_ settings, or exit 2 saying which of them is wrong (no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid configuration (JEPA_ environment variables):\n{problems}", 2)
+
+
 def _setup_logging(level: str = "info", fmt: str = "text") -> dict[str, Any]:
     from training.logs import log_config
 
@@ -180,7 +191,7 @@ def serve(
     from service.processes import prepare_group, remove_group
     from service.protocol import HeaderDeadlineProtocol
 
-    settings = Settings()
+    settings = _settings()
     config = _setup_logging(settings.log_level, settings.log_format)
     processes = workers or settings.workers
     group = prepare_group(processes)
@@ -206,7 +217,7 @@ def worker() -> None:
     """Run a worker: claim queued training jobs and train each in a child process."""
     from training.worker import Worker
 
-    settings = Settings()
+    settings = _settings()
     _setup_logging(settings.log_level, settings.log_format)
     w = Worker(settings, _session_factory(settings), poll_s=settings.worker_poll_s)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
@@ -344,7 +355,7 @@ def train(
     if url:
         _train_remote(url, api_key, body, wait, idempotency_key)
     else:
-        _train_local(Settings(), body, init)
+        _train_local(_settings(), body, init)
 
 
 def _train_remote(url: str, api_key: str | None, body: dict[str, Any], wait: bool, key: str | None) -> None:
@@ -519,7 +530,7 @@ def encode(
         with _remote(url, api_key) as client:
             z = encode_remote(client, sequences, model, ref, normalize)
     else:
-        z = _encode_local(Settings(), sequences, model, ref, normalize)
+        z = _encode_local(_settings(), sequences, model, ref, normalize)
     _save_npy(out, z)
     console.print(f"{z.shape[0]} embeddings of {z.shape[1]} dimensions written to {out}")
 
@@ -730,7 +741,7 @@ def upload_dataset(
         with _remote(url, api_key) as client:
             row = client.upload_dataset(path, name=name or path.stem, idempotency_key=idempotency_key)
     else:
-        row = _upload_local(Settings(), path, name or path.stem, init)
+        row = _upload_local(_settings(), path, name or path.stem, init)
     console.print(f"dataset [bold]{row['id']}[/bold]: {row['num_sequences']} sequences of {row['input_dim']} features")
 
 
@@ -781,7 +792,7 @@ def _delete(
             with _remote(url, api_key) as client:
                 remote(client)
             return
-        settings = Settings()
+        settings = _settings()
         store = open_store(settings.artifact_store, settings.data_dir)
         path = in_transaction(_registry(settings), lambda session: local(session, store))
         if path is not None:
@@ -844,7 +855,7 @@ def show_logs(
         if url:
             with _remote(url, api_key) as client:
                 return client.job_logs(job_id, since=since), client.job(job_id)["status"]
-        with _registry(Settings())() as session:
+        with _registry(_settings())() as session:
             return _local_logs(session, job_id, since), _local_job_status(session, job_id)
 
     since = 0
@@ -898,7 +909,7 @@ def collect_garbage(
     from training import lifecycle
     from training.artifacts import open_store
 
-    settings = Settings()
+    settings = _settings()
     store = open_store(settings.artifact_store, settings.data_dir)
     with _registry(settings)() as session:
         report = lifecycle.collect_garbage(session, store, min_age_s, dry_run)
@@ -944,7 +955,7 @@ def _fetch(
     if url:
         with _remote(url, api_key) as client:
             return remote(client)
-    with _registry(Settings())() as session:
+    with _registry(_settings())() as session:
         return local(session, *args)
 
 

@@ -64,3 +64,8 @@ def preview(value: object, limit: int = 64) -> str:
     echoing a whole hostile payload back."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+class ExecutorLost(RuntimeError):
+    """A job's run was lost where it executed: a Ray worker or node died, or the cluster is out of
+    reach. The job is re-queued (or failed when out of attempts), as for a lost local worker."""

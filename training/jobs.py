@@ -304,6 +304,33 @@ def requeue(factory: SessionFactory, job_id: str, reason: str, worker: str | Non
     return in_transaction(factory, put_back)
 
 
+def _after_lost_run(attempts: int, max_attempts: int, reason: str) -> dict[str, Any]:
+    """What a running job whose run was lost becomes: queued again, or failed once it has had
+    `max_attempts` attempts. One rule, whether its worker or its Ray cluster was lost."""
+    if attempts >= max_attempts:
+        return {"status": JobStatus.FAILED, "error": reason, "finished_at": utcnow()}
+    return {"status": JobStatus.QUEUED, "error": reason, "worker": None}
+
+
+def run_lost(factory: SessionFactory, job_id: str, reason: str, worker: str | None, max_attempts: int) -> str | None:
+    """The run of `job_id` was lost where it executed (a Ray worker or the cluster): re-queue it,
+    or fail it when out of attempts, as stale recovery does for a lost worker. Returns the status
+    it got, or None when the job was no longer running here."""
+
+    def settle(session: Session) -> str | None:
+        attempts = session.scalar(select(JobRow.attempts).where(_running(job_id, worker)))
+        if attempts is None:
+            return None
+        values = _after_lost_run(attempts, max_attempts, without_server_paths(reason)[:4000])
+        if session.execute(update(JobRow).where(_running(job_id, worker)).values(**values)).rowcount != 1:
+            return None
+        if values["status"] == JobStatus.QUEUED:
+            wakeups.notify(session, wakeups.QUEUED)
+        return str(values["status"])
+
+    return in_transaction(factory, settle)
+
+
 def recover_stale(factory: SessionFactory, stale_s: float, max_attempts: int) -> list[str]:
     """Re-queue running jobs whose worker stopped heartbeating; fail those out of attempts.
 
@@ -318,10 +345,7 @@ def recover_stale(factory: SessionFactory, stale_s: float, max_attempts: int) ->
         touched = []
         for job in stale:
             reason = f"worker {job.worker} stopped heartbeating during attempt {job.attempts}"
-            if job.attempts >= max_attempts:
-                values = {"status": JobStatus.FAILED, "error": reason, "finished_at": utcnow()}
-            else:
-                values = {"status": JobStatus.QUEUED, "error": reason, "worker": None}
+            values = _after_lost_run(job.attempts, max_attempts, reason)
             result = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job.id, JobRow.status == JobStatus.RUNNING, JobRow.heartbeat_at < cutoff)

@@ -31,12 +31,12 @@ import torch
 from sqlalchemy.orm import Session
 from torch.utils.data import Dataset
 
-from jepa_model import TrainConfig, __version__, fit, save_checkpoint
+from jepa_model import ModelConfig, TrainConfig, __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from jepa_model.devices import resolve_device
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
-from jepa_model.train import EpochReport, plan_rounds
+from jepa_model.train import EpochCallback, EpochReport, Monitor, TrainResult, plan_rounds
 from training import datasets, jobs, plots
 from training.artifacts import open_store
 from training.db import (
@@ -47,7 +47,7 @@ from training.db import (
     in_transaction,
     retry_unreachable,
 )
-from training.errors import StorageFull
+from training.errors import ExecutorLost, StorageFull
 from training.job_logs import JobLogHandler
 from training.logs import log_config
 from training.models import JobStatus
@@ -139,7 +139,10 @@ def run_job(
 ) -> int:
     """Train the claimed job `job_id` and register its version; returns the version number."""
     window = settings.db_retry_s
-    device = resolve_device(settings.device)  # before any work, when it cannot be had
+    if settings.executor == "local":
+        device = resolve_device(settings.device)  # before any work, when it cannot be had
+    else:  # the Ray cluster's workers, not this host, have the GPUs: only an explicit cuda asks for them
+        device = torch.device("cuda" if settings.device == "cuda" else "cpu")
     spec = retry_unreachable(lambda: load_spec(factory, job_id), window, f"loading job {job_id}")
     model_config, train_config = spec.configs()
     dataset, held_out, labels = retry_unreachable(
@@ -177,7 +180,7 @@ def run_job(
             on_progress(dict(progress))
 
     monitor = EpochMonitor(evaluation, train_config.context_len, train_config.target_len)
-    result = fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor, device=device)
+    result = train(settings, job_id, dataset, model_config, train_config, on_epoch, monitor, device)
     metrics = evaluate(result.model, evaluation, train_config.context_len, train_config.target_len)
     if labels is not None:  # how well the embeddings separate the classes; never trained on
         metrics |= datasets.label_metrics(result.model, dataset, held_out, labels)
@@ -224,6 +227,34 @@ def run_job(
     return number
 
 
+def train(
+    settings: StorageSettings,
+    job_id: str,
+    dataset: Dataset,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    on_epoch: EpochCallback,
+    monitor: Monitor,
+    device: torch.device,
+) -> TrainResult:
+    """`fit` in this process (JEPA_EXECUTOR=local), or on the Ray cluster (JEPA_EXECUTOR=ray)."""
+    if settings.executor == "ray":
+        from training.ray_executor import fit_on_ray
+
+        assert settings.ray_address is not None  # StorageSettings refuses ray without an address
+        use_gpu = device.type == "cuda"
+        threads = settings.train_threads
+        return fit_on_ray(
+            settings.ray_address, dataset, model_config, train_config, on_epoch, monitor, threads, use_gpu, job_id
+        )
+    if train_config.workers > 1:
+        raise ValueError(
+            f"the job asks for {train_config.workers} data-parallel workers, and the worker that claimed it trains "
+            "on its own host (JEPA_EXECUTOR=local): train it with workers=1, or run workers with JEPA_EXECUTOR=ray"
+        )
+    return fit(dataset, model_config, train_config, on_epoch=on_epoch, monitor=monitor, device=device)
+
+
 def job_error(exc: BaseException, data_dir: Path) -> str:
     """What the job's `error` says about `exc`: paths relative to the data directory (the log
     keeps the full ones)."""
@@ -244,6 +275,25 @@ def record_failure(
         )
     except Exception:  # noqa: BLE001 - the exit code still reports the failure
         log.exception("job %s: could not record its failure", job_id)
+
+
+def settle_lost_run(
+    factory: SessionFactory, settings: StorageSettings, job_id: str, reason: str, worker: str | None
+) -> int:
+    """Re-queue (or, out of attempts, fail) a job whose Ray run was lost; exit code 3, or 1 when
+    even that cannot reach the database (the worker then fails the job, or stale recovery settles it)."""
+    log.warning("job %s: %s", job_id, reason)
+    try:
+        status = retry_unreachable(
+            lambda: jobs.run_lost(factory, job_id, reason, worker, settings.job_max_attempts),
+            settings.db_retry_s,
+            f"re-queueing job {job_id}",
+        )
+    except Exception:  # noqa: BLE001 - the exit code still reports the failure
+        log.exception("job %s: could not record that its run was lost", job_id)
+        return 1
+    log.info("job %s is %s after its Ray run was lost", job_id, status or "no longer running here")
+    return 3
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -301,6 +351,8 @@ def main(argv: list[str]) -> int:
     except JobLost as exc:
         log.warning("%s", exc)
         return 3
+    except ExecutorLost as exc:
+        return settle_lost_run(factory, settings, job_id, str(exc), worker)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, then reported
         log.exception("job %s failed", job_id)
         record_failure(factory, settings, job_id, exc, worker)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -44,6 +45,24 @@ class StorageSettings(BaseSettings):
     # Where models train and serve: `auto` uses CUDA when torch sees it, else the CPU. `cuda`
     # without it stops the server at start and fails training jobs, saying why.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Where a worker runs the jobs it claims: "local", a training process on its own host; or
+    # "ray", a Ray Train run of the job's `workers` processes on the Ray cluster at ray_address
+    # (training/ray_executor.py), for which Ray must be installed: pip install 'jepa-service[ray]'.
+    executor: Literal["local", "ray"] = "local"
+    # The cluster's address, as `ray.init` takes it: host:port of the head's GCS, or ray://host:10001.
+    ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _executor_can_start(self) -> Self:
+        if self.executor == "ray":
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError(
+                    "JEPA_EXECUTOR=ray needs Ray, which is not installed: pip install 'jepa-service[ray]' "
+                    "(or unset JEPA_EXECUTOR to train on this host)"
+                )
+            if not self.ray_address:
+                raise ValueError("JEPA_EXECUTOR=ray needs JEPA_RAY_ADDRESS, the Ray cluster's address (host:port)")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -256,6 +256,8 @@ class Worker:
             "JEPA_TRAIN_THREADS": str(self.settings.train_threads),
             "JEPA_LOG_FORMAT": self.settings.log_format,
             "JEPA_DB_RETRY_S": str(self.settings.db_retry_s),
+            "JEPA_EXECUTOR": self.settings.executor,
+            **({"JEPA_RAY_ADDRESS": self.settings.ray_address} if self.settings.ray_address else {}),
         }
 
     def start_thread(self) -> threading.Thread:
