@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -34,6 +35,8 @@ log = logging.getLogger("jepa.ray")
 
 # How often the driver looks for an epoch report or the end of the run.
 POLL_S = 0.5
+# How long the driver waits for the cluster's address to answer before calling it lost.
+CONNECT_TIMEOUT_S = 5.0
 
 
 class RunFailed(RuntimeError):
@@ -68,9 +71,24 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     return {"model": model_to_bytes(result.model), "losses": result.losses, "seconds": result.seconds}
 
 
+def _reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+    """Whether host:port (or ray://host:port) accepts a connection: ray.init itself waits minutes
+    on an address where nothing answers."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _connect(address: str) -> None:
     import ray
 
+    if address != "auto" and not _reachable(address):
+        raise ExecutorLost(
+            f"cannot reach the Ray cluster at {address} (nothing answered within {CONNECT_TIMEOUT_S:g} s)"
+        )
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
@@ -97,11 +115,14 @@ def _check_resources(workers: int, use_gpu: bool) -> None:
 def _classify(exc: BaseException) -> Exception:
     """ExecutorLost for a lost worker, node or controller; RunFailed for the training's own error."""
     from ray.exceptions import RayActorError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError
     from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
+    # Ray Train reports a worker whose process or node died as a failed (or hung) health check.
+    gone = (RayActorError, WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError)
     if isinstance(exc, WorkerGroupError):
         failures = exc.worker_failures
-        lost = [rank for rank, error in failures.items() if isinstance(error, RayActorError)]
+        lost = [rank for rank, error in failures.items() if isinstance(error, gone)]
         if lost:
             return ExecutorLost(f"Ray worker of rank {', '.join(map(str, lost))} died during the run")
         rank, first = min(failures.items()) if failures else (0, exc)

@@ -1,0 +1,165 @@
+"""JEPA_EXECUTOR=ray against a real Ray head that the test starts on free ports.
+
+Skipped where Ray is not installed (pip install -e '.[ray]'); CI installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.servers import Server, StartServer, free_port, wait_for_job
+
+pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+
+REPO = Path(__file__).resolve().parents[2]
+# The seed's recipe, small; seeded, so a 1-worker and a 2-worker run can be compared.
+SEEDED = {"preset": "seed", "hidden_dim": 16, "repr_dim": 8, "batch_size": 32, "seed": 5}
+TOY = {"pattern": "mixed", "num_samples": 128, "seq_len": 20, "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head with 2 CPUs, in the foreground (`--block`), so stopping it stops its cluster."""
+    port = free_port()
+    temp_dir = Path(f"/tmp/ray-test-{port}")  # short: Ray's socket paths must fit 107 bytes
+    ports = {
+        "--dashboard-agent-listen-port": free_port(),
+        "--metrics-export-port": free_port(),
+    }
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port)]
+    command += ["--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp_dir)]
+    command += [str(arg) for pair in ports.items() for arg in pair]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    with log.open("wb") as out:
+        head = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "status", "--address", address], capture_output=True, env=env
+        ).returncode:
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        subprocess.run(["rm", "-rf", str(temp_dir)])
+
+
+def ray_server(start_server: StartServer, address: str, **env: str) -> Server:
+    return start_server(JEPA_BOOTSTRAP="0", JEPA_EXECUTOR="ray", JEPA_RAY_ADDRESS=address, **env)
+
+
+def train(client: httpx.Client, model: str, **config: object) -> str:
+    accepted = client.post("/train", json={"model": model, "dataset": TOY, "config": {**SEEDED, **config}})
+    assert accepted.status_code == 202, accepted.text
+    return accepted.json()["job_id"]
+
+
+def train_workers() -> list[int]:
+    """The pids of this machine's Ray Train worker processes."""
+    found = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def running_epoch(client: httpx.Client, job_id: str) -> int:
+    job = client.get(f"/jobs/{job_id}").json()
+    return job["progress"]["epoch"] if job["status"] == "running" else 0
+
+
+def test_a_two_worker_job_trains_on_ray_serves_and_matches_one_worker(
+    start_server: StartServer, ray_head: str
+) -> None:
+    server = ray_server(start_server, ray_head)
+    with server.client() as client:
+        two = wait_for_job(client, train(client, "on-ray", epochs=3, workers=2), timeout=240)
+        assert two["status"] == "succeeded", two
+        one = wait_for_job(client, train(client, "on-ray", epochs=3, workers=1), timeout=240)
+        assert one["status"] == "succeeded", one
+
+        history = client.get(f"/jobs/{two['id']}/metrics").json()
+        assert [row["epoch"] for row in history["epochs"]] == [1, 2, 3]
+        assert history["epochs"][-1]["loss"] == pytest.approx(two["progress"]["loss"])
+        # The same global batch and seed: the two runs see the same windows, and DDP's averaged
+        # gradient is the whole batch's, so they agree to float rounding (stated: 1e-4).
+        assert two["progress"]["loss"] == pytest.approx(one["progress"]["loss"], rel=1e-4)
+        sequences = np.random.default_rng(0).normal(size=(4, 20, 2)).round(4).tolist()
+        embedded = {
+            version: client.post("/encode", json={"model": "on-ray", "version": version, "sequences": sequences})
+            for version in (1, 2)
+        }
+        assert all(r.status_code == 200 for r in embedded.values()), embedded[1].text
+        np.testing.assert_allclose(
+            embedded[1].json()["embeddings"], embedded[2].json()["embeddings"], rtol=1e-3, atol=1e-4
+        )
+        lines = [line["message"] for line in client.get(f"/jobs/{two['id']}/logs").json()["lines"]]
+        assert any("registered on-ray v1" in line for line in lines), lines
+
+
+def test_cancelling_a_job_stops_its_ray_run(start_server: StartServer, ray_head: str) -> None:
+    server = ray_server(start_server, ray_head)
+    with server.client() as client:
+        job_id = train(client, "cancelled", epochs=10_000, workers=2)
+        wait_until(lambda: running_epoch(client, job_id) >= 1, 120, "the first epoch")
+        assert len(train_workers()) == 2
+        assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+        wait_until(lambda: not train_workers(), 30, "the Ray Train workers to end")
+        assert client.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_killed_ray_worker_requeues_the_job_which_runs_again(start_server: StartServer, ray_head: str) -> None:
+    server = ray_server(start_server, ray_head)
+    with server.client() as client:
+        job_id = train(client, "lost", epochs=40, workers=2)
+        wait_until(lambda: running_epoch(client, job_id) >= 1, 120, "the first epoch")
+        os.kill(train_workers()[-1], signal.SIGKILL)
+
+        job = wait_for_job(client, job_id, timeout=300)
+        assert job["status"] == "succeeded" and job["attempts"] == 2, job
+        lines = client.get(f"/jobs/{job_id}/logs").json()["lines"]
+        first = [line["message"] for line in lines if line["attempt"] == 1]
+        assert any("died during the run" in m for m in first), first
+        assert any("is queued after its Ray run was lost" in m for m in first), first
+        (model,) = [m for m in client.get("/models").json() if m["name"] == "lost"]
+        assert [v["version"] for v in model["versions"]] == [1]  # registered once
+
+
+def test_an_unreachable_cluster_fails_the_job_once_out_of_attempts(start_server: StartServer) -> None:
+    server = ray_server(start_server, f"127.0.0.1:{free_port()}", JEPA_JOB_MAX_ATTEMPTS="2")
+    with server.client() as client:
+        job = wait_for_job(client, train(client, "unreachable", epochs=1), timeout=120)
+        assert job["status"] == "failed" and job["attempts"] == 2, job
+        assert "cannot reach the Ray cluster" in job["error"], job
+
+
+def test_a_job_asking_for_more_workers_than_the_cluster_has_fails_at_once(
+    start_server: StartServer, ray_head: str
+) -> None:
+    server = ray_server(start_server, ray_head)
+    with server.client() as client:
+        job = wait_for_job(client, train(client, "too-big", epochs=1, workers=4, batch_size=8), timeout=120)
+        assert job["status"] == "failed" and job["attempts"] == 1, job
+        assert "asks for 4 workers" in job["error"] and "2 CPUs" in job["error"], job
