@@ -90,9 +90,7 @@ def running_epoch(client: httpx.Client, job_id: str) -> int:
     return job["progress"]["epoch"] if job["status"] == "running" else 0
 
 
-def test_a_two_worker_job_trains_on_ray_serves_and_matches_one_worker(
-    start_server: StartServer, ray_head: str
-) -> None:
+def test_a_two_worker_job_trains_on_ray_serves_and_matches_one_worker(start_server: StartServer, ray_head: str) -> None:
     server = ray_server(start_server, ray_head)
     with server.client() as client:
         two = wait_for_job(client, train(client, "on-ray", epochs=3, workers=2), timeout=240)

@@ -56,6 +56,7 @@ EVERY_OPTION: dict[str, Any] = {
     "max_crop_len": 128,
     "mask_ratio": 0.3,
     "mask_block_len": 2,
+    "workers": 2,
 }
 
 

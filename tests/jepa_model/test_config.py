@@ -68,3 +68,11 @@ def test_windows_follow_the_data(shortest: int, fixed: dict, expected: tuple[int
 def test_windows_that_were_asked_for_and_cannot_fit_are_refused(fixed: dict) -> None:
     with pytest.raises(ValueError, match="exceeds the shortest sequence"):
         derive_windows(7, fixed.get("context_len", 8), fixed.get("target_len", 4), frozenset(fixed))
+
+
+def test_each_data_parallel_worker_needs_two_rows_of_every_batch() -> None:
+    assert TrainConfig(workers=4, batch_size=8).workers == 4
+    with pytest.raises(ValueError, match="workers=4 needs a batch_size of at least 8"):
+        TrainConfig(workers=4, batch_size=7)
+    with pytest.raises(ValueError, match="workers"):
+        TrainConfig(workers=0)

@@ -285,3 +285,13 @@ def test_remote_encoding_is_split_by_the_servers_limits() -> None:
     ragged = [np.zeros((n, 2), np.float32) for n in (5, 3, 5, 7, 3)]
     assert length_groups(ragged) == {5: [0, 2], 3: [1, 4], 7: [3]}
     assert length_groups(np.zeros((4, 6, 2))) == {6: [0, 1, 2, 3]}
+
+
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_the_ray_executor_without_ray_stops_at_start_saying_why(command: str, tmp_path: Path) -> None:
+    hide_ray = f"import sys; sys.modules['ray'] = None; from service.cli import app; app(['{command}'])"
+    env = {**jepa_env(tmp_path), "JEPA_EXECUTOR": "ray", "JEPA_RAY_ADDRESS": "127.0.0.1:6379"}
+    done = subprocess.run([sys.executable, "-c", hide_ray], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "JEPA_EXECUTOR=ray needs Ray" in done.stderr and "jepa-service[ray]" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -89,6 +89,22 @@ def test_a_stale_job_is_requeued_then_failed_after_max_attempts(factory: Session
     assert (job.status, job.attempts) == (JobStatus.FAILED, 2) and job.finished_at is not None
 
 
+def test_a_lost_run_is_requeued_then_failed_by_the_stale_jobs_rule(factory: SessionFactory) -> None:
+    job_id = enqueue(factory)
+    jobs.claim_next(factory, "w1")
+    assert jobs.run_lost(factory, job_id, "Ray worker of rank 1 died", "w2", max_attempts=2) is None  # not w2's
+    assert jobs.run_lost(factory, job_id, "Ray worker of rank 1 died", "w1", max_attempts=2) == JobStatus.QUEUED
+    job = status(factory, job_id)
+    assert (job.status, job.error, job.worker) == (JobStatus.QUEUED, "Ray worker of rank 1 died", None)
+
+    jobs.claim_next(factory, "w2")
+    assert jobs.run_lost(factory, job_id, "cannot reach the Ray cluster", "w2", max_attempts=2) == JobStatus.FAILED
+    job = status(factory, job_id)
+    assert (job.status, job.attempts, job.error) == (JobStatus.FAILED, 2, "cannot reach the Ray cluster")
+    assert job.finished_at is not None
+    assert jobs.run_lost(factory, job_id, "again", "w2", max_attempts=2) is None  # settled once
+
+
 def test_a_job_that_left_running_cannot_succeed(factory: SessionFactory) -> None:
     job_id = enqueue(factory)
     jobs.claim_next(factory, "w1")

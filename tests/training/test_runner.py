@@ -72,6 +72,19 @@ def test_the_worker_trains_in_a_child_process(factory: SessionFactory, settings:
         assert job.status == JobStatus.SUCCEEDED and job.version is not None
 
 
+def test_a_data_parallel_job_claimed_by_a_local_worker_fails_saying_what_it_needs(
+    factory: SessionFactory, settings: StorageSettings
+) -> None:
+    job_id = queue(factory, workers=2)
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    jobs.claim_next(factory, worker.id)
+    assert worker.run_one(job_id) == 1
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+    assert job.status == JobStatus.FAILED and "JEPA_EXECUTOR=ray" in (job.error or "")
+    assert versions(factory) == []
+
+
 def test_a_failing_job_is_marked_failed_and_registers_nothing(
     factory: SessionFactory, settings: StorageSettings
 ) -> None:

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,17 @@ def test_auto_is_the_cpu_without_cuda_and_cuda_says_why_it_cannot_be_had() -> No
         resolve_device("cuda")
     with pytest.raises(ValueError, match="must be one of"):
         resolve_device("tpu")
+
+
+def test_training_runs_locally_unless_the_ray_executor_is_asked_for(monkeypatch) -> None:
+    for name in ("JEPA_EXECUTOR", "JEPA_RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert (StorageSettings().executor, StorageSettings().ray_address) == ("local", None)
+    with pytest.raises(ValidationError, match="JEPA_EXECUTOR=ray needs JEPA_RAY_ADDRESS"):
+        StorageSettings(executor="ray")
+
+
+def test_the_ray_executor_without_ray_installed_says_how_to_get_it(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what find_spec sees where Ray is not installed
+    with pytest.raises(ValidationError, match=r"pip install 'jepa-service\[ray\]'"):
+        StorageSettings(executor="ray", ray_address="127.0.0.1:6379")
