@@ -28,8 +28,11 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
 # is rebuilt only when the dependency list or the lock changes, not on every
 # source edit. constraints.txt holds them (and what they pull in) to the
 # versions CI tests; torch is already satisfied above, so pip leaves it alone.
+# EXTRAS names optional groups to add, comma-separated: "ray" for JEPA_EXECUTOR=ray and the Ray
+# nodes of docker-compose.yml's ray profile. Empty by default: the plain image has no Ray.
+ARG EXTRAS=""
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" > /tmp/requirements.txt \
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *(d for e in sys.argv[1].split(',') if e for d in p['optional-dependencies'][e]), sep=chr(10))" "$EXTRAS" > /tmp/requirements.txt \
     && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 

@@ -75,8 +75,9 @@ def served_port(argv: list[str]) -> int:
 RUN_COMMANDS = [pytest.param(dockerfile_cmd(), id="Dockerfile CMD")] + [
     pytest.param(as_argv(service["command"]), id=f"compose {name}")
     for name, service in COMPOSE["services"].items()
-    if "command" in service
+    if "command" in service and "ray" not in service.get("profiles", ())
 ]
+RAY_SERVICES = [name for name, service in COMPOSE["services"].items() if "ray" in service.get("profiles", ())]
 
 
 @pytest.mark.parametrize("argv", RUN_COMMANDS)
@@ -102,6 +103,33 @@ def test_run_command_exists_in_the_real_cli(argv):
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), (
             f"{argv[0]} {argv[1]} has no {flag} option:\n{help_text}"
         )
+
+
+def test_the_ray_profile_runs_a_head_and_workers_from_the_jepa_image():
+    services = COMPOSE["services"]
+    assert {"ray-head", "ray-worker"} <= set(RAY_SERVICES)
+    image = services["api"]["image"]
+    assert all(services[name]["image"] == image for name in RAY_SERVICES)
+    assert services["api"]["build"]["args"]["EXTRAS"] == "${JEPA_IMAGE_EXTRAS:-}"  # the plain image has no Ray
+    head = as_argv(services["ray-head"]["command"])
+    gcs_port = head[head.index("--port") + 1]
+    env = services["worker"]["environment"]
+    assert env["JEPA_RAY_ADDRESS"] == f"ray-head:{gcs_port}" and env["JEPA_EXECUTOR"] == "${JEPA_EXECUTOR:-local}"
+    assert as_argv(services["ray-worker"]["command"])[3] == f"ray-head:{gcs_port}"
+
+
+@pytest.mark.parametrize("name", RAY_SERVICES)
+def test_ray_profile_commands_exist_in_the_ray_cli(name):
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.exists():
+        pytest.skip("Ray is an optional extra: pip install -e '.[ray]'")
+    service = COMPOSE["services"][name]
+    for argv in (as_argv(service["command"]), as_argv(service["healthcheck"]["test"])[1:]):
+        assert argv[0] == "ray", argv
+        shown = subprocess.run([ray, argv[1], "--help"], capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        for flag in (arg for arg in argv[2:] if arg.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", shown.stdout), f"ray {argv[1]} has no {flag}"
 
 
 def test_dockerfile_runs_as_non_root_and_checks_health_on_the_served_port():
