@@ -138,7 +138,7 @@ def fit_on_ray(
     model_config: ModelConfig,
     train_config: TrainConfig,
     on_epoch: EpochCallback,
-    monitor: Monitor,
+    monitor: Monitor | None,
     threads: int,
     use_gpu: bool,
     run_name: str,

@@ -1,9 +1,12 @@
 """The benchmarks still run and print their tables (tiny settings; no figure is asserted)."""
 
+import importlib.util
 import subprocess
 import sys
 
 import pytest
+
+WITHOUT_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
 
 
 @pytest.mark.parametrize(
@@ -17,6 +20,12 @@ import pytest
         ("bench.train_memory", ["--cases", "1"], "| data (N x T) | config | estimate MB |"),
         ("bench.access_log_cost", ["--rounds", "1", "--seconds", "0.5"], "| access log | single sequences"),
         ("bench.wakeups", ["--jobs", "1"], "| database, wake-up | queued"),  # PostgreSQL, as the suite has
+        pytest.param(
+            "bench.ray_scaling",
+            ["--rounds", "1", "--cases", "small"],
+            "| data (sequences x steps), epochs, batch | run |",
+            marks=WITHOUT_RAY,
+        ),
     ],
 )
 def test_bench_prints_its_table(module: str, args: list[str], header: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.ray_scaling import ray_head as bench_ray_head
 from tests.e2e.servers import Server, StartServer, free_port, wait_for_job
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
@@ -28,38 +28,10 @@ TOY = {"pattern": "mixed", "num_samples": 128, "seq_len": 20, "seed": 2}
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Ray head with 2 CPUs, in the foreground (`--block`), so stopping it stops its cluster."""
-    port = free_port()
-    temp_dir = Path(f"/tmp/ray-test-{port}")  # short: Ray's socket paths must fit 107 bytes
-    ports = {
-        "--dashboard-agent-listen-port": free_port(),
-        "--metrics-export-port": free_port(),
-    }
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port)]
-    command += ["--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp_dir)]
-    command += [str(arg) for pair in ports.items() for arg in pair]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    log = tmp_path_factory.mktemp("ray") / "head.log"
-    with log.open("wb") as out:
-        head = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(
-            [str(Path(sys.executable).parent / "ray"), "status", "--address", address], capture_output=True, env=env
-        ).returncode:
-            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
+def ray_head() -> Iterator[str]:
+    """A real Ray head with 2 CPUs on free ports, stopped (with its cluster) after the module."""
+    with bench_ray_head(num_cpus=2, pythonpath=REPO) as address:
         yield address
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        subprocess.run(["rm", "-rf", str(temp_dir)])
 
 
 def ray_server(start_server: StartServer, address: str, **env: str) -> Server:
