@@ -64,11 +64,12 @@ def ray_head(num_cpus: int = 2, pythonpath: Path | None = None) -> Iterator[str]
         yield address
     finally:
         os.killpg(head.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(5)
-        except subprocess.TimeoutExpired:
+        # Whatever of the cluster outlived the head (its agents may) goes too: the group is all its.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        head.wait()
         subprocess.run(["rm", "-rf", temp_dir])
 
 

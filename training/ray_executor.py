@@ -209,6 +209,13 @@ def _run_reporting(trainer: Any, reports: Any, on_epoch: EpochCallback) -> dict[
 
 
 def _drain(reports: Any, on_epoch: EpochCallback) -> None:
-    while not reports.empty():
-        report: EpochReport = reports.get(timeout=POLL_S)
-        on_epoch(report)
+    """Pass the epoch reports waiting in the queue to `on_epoch`. The queue is an actor on the
+    cluster: when it cannot be reached, neither can the run (ExecutorLost)."""
+    from ray.exceptions import RayError
+
+    try:
+        waiting: list[EpochReport] = reports.get_nowait_batch(reports.qsize())
+    except RayError as exc:
+        raise ExecutorLost(f"lost the Ray cluster during the run ({type(exc).__name__})") from exc
+    for report in waiting:
+        on_epoch(report)  # its own errors (the job lost, the loss diverged) pass through unchanged

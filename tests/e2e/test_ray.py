@@ -133,3 +133,27 @@ def test_a_job_asking_for_more_workers_than_the_cluster_has_fails_at_once(
         job = wait_for_job(client, train(client, "too-big", epochs=1, workers=4, batch_size=8), timeout=120)
         assert job["status"] == "failed" and job["attempts"] == 1, job
         assert "asks for 4 workers" in job["error"] and "2 CPUs" in job["error"], job
+
+
+def test_losing_the_cluster_mid_run_requeues_the_job_then_fails_it_out_of_attempts(
+    start_server: StartServer,
+) -> None:
+    with bench_ray_head(num_cpus=2, pythonpath=REPO) as address:  # its own: this test kills it
+        server = ray_server(start_server, address, JEPA_JOB_MAX_ATTEMPTS="2")
+        with server.client() as client:
+            job_id = train(client, "cut-off", epochs=10_000, workers=2)
+            wait_until(lambda: running_epoch(client, job_id) >= 1, 120, "the first epoch")
+            port = address.rsplit(":", 1)[1]
+            gcs = subprocess.run(
+                ["pgrep", "-f", f"gcs_server.*--gcs_server_port={port}"], capture_output=True, text=True
+            )
+            (pid,) = gcs.stdout.split()
+            os.kill(int(pid), signal.SIGKILL)
+
+            job = wait_for_job(client, job_id, timeout=180)
+            assert job["status"] == "failed" and job["attempts"] == 2, job
+            assert "cannot reach the Ray cluster" in job["error"], job
+            lines = client.get(f"/jobs/{job_id}/logs").json()["lines"]
+            first = [line["message"] for line in lines if line["attempt"] == 1]
+            assert any("lost the Ray cluster during the run" in m for m in first), first
+            assert any("is queued after its Ray run was lost" in m for m in first), first
