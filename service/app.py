@@ -26,6 +26,7 @@ from service.settings import Settings, get_settings
 from training import jobs as job_queue
 from training.artifacts import open_store
 from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.logs import flush_background_logs
 from training.migrate import upgrade_to_head
 from training.spec import ToyDataset, TrainingSpec, TrainOptions
 from training.worker import StaleRecovery, Worker
@@ -114,6 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.aclose()
         app.state.metrics.close()
         db_engine.dispose()
+        flush_background_logs()  # the access log's last lines: the process may end without atexit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

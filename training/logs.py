@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -98,6 +99,7 @@ class BackgroundHandler(logging.Handler):
 
     MAX_PENDING = 10_000
     FLUSH_S = 0.2
+    instances: weakref.WeakSet[BackgroundHandler] = weakref.WeakSet()  # for flush_background_logs
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__()
@@ -108,6 +110,7 @@ class BackgroundHandler(logging.Handler):
         self._writer = threading.Thread(target=self._run, name="jepa-log-writer", daemon=True)
         self._writer.start()
         atexit.register(self.close)  # writes what is still pending when the process exits
+        BackgroundHandler.instances.add(self)
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         # The request id is the caller's context, gone by the time the writer formats.
@@ -164,6 +167,14 @@ class BackgroundHandler(logging.Handler):
             self._writer.join(5)
             self.write_pending()
         super().close()
+
+
+def flush_background_logs() -> None:
+    """Write every BackgroundHandler's pending lines now. uvicorn ends a graceful shutdown by
+    raising the SIGTERM it caught again, with the default handler: the process dies there, before
+    atexit, so the lifespan's shutdown calls this to keep the last requests' lines."""
+    for handler in list(BackgroundHandler.instances):
+        handler.write_pending()
 
 
 def _deferred_record(

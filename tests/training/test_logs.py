@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from training.logs import BackgroundHandler, JsonFormatter, RedactQuerySecrets, _Timestamps, request_id
+from training.logs import (
+    BackgroundHandler,
+    JsonFormatter,
+    RedactQuerySecrets,
+    _Timestamps,
+    flush_background_logs,
+    request_id,
+)
 
 LINE = '%s - "%s %s HTTP/%s" %d %.1fms'
 ARGS = ("127.0.0.1:5555", "POST", "/encode?api_key=s3cret&x=1", "1.1", 200, 1.25)
@@ -62,3 +69,11 @@ def test_a_text_format_still_gets_its_lines_redacted() -> None:
     handler.defer(logger, LINE, ARGS)
     handler.write_pending()
     assert handler.stream.getvalue() == 'INFO 127.0.0.1:5555 - "POST /encode?api_key=REDACTED&x=1 HTTP/1.1" 200 1.2ms\n'
+
+
+def test_pending_lines_are_written_at_once_when_flushed_for_shutdown() -> None:
+    # uvicorn ends a SIGTERM shutdown by dying of the signal, before atexit: the lifespan flushes.
+    handler = quiet_handler(JsonFormatter(), RedactQuerySecrets())
+    handler.defer(logging.getLogger("jepa.test.access"), LINE, ARGS)
+    flush_background_logs()
+    assert "/encode?api_key=REDACTED" in handler.stream.getvalue() and not handler.pending
