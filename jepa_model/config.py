@@ -128,6 +128,11 @@ class ModelConfig(JSONConfig):
         """Step models: each step's representation; pooling concatenates parts up to repr_dim."""
         return self.repr_dim // POOLED_PARTS[self.pooling]
 
+    @property
+    def per_step_dim(self) -> int:
+        """The width of JEPA.encode_steps' representations: step_dim for step models, else repr_dim."""
+        return self.step_dim if self.objective == "steps" else self.repr_dim
+
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")

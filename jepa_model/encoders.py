@@ -116,6 +116,23 @@ class LSTMEncoder(SequenceEncoder):
         last = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         return self.pool(last, steps, lengths)
 
+    def prefixes(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, R): row t is the embedding of the prefix x[:, : t + 1], exactly
+        what `forward` gives that prefix (a forward LSTM is causal), all T of them in one pass."""
+        if self.lstm.bidirectional:
+            raise ValueError("a bidirectional encoder has no per-step embeddings: each step reads the whole sequence")
+        steps, _ = self.lstm(self.standardize(x))  # (B, T, H)
+        B, T, H = steps.shape
+        parts = [steps]  # each prefix's last step
+        if self.pooling == "first_last_mean":
+            parts.append(steps[:, :1].expand(B, T, H))
+        if self.pooling != "last":
+            counts = torch.arange(1, T + 1, device=x.device, dtype=steps.dtype)[None, :, None]
+            parts.append(steps.cumsum(1) / counts)  # each prefix's mean
+        pooled = torch.cat(parts, dim=-1)  # (B, T, P)
+        out = self.head(pooled) if self.skip is None else self.head(pooled) + self.skip(pooled)  # (B, T, R)
+        return self.output_norm(out.reshape(B * T, -1)).reshape(B, T, -1)  # BatchNorm1d wants (N, R)
+
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     """(length, dim) fixed position codes, as in "Attention is all you need"; no length cap."""

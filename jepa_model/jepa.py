@@ -102,6 +102,24 @@ class JEPA(nn.Module):
         module = self.target_encoder if encoder == "target" else self.context_encoder
         return module(x, lengths)
 
+    def encode_steps(self, x: torch.Tensor, encoder: EncoderName = "target") -> torch.Tensor:
+        """Per-step representations of full sequences x (B, T, D).
+
+        Step models: (B, T, S), the representation of each step that the objective trains and
+        the embedding pools (over steps, then standardised). Window models with a forward LSTM:
+        (B, T, R), row t being the embedding of the prefix x[:, : t + 1], so the last row is the
+        sequence's embedding. Other window encoders read the whole sequence at every step and have
+        none (ValueError).
+        """
+        module = self.target_encoder if encoder == "target" else self.context_encoder
+        if self.steps_objective:
+            return module.steps(x)
+        if not hasattr(module, "prefixes"):
+            raise ValueError(
+                f"a {self.config.encoder} encoder has no per-step embeddings: each step reads the whole sequence"
+            )
+        return module.prefixes(x)
+
     def predict(
         self, context: torch.Tensor, lengths: torch.Tensor | None = None, offsets: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -20,7 +20,7 @@ from service.fast_routes import InferenceFastPath
 from service.middleware import RequestMiddleware
 from service.observability import Metrics
 from service.processes import WorkerLease, group_dir
-from service.routes import dashboard, datasets, encode, health, info, jobs, models, predict, similarity, train
+from service.routes import dashboard, datasets, encode, health, info, jobs, models, predict, score, similarity, train
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
 from training import jobs as job_queue
@@ -147,6 +147,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     app.include_router(health.router)  # open, for load balancers, orchestrators and Prometheus
     app.include_router(dashboard.router)  # the page is public; the data it fetches is not
-    for module in (info, encode, predict, similarity, train, jobs, models, datasets):
+    for module in (info, encode, predict, score, similarity, train, jobs, models, datasets):
         app.include_router(module.router, dependencies=[ReadAuth], responses=ERROR_RESPONSES)
     return app

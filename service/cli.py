@@ -35,6 +35,7 @@ from service.settings import Settings
 if TYPE_CHECKING:
     import numpy as np
 
+    from jepa_model import LoadedCheckpoint
     from service.client import JEPAClient
     from training.db import SessionFactory
     from training.spec import TrainingSpec
@@ -630,17 +631,12 @@ def encode_remote(
     return result
 
 
-def _encode_local(
-    settings: Settings,
-    sequences: np.ndarray | list[np.ndarray],
-    model: str | None,
-    version: int | str | None,
-    normalize: bool,
-) -> np.ndarray:
-    import numpy as np
-
+def _load_local(
+    settings: Settings, sequences: np.ndarray | list[np.ndarray], model: str | None, version: int | str | None
+) -> tuple[LoadedCheckpoint, dict[str, Any]]:
+    """The version from the local registry (JEPA_DATA_DIR), with its metrics; exits saying why
+    when it cannot be loaded or does not take the sequences' features."""
     from jepa_model import CheckpointError, load_checkpoint
-    from jepa_model.metrics import embed_sequences
     from training.artifacts import open_store
     from training.errors import DomainError
     from training.registry import get_version
@@ -650,7 +646,7 @@ def _encode_local(
     try:
         with factory() as session:
             row = get_version(session, name, version, settings.default_alias)
-            sha256, number = row.sha256, row.number
+            sha256, number, metrics = row.sha256, row.number, dict(row.metrics or {})
             directory = open_store(settings.artifact_store, settings.data_dir).fetch(session, row.path)
         loaded = load_checkpoint(directory, expected_sha256=sha256)
     except (DomainError, CheckpointError) as exc:
@@ -659,6 +655,21 @@ def _encode_local(
     features = sequences.shape[2] if not isinstance(sequences, list) else sequences[0].shape[1]
     if features != expected:
         fail(f"{name} v{number} expects {expected} features per step, the file has {features}", 2)
+    return loaded, metrics
+
+
+def _encode_local(
+    settings: Settings,
+    sequences: np.ndarray | list[np.ndarray],
+    model: str | None,
+    version: int | str | None,
+    normalize: bool,
+) -> np.ndarray:
+    import numpy as np
+
+    from jepa_model.metrics import embed_sequences
+
+    loaded, _ = _load_local(settings, sequences, model, version)
     groups = length_groups(sequences)
     result: np.ndarray | None = None
     for indices in groups.values():
@@ -671,6 +682,93 @@ def _encode_local(
     if normalize:
         result /= np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
     return result
+
+
+@app.command()
+def score(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help=".npy array (N, T, D), or long-format .csv (sequence_id,t,<feature>...)"
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save each step's score, an .npy array (N, T), NaN for the warm-up.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Version number or alias (default: JEPA_DEFAULT_ALIAS if set, else the latest).")
+    ] = None,
+    stride: Annotated[int, typer.Option(min=1, help="Steps between one window and the next.")] = 1,
+    context_len: Annotated[int | None, typer.Option(min=1, help="Context steps (default: the version's).")] = None,
+    target_len: Annotated[int | None, typer.Option(min=1, help="Target steps (default: the version's).")] = None,
+    top: Annotated[int, typer.Option(min=0, max=100, help="Most surprising segments shown per series.")] = 3,
+    threshold: Annotated[
+        float, typer.Option(min=0, max=100, help="A segment's steps score at least this percentile.")
+    ] = 99.0,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Score long series step by step: how far each step's future lands from the model's
+    prediction (POST /score), and print each series' most surprising segments.
+
+    With --url the server scores them; without it the version is loaded from the local registry
+    (JEPA_DATA_DIR) and run in this process, with the same windows and calibration.
+    """
+    import numpy as np
+
+    sequences = _read_sequences(path)
+    ref: int | str | None = int(version) if version and version.isdigit() else version
+    options = {"context_len": context_len, "target_len": target_len, "stride": stride, "top": top}
+    options |= {"threshold": threshold}
+    options = {k: v for k, v in options.items() if v is not None}
+    if url:
+        with _remote(url, api_key) as client:
+            scored = client.score([np.asarray(x, dtype=np.float32) for x in sequences], model, ref, **options)
+    else:
+        scored = _score_local(_settings(), sequences, model, ref, options)
+    table = Table("series", "start", "end", "peak", "score", "percentile")
+    for i, series in enumerate(scored["series"]):
+        for seg in series["segments"]:
+            percentile = "-" if seg["percentile"] is None else f"{seg['percentile']:.1f}"
+            table.add_row(
+                str(i), str(seg["start"]), str(seg["end"]), str(seg["peak"]), f"{seg['score']:.4f}", percentile
+            )
+    console.print(table)
+    if out is not None:
+        steps = np.full((len(scored["series"]), max(len(s["scores"]) for s in scored["series"])), np.nan, np.float32)
+        for row, series in zip(steps, scored["series"], strict=True):
+            row[: len(series["scores"])] = series["scores"]
+        _save_npy(out, steps)
+        console.print(f"step scores of {len(steps)} series written to {out}")
+
+
+def _score_local(
+    settings: Settings,
+    sequences: np.ndarray | list[np.ndarray],
+    model: str | None,
+    version: int | str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    import numpy as np
+
+    from jepa_model.surprise import step_scores, summarize, window_starts, window_surprise
+
+    loaded, metrics = _load_local(settings, sequences, model, version)
+    context_len = options.get("context_len") or loaded.train_config.context_len
+    target_len = options.get("target_len") or loaded.train_config.target_len
+    series = []
+    for i in range(len(sequences)):
+        x = np.array(sequences[i], dtype=np.float32)
+        if len(x) < context_len + target_len:
+            fail(f"series {i} has {len(x)} steps; scoring needs at least {context_len + target_len}", 2)
+        windows = window_surprise(loaded.model, x, context_len, target_len, options["stride"])
+        starts = window_starts(len(x), context_len, target_len, options["stride"])
+        steps = step_scores(windows, starts, len(x), context_len, target_len)
+        series.append(summarize(steps, metrics.get("surprise_percentiles"), options["threshold"], options["top"]))
+    return {"series": series}
 
 
 def _save_npy(out: Path, array: np.ndarray) -> None:

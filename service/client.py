@@ -143,6 +143,21 @@ class _Requests:
         return np.asarray(body["predictions"], np.float32), np.asarray(body["similarities"], np.float32)
 
     @staticmethod
+    def _score_request(series: Batch, options: dict[str, Any]) -> dict[str, Any]:
+        return {"json": {"series": _as_lists(series), **options}}
+
+    @classmethod
+    def _score_result(cls, response: httpx.Response) -> dict[str, Any]:
+        """POST /score's answer, each series' `scores` and `percentiles` as float arrays (NaN for
+        the warm-up; `percentiles` None for an uncalibrated version)."""
+        body = cls._json(response)
+        for scored in body["series"]:
+            scored["scores"] = np.array(scored["scores"], dtype=np.float32)  # None -> nan
+            if scored["percentiles"] is not None:
+                scored["percentiles"] = np.array(scored["percentiles"], dtype=np.float32)
+        return body
+
+    @staticmethod
     def _settled(job: dict[str, Any], bar: _ProgressBar | None) -> bool:
         """True once the job succeeded; JobFailed if it failed or was cancelled; False while it runs."""
         if bar is not None:
@@ -225,6 +240,14 @@ class JEPAClient(_Requests):
         if targets is None:
             return self._array(self.http.post("/predict", **self._encode_request(contexts, options)), "predictions")
         return self._scored(self.http.post("/predict", **self._scored_request(contexts, targets, options)))
+
+    def score(self, series: Batch, model: str | None = None, version: int | str | None = None, **options: Any) -> dict:
+        """Step-by-step surprise of long series (POST /score): per series, `scores` (T,) and
+        `percentiles` (T,) arrays and the most surprising `segments`. `options`: context_len,
+        target_len, stride, top, threshold."""
+        return self._score_result(
+            self.http.post("/score", **self._score_request(series, _options(model, version, **options)))
+        )
 
     def similarity(
         self, a: Batch, b: Batch, model: str | None = None, version: int | str | None = None, encoder: str = "target"
@@ -350,6 +373,12 @@ class AsyncJEPAClient(_Requests):
             response = await self.http.post("/predict", **self._encode_request(contexts, options))
             return self._array(response, "predictions")
         return self._scored(await self.http.post("/predict", **self._scored_request(contexts, targets, options)))
+
+    async def score(
+        self, series: Batch, model: str | None = None, version: int | str | None = None, **options: Any
+    ) -> dict:
+        request = self._score_request(series, _options(model, version, **options))
+        return self._score_result(await self.http.post("/score", **request))
 
     async def similarity(
         self, a: Batch, b: Batch, model: str | None = None, version: int | str | None = None, encoder: str = "target"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sqlalchemy import text
 
-from jepa_model import JEPA, CheckpointError, load_checkpoint
+from jepa_model import JEPA, CheckpointError, ModelConfig, load_checkpoint
 from jepa_model.devices import resolve_device
 from jepa_model.jepa import EncoderName
 from jepa_model.serving import (
@@ -41,6 +41,7 @@ from jepa_model.serving import (
     traced_forwards,
     traced_ragged_forwards,
 )
+from jepa_model.surprise import step_scores, surprise, window_starts, windows
 from service.batcher import MicroBatcher, Sequences, longest
 from training.artifacts import ArtifactStore
 from training.db import SessionFactory
@@ -70,6 +71,13 @@ class ServedVersion:
     path: str
     input_dim: int
     repr_dim: int
+    # The windows it was trained on, and its surprise calibration (None for versions trained
+    # before calibrations were recorded): what POST /score defaults to and ranks against.
+    context_len: int = 8
+    target_len: int = 4
+    calibration: tuple[float, ...] | None = None
+    # The width of its per-step representations (/encode per_step): step models' step_dim, else R.
+    step_dim: int = 0
 
     @property
     def label(self) -> str:
@@ -82,6 +90,7 @@ class Forwards:
 
     full: dict[str, Forward]  # for batches whose rows all have the same length
     build_ragged: Callable[[], dict[str, RaggedForward] | None]
+    model: JEPA  # eager, for what is not traced (per-step representations)
 
     @cached_property
     def ragged(self) -> dict[str, RaggedForward] | None:
@@ -234,6 +243,7 @@ class InferenceEngine:
         every replica within that time, without a database query per request."""
         with self.factory() as session:
             row = get_version(session, model, version, default_alias)
+            calibration = (row.metrics or {}).get("surprise_percentiles")
             served = ServedVersion(
                 model=row.model.name,
                 number=row.number,
@@ -242,6 +252,10 @@ class InferenceEngine:
                 path=row.path,
                 input_dim=int(row.config["model"]["input_dim"]),
                 repr_dim=int(row.config["model"]["repr_dim"]),
+                context_len=int(row.config["train"]["context_len"]),
+                target_len=int(row.config["train"]["target_len"]),
+                calibration=tuple(calibration) if calibration else None,
+                step_dim=ModelConfig.from_dict(row.config["model"]).per_step_dim,
             )
         if len(self._resolved) > 4096:  # names come from requests; keep the cache bounded
             self._resolved.clear()
@@ -280,7 +294,7 @@ class InferenceEngine:
     def _compile(self, model: JEPA, served: ServedVersion) -> Forwards:
         model = model.to(self.device).eval()
         full = self._traced(traced_forwards, model, served) or eager_forwards(model)
-        return Forwards(full, lambda: self._compile_ragged(model, served))
+        return Forwards(full, lambda: self._compile_ragged(model, served), model)
 
     def _compile_ragged(self, model: JEPA, served: ServedVersion) -> dict[str, RaggedForward] | None:
         try:
@@ -358,6 +372,62 @@ class InferenceEngine:
     async def similarity(self, served: ServedVersion, a: Sequences, b: Sequences, encoder: EncoderName) -> np.ndarray:
         za, zb = await asyncio.gather(self._batched(served, encoder, a), self._batched(served, encoder, b))
         return _unit(za) @ _unit(zb).T  # (A, B)
+
+    async def encode_steps(
+        self, served: ServedVersion, sequences: Sequences, encoder: EncoderName, normalize: bool, max_numbers: int
+    ) -> list[np.ndarray]:
+        """Per-step representations (T_i, S) of each sequence (JEPA.encode_steps), on the inference
+        thread. InvalidInput when the answer would hold more than `max_numbers` numbers, or the
+        version's encoder has none."""
+        numbers = sum(len(x) for x in sequences) * served.step_dim
+        if numbers > max_numbers:
+            raise InvalidInput(
+                f"per_step would answer {numbers} numbers (steps x {served.step_dim}); at most {max_numbers} "
+                "(JEPA_MAX_REQUEST_POINTS): send fewer or shorter sequences"
+            )
+
+        @torch.inference_mode()
+        def run() -> list[np.ndarray]:
+            model = self.load(served).model
+            out = []
+            for x in sequences:
+                z = model.encode_steps(torch.from_numpy(np.asarray(x))[None].to(self.device), encoder)[0]
+                out.append(_unit(z.cpu().numpy()) if normalize else z.cpu().numpy())
+            return out
+
+        try:
+            return await self.run(run)
+        except ValueError as exc:  # an encoder without per-step representations
+            raise InvalidInput(f"{served.label}: {exc}") from exc
+
+    async def score(
+        self, served: ServedVersion, series: Sequences, context_len: int, target_len: int, stride: int, max_points: int
+    ) -> list[np.ndarray]:
+        """Each series' step scores (T_i,): its windows' surprise (jepa_model.surprise), NaN for the
+        warm-up. InvalidInput when a series is shorter than one window, or the windows would hold
+        more than `max_points` numbers."""
+        starts = [window_starts(len(x), context_len, target_len, stride) for x in series]
+        if short := [i for i, s in enumerate(starts) if len(s) == 0]:
+            raise InvalidInput(
+                f"series[{short[0]}] has {len(series[short[0]])} steps; scoring needs at least context_len + "
+                f"target_len = {context_len + target_len}"
+            )
+        points = sum(len(s) for s in starts) * (context_len + target_len) * served.input_dim
+        if points > max_points:
+            raise InvalidInput(
+                f"these series make windows of {points} numbers in all; at most {max_points} (JEPA_MAX_SCORE_POINTS): "
+                "use a larger stride, or send fewer or shorter series"
+            )
+        pairs = [windows(np.asarray(x), s, context_len, target_len) for x, s in zip(series, starts, strict=True)]
+        contexts = np.concatenate([c for c, _ in pairs])  # (W, C, D)
+        targets = np.concatenate([t for _, t in pairs])  # (W, L, D)
+        predicted, actual = await asyncio.gather(
+            self._batched(served, "predict", contexts), self._batched(served, "target", targets)
+        )
+        scores = np.split(surprise(predicted, actual), np.cumsum([len(s) for s in starts])[:-1])
+        return [
+            step_scores(w, s, len(x), context_len, target_len) for w, s, x in zip(scores, starts, series, strict=True)
+        ]
 
 
 def _by_exact_length(forward: Forward, x: torch.Tensor, lengths: np.ndarray, repr_dim: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, WithJson
 from pydantic.json_schema import SkipJsonSchema
 
 from jepa_model.jepa import EncoderName
+from jepa_model.surprise import SEGMENT_PERCENTILE, TOP_SEGMENTS
 from service.errors import ERROR_KINDS, ERROR_TYPES
 from training.spec import ModelName, ResolvedConfigs, TrainingSpec
 
@@ -64,6 +65,12 @@ class InferenceRequest(BaseModel):
 class EncodeOptions(InferenceRequest):
     encoder: EncoderName = "target"
     normalize: bool = Field(False, description="L2-normalise each embedding.")
+    per_step: bool = Field(
+        False,
+        description="Return each sequence's per-step representations (T, S) instead of its embedding: for step "
+        "models each step's representation, which the embedding pools; for window models with a forward LSTM the "
+        "embedding of every prefix, the last being the sequence's embedding. Other encoders answer 422.",
+    )
 
 
 class EncodeRequest(EncodeOptions):
@@ -73,12 +80,65 @@ class EncodeRequest(EncodeOptions):
 class EncodeResponse(BaseModel):
     model: str
     version: int
-    dim: int
-    embeddings: list[list[float]]
+    dim: int = Field(description="R, the embedding's width; with per_step, S, the width of each step's.")
+    embeddings: list[list[float]] | None = Field(None, description="(N, R); absent with per_step.")
+    per_step: list[list[list[float]]] | None = Field(None, description="With per_step: (N, T_i, S).")
 
 
 class PredictOptions(InferenceRequest):
     pass
+
+
+class ScoreOptions(InferenceRequest):
+    context_len: int | None = Field(
+        None, ge=1, le=4096, description="Steps of context before each target; default: the version's context_len."
+    )
+    target_len: int | None = Field(
+        None, ge=1, le=4096, description="Steps in each target window; default: the version's target_len."
+    )
+    stride: int = Field(1, ge=1, le=1_000_000, description="Steps between one window's start and the next's.")
+    top: int = Field(TOP_SEGMENTS, ge=0, le=100, description="The most surprising segments returned per series.")
+    threshold: float = Field(
+        SEGMENT_PERCENTILE,
+        ge=0.0,
+        le=100.0,
+        description="A segment is a run of steps scoring at or above this percentile: of the version's calibration, "
+        "or of the series' own step scores for a version trained before calibrations were recorded.",
+    )
+
+
+class ScoreRequest(ScoreOptions):
+    series: Batch = Field(description="One or more long series (N, T_i, D): the ones to score.")
+
+
+class Segment(BaseModel):
+    start: int = Field(description="The segment's first step.")
+    end: int = Field(description="One past its last step.")
+    peak: int = Field(description="Its most surprising step.")
+    score: float = Field(description="The surprise at the peak, 1 - cosine, in [0, 2].")
+    percentile: float | None = Field(description="Where the peak falls in the version's calibration, 0-100.")
+
+
+class SeriesScores(BaseModel):
+    scores: list[float | None] = Field(
+        description="Each step's surprise, 1 - cosine between predicted and actual representation, in [0, 2]: the "
+        "largest among the windows whose target covers the step; null for the first context_len steps (warm-up)."
+    )
+    percentiles: list[float | None] | None = Field(
+        description="Each step's score as a percentile (0-100) of the version's held-out window surprise: comparable "
+        "across series. null for an uncalibrated version."
+    )
+    segments: list[Segment]
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    version: int
+    context_len: int
+    target_len: int
+    stride: int
+    calibrated: bool = Field(description="Whether the version has a surprise calibration (percentiles).")
+    series: list[SeriesScores]
 
 
 class PredictRequest(PredictOptions):

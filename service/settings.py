@@ -78,6 +78,11 @@ class Settings(StorageSettings):
     max_request_points: int = 2_097_152
     # /similarity answers |a| x |b| cosines; past this many, 422 (a 4096 x 4096 matrix is 165 MB of JSON).
     max_similarity_pairs: int = 1_048_576
+    # POST /score takes long series: each of at most this many steps (still within
+    # max_request_points), cut into windows holding at most max_score_points numbers in all
+    # (windows x (context + target) x features): the windows' memory, and the forward passes' work.
+    max_score_len: int = 1_000_000
+    max_score_points: int = 16_777_216
     # Past this many queued training jobs, POST /train answers 429.
     max_queued_jobs: int = 64
 

@@ -36,6 +36,7 @@ from jepa_model.checkpoint import CONFIG_FILE
 from jepa_model.devices import resolve_device
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
+from jepa_model.surprise import CALIBRATION_SEQUENCES, calibration_of
 from jepa_model.train import EpochCallback, EpochReport, Monitor, TrainResult, plan_rounds
 from training import datasets, jobs, plots
 from training.artifacts import open_store
@@ -191,6 +192,10 @@ def run_job(
         "held_out_sequences": len(held_out) if held_out is not None else 0,
     }
     log.info("job %s held-out metrics %s", job_id, {k: round(v, 4) for k, v in metrics.items()})
+    held_out_sequences = [evaluation[i] for i in range(min(len(evaluation), CALIBRATION_SEQUENCES))]  # type: ignore[arg-type]
+    calibration = calibration_of(result.model, held_out_sequences, train_config.context_len, train_config.target_len)
+    if calibration is not None:  # what POST /score ranks a series' surprise against
+        metrics["surprise_percentiles"] = calibration
 
     relative = Path("checkpoints") / spec.model / job_id
     directory = settings.data_dir / relative

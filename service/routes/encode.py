@@ -1,8 +1,10 @@
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.deps import InferenceDep, read_inference
-from service.payloads import respond
+from service.deps import Inference, InferenceDep, read_inference
+from service.engine import ServedVersion
+from service.payloads import Sequences, respond, wants_npy
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import EncodeOptions, EncodeRequest, EncodeResponse
 
@@ -16,9 +18,28 @@ async def encode(request: Request, inference: InferenceDep) -> Response:
     """Embed each sequence with the target (default) or context encoder.
 
     Also takes an `application/x-npy` body, a float array (N, T, D), with the other fields as
-    query parameters; `Accept: application/x-npy` returns the embeddings (N, R) as .npy.
+    query parameters; `Accept: application/x-npy` returns the embeddings (N, R) as .npy. With
+    `per_step`, each sequence's per-step representations (N, T_i, S) instead, as .npy (N, T, S)
+    with NaN past a shorter sequence's end.
     """
     options, served, arrays = await read_inference(request, EncodeOptions, {"sequences": True}, inference)
+    if options.per_step:
+        return await per_step(request, inference, served, arrays["sequences"], options)
     embeddings = await inference.engine.encode(served, arrays["sequences"], options.encoder, options.normalize)
     payload = {"model": served.model, "version": served.number, "dim": served.repr_dim, "embeddings": embeddings}
     return respond(request, payload, "embeddings")
+
+
+async def per_step(
+    request: Request, inference: Inference, served: ServedVersion, sequences: Sequences, options: EncodeOptions
+) -> Response:
+    steps = await inference.engine.encode_steps(
+        served, sequences, options.encoder, options.normalize, inference.limits.max_points
+    )
+    payload = {"model": served.model, "version": served.number, "dim": served.step_dim, "per_step": steps}
+    if wants_npy(request):
+        padded = np.full((len(steps), max(len(z) for z in steps), served.step_dim), np.nan, dtype=np.float32)
+        for row, z in zip(padded, steps, strict=True):
+            row[: len(z)] = z
+        payload["per_step"] = padded
+    return respond(request, payload, "per_step")

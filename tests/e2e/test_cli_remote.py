@@ -119,3 +119,29 @@ def test_the_api_key_and_clear_errors(start_server: StartServer, tmp_path: Path)
     unreachable = jepa("models", "--url", "http://127.0.0.1:1", cwd=tmp_path)
     assert unreachable.returncode == 1 and "cannot reach http://127.0.0.1:1" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_score_through_the_cli_remotely_and_locally(start_server: StartServer, tmp_path: Path) -> None:
+    server = start_server(data_dir=tmp_path / "server-data")
+    server.wait_for("/ready")  # the first-start model, trained by this release: calibrated
+    work = tmp_path / "work"
+    work.mkdir()
+    series = walks(2, 60, dim=2, seed=5)
+    series[1, 40:] += 8.0  # a jump
+    np.save(work / "series.npy", series)
+
+    remote = jepa("score", "series.npy", "--out", "remote.npy", "--top", "2", "--url", server.base_url, cwd=work)
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "percentile" in remote.stdout and "step scores of 2 series written to remote.npy" in remote.stdout
+    steps = np.load(work / "remote.npy")
+    with JEPAClient(server.base_url) as client:
+        scored = client.score(series, stride=1, top=2)
+    assert steps.shape == (2, 60)
+    np.testing.assert_allclose(steps, np.stack([s["scores"] for s in scored["series"]]), atol=1e-6)
+
+    local = jepa("score", "series.npy", "--out", "local.npy", cwd=work, JEPA_DATA_DIR=str(tmp_path / "server-data"))
+    assert local.returncode == 0, local.stdout + local.stderr
+    np.testing.assert_allclose(np.load(work / "local.npy"), steps, atol=1e-4)  # eager here, traced there
+
+    short = jepa("score", "series.npy", "--context-len", "59", "--target-len", "2", "--url", server.base_url, cwd=work)
+    assert short.returncode == 2 and "scoring needs at least" in short.stderr

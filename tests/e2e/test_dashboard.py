@@ -47,3 +47,22 @@ def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartSer
     page.wait_for_selector('[data-model="from-the-browser"]', timeout=10_000)
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     assert errors == []
+
+
+def test_the_dashboard_plots_a_scored_series(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start_server()
+    server.wait_for("/ready")
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.base_url + "/")
+    page.click("#example")
+    page.click("#score-button")
+    page.wait_for_selector("#score-result:has-text('most surprising')")
+    assert page.locator("#score-plot svg polyline").count() == 3  # two features, and the surprise curve
+    assert page.locator("#score-plot svg rect").count() >= 1  # the segments, shaded
+    page.fill('#score textarea[name="series"]', "[1, 2")
+    page.click("#score-button")
+    page.wait_for_selector("#score-result.error")
+    page.screenshot(path=str(tmp_path / "scored.png"), full_page=True)
+    assert errors == []

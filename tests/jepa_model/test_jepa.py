@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from jepa_model import JEPA, pad_sequences
+from jepa_model import JEPA, ModelConfig, pad_sequences
 from tests.factories import random_sequences, tiny_model
 
 
@@ -54,3 +55,25 @@ def test_padding_never_reaches_the_recurrent_state() -> None:
     garbage[0, 2:] = 1e6  # rewrite only the padding of the short row
     with torch.no_grad():
         torch.testing.assert_close(model.encode(x, lengths), model.encode(garbage, lengths), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["last", "last_mean", "first_last_mean"])
+def test_per_step_embeddings_of_a_forward_lstm_are_its_prefixes_embeddings(pooling: str) -> None:
+    torch.manual_seed(0)
+    model = JEPA.from_config(ModelConfig(hidden_dim=8, repr_dim=4, pooling=pooling, output_norm="layer")).eval()
+    x = torch.randn(3, 9, 2)
+    with torch.no_grad():
+        steps = model.encode_steps(x)  # (B, T, R)
+        assert steps.shape == (3, 9, 4)
+        for t in (0, 4, 8):
+            torch.testing.assert_close(steps[:, t], model.encode(x[:, : t + 1]), rtol=1e-5, atol=1e-5)
+
+
+def test_step_models_give_their_step_representations_and_others_refuse() -> None:
+    config = ModelConfig(objective="steps", encoder="conv", pooling="max_mean", hidden_dim=8, repr_dim=16)
+    steps_model = JEPA.from_config(config).eval()
+    with torch.no_grad():
+        assert steps_model.encode_steps(torch.randn(2, 7, 2)).shape == (2, 7, steps_model.config.step_dim)
+    transformer = JEPA.from_config(ModelConfig(encoder="transformer", hidden_dim=8, repr_dim=4, num_heads=2))
+    with pytest.raises(ValueError, match="no per-step embeddings"):
+        transformer.encode_steps(torch.randn(1, 5, 2))

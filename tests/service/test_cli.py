@@ -295,3 +295,13 @@ def test_the_ray_executor_without_ray_stops_at_start_saying_why(command: str, tm
     assert done.returncode == 2, done.stderr
     assert "JEPA_EXECUTOR=ray needs Ray" in done.stderr and "jepa-service[ray]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_jepa_score_defaults_are_the_apis() -> None:
+    import inspect
+
+    from jepa_model.surprise import SEGMENT_PERCENTILE, TOP_SEGMENTS
+    from service.cli import score
+
+    defaults = {name: p.default for name, p in inspect.signature(score).parameters.items()}
+    assert (defaults["top"], defaults["threshold"], defaults["stride"]) == (TOP_SEGMENTS, SEGMENT_PERCENTILE, 1)

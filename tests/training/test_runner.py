@@ -55,7 +55,10 @@ def test_a_job_trains_checkpoints_and_registers(factory: SessionFactory, setting
         "retrieval_ratio",
         "rankme",
         "probe_kind_acc",
+        "surprise_percentiles",
     }
+    calibration = version.metrics["surprise_percentiles"]  # POST /score's percentiles come from it
+    assert len(calibration) == 101 and calibration == sorted(calibration) and 0 <= calibration[0] <= 2
     weights = settings.data_dir / version.path / WEIGHTS_FILE
     assert sha256_file(weights) == version.sha256
     loaded = load_checkpoint(settings.data_dir / version.path, version.sha256)
