@@ -82,7 +82,7 @@ class Settings(StorageSettings):
     # max_request_points), cut into windows holding at most max_score_points numbers in all
     # (windows x (context + target) x features): the windows' memory, and the forward passes' work.
     max_score_len: int = 1_000_000
-    max_score_points: int = 16_777_216
+    max_score_points: int = 4_194_304
     # Past this many queued training jobs, POST /train answers 429.
     max_queued_jobs: int = 64
 
