@@ -25,13 +25,19 @@ def browser():  # type: ignore[no-untyped-def]
         browser.close()
 
 
-def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def open_dashboard(start_server: StartServer, browser):  # type: ignore[no-untyped-def]
+    """A ready server's dashboard in a new page, and the list its script errors are put in."""
     server = start_server()
     server.wait_for("/ready")
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(server.base_url + "/")
+    return page, errors
+
+
+def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page, errors = open_dashboard(start_server, browser)
     page.wait_for_selector("text=ready: trajectories v1")
     page.wait_for_selector('[data-model="trajectories"] img')  # the first-start model, with its plots
 
@@ -50,12 +56,7 @@ def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartSer
 
 
 def test_the_dashboard_plots_a_scored_series(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = start_server()
-    server.wait_for("/ready")
-    page = browser.new_page(viewport={"width": 1300, "height": 1100})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server.base_url + "/")
+    page, errors = open_dashboard(start_server, browser)
     page.click("#example")
     page.click("#score-button")
     page.wait_for_selector("#score-result:has-text('most surprising')")
