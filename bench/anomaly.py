@@ -40,7 +40,7 @@ from jepa_model import ToySequenceDataset, fit, resolve_configs
 from jepa_model.config import derive_windows
 from jepa_model.data import SequenceDataset
 from jepa_model.jepa import JEPA
-from jepa_model.surprise import step_scores, window_starts, window_surprise
+from jepa_model.surprise import series_surprise
 
 CHUNK = 128  # a long training series is cut into chunks of this many steps ...
 CHUNK_STRIDE = 4  # ... starting this many steps apart
@@ -139,12 +139,6 @@ def train_model(case: Case, seed: int, preset: str, overrides: dict) -> tuple[JE
     return fit(SequenceDataset(sequences), model_config, train_config).model, context_len, target_len
 
 
-def jepa_scores(model: JEPA, series: np.ndarray, context_len: int, target_len: int) -> np.ndarray:
-    windows = window_surprise(model, series, context_len, target_len, stride=1)
-    starts = window_starts(len(series), context_len, target_len, 1)
-    return step_scores(windows, starts, len(series), context_len, target_len)
-
-
 def ar_scores(train: list[np.ndarray], series: np.ndarray, order: int) -> np.ndarray:
     """|x_t - x^_t| of a least-squares linear autoregression of `order` fitted on `train`."""
 
@@ -202,7 +196,7 @@ def run(name: str, seed: int) -> dict[str, dict[str, float]]:
         started = time.perf_counter()
         model, context_len, target_len = train_model(case, seed, preset, overrides)
         trained = time.perf_counter() - started
-        scores = [jepa_scores(model, s, context_len, target_len) for s in case.series]
+        scores = [series_surprise(model, s, context_len, target_len) for s in case.series]
         results[f"JEPA surprise, {recipe} (C={context_len} L={target_len})"] = measure(case, scores) | {
             "train_s": trained
         }

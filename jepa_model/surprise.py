@@ -80,6 +80,13 @@ def window_surprise(
     return np.concatenate(out) if out else np.empty(0)
 
 
+def series_surprise(model: JEPA, series: np.ndarray, context_len: int, target_len: int, stride: int = 1) -> np.ndarray:
+    """One series' step scores (T,), eagerly: what POST /score answers for it (NaN in the warm-up)."""
+    windows = window_surprise(model, series, context_len, target_len, stride)
+    starts = window_starts(len(series), context_len, target_len, stride)
+    return step_scores(windows, starts, len(series), context_len, target_len)
+
+
 def calibration_of(model: JEPA, sequences: list[np.ndarray], context_len: int, target_len: int) -> list[float] | None:
     """A trained model's calibration on held-out sequences (T_i, D); None when none is long enough."""
     scored = [

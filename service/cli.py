@@ -754,7 +754,7 @@ def _score_local(
 ) -> dict[str, Any]:
     import numpy as np
 
-    from jepa_model.surprise import step_scores, summarize, window_starts, window_surprise
+    from jepa_model.surprise import series_surprise, summarize
 
     loaded, metrics = _load_local(settings, sequences, model, version)
     context_len = options.get("context_len") or loaded.train_config.context_len
@@ -764,9 +764,7 @@ def _score_local(
         x = np.array(sequences[i], dtype=np.float32)
         if len(x) < context_len + target_len:
             fail(f"series {i} has {len(x)} steps; scoring needs at least {context_len + target_len}", 2)
-        windows = window_surprise(loaded.model, x, context_len, target_len, options["stride"])
-        starts = window_starts(len(x), context_len, target_len, options["stride"])
-        steps = step_scores(windows, starts, len(x), context_len, target_len)
+        steps = series_surprise(loaded.model, x, context_len, target_len, options["stride"])
         series.append(summarize(steps, metrics.get("surprise_percentiles"), options["threshold"], options["top"]))
     return {"series": series}
 

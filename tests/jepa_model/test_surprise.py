@@ -7,6 +7,7 @@ from jepa_model.surprise import (
     CALIBRATION_POINTS,
     calibrate,
     percentile_of,
+    series_surprise,
     step_scores,
     surprise,
     top_segments,
@@ -60,3 +61,14 @@ def test_window_surprise_is_one_minus_the_cosine_of_predict_and_encode() -> None
             model.predict(torch.from_numpy(contexts)).numpy(), model.encode(torch.from_numpy(targets)).numpy()
         )
     assert scores.shape == (len(starts),) and scores == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_series_step_scores_are_its_windows_maxima() -> None:
+    torch.manual_seed(0)
+    model = JEPA.from_config(ModelConfig(hidden_dim=8, repr_dim=4)).eval()
+    series = np.random.default_rng(1).normal(size=(25, 2)).astype(np.float32)
+    steps = series_surprise(model, series, 8, 4, stride=2)
+    starts = window_starts(25, 8, 4, 2)
+    expected = step_scores(window_surprise(model, series, 8, 4, stride=2), starts, 25, 8, 4)
+    np.testing.assert_array_equal(steps, expected)
+    assert np.isnan(steps[:8]).all() and np.isfinite(steps[8:]).all()
