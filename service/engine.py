@@ -73,11 +73,11 @@ class ServedVersion:
     repr_dim: int
     # The windows it was trained on, and its surprise calibration (None for versions trained
     # before calibrations were recorded): what POST /score defaults to and ranks against.
-    context_len: int = 8
-    target_len: int = 4
-    calibration: tuple[float, ...] | None = None
+    context_len: int
+    target_len: int
+    calibration: tuple[float, ...] | None
     # The width of its per-step representations (/encode per_step): step models' step_dim, else R.
-    step_dim: int = 0
+    step_dim: int
 
     @property
     def label(self) -> str:

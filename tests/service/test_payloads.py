@@ -8,7 +8,19 @@ from service.engine import ServedVersion
 from service.payloads import RequestLimits, decode_fields, npy_sequences, parse_json, to_sequences
 from training.errors import InvalidInput
 
-SERVED = ServedVersion(model="toy", number=1, version_id=1, sha256="", path="", input_dim=2, repr_dim=8)
+SERVED = ServedVersion(
+    model="toy",
+    number=1,
+    version_id=1,
+    sha256="",
+    path="",
+    input_dim=2,
+    repr_dim=8,
+    context_len=8,
+    target_len=4,
+    calibration=None,
+    step_dim=8,
+)
 LIMITS = RequestLimits(max_batch=8, max_seq_len=16, max_points=1000)
 
 
