@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -36,6 +36,11 @@ UNREACHABLE_FIRST_WAIT_S = 0.25
 UNREACHABLE_MAX_WAIT_S = 5.0
 # A PostgreSQL host that drops packets would otherwise hold a connection attempt for minutes.
 PG_CONNECT_TIMEOUT_S = 10
+# PostgreSQL ends a session whose transaction has sat idle this long. A process cut off from the
+# network mid-transaction never sends its COMMIT, and the server would otherwise keep its row
+# locks until TCP keepalive gives up on it, hours later: stale-job recovery waited on the lost
+# job's row (tests/e2e/test_netns.py caught it). No transaction here pauses anywhere near this long.
+PG_IDLE_IN_TRANSACTION_S = 30
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -57,8 +62,11 @@ def create_db_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return create_engine(url, pool_pre_ping=True, connect_args=timeout)
+    query = make_url(url).query
+    connect_args: dict[str, Any] = {} if "connect_timeout" in query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    if "options" not in query:
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_S * 1000}"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def create_session_factory(engine: Engine) -> SessionFactory:

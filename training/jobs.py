@@ -339,8 +339,12 @@ def recover_stale(factory: SessionFactory, stale_s: float, max_attempts: int) ->
     cutoff = utcnow() - timedelta(seconds=stale_s)
 
     def recover(session: Session) -> list[str]:
+        # SKIP LOCKED (PostgreSQL): a row still locked by a lost worker's unfinished transaction
+        # is recovered on a later round, and blocks neither this one nor the other stale jobs.
         stale = session.scalars(
-            select(JobRow).where(JobRow.status == JobStatus.RUNNING, JobRow.heartbeat_at < cutoff)
+            select(JobRow)
+            .where(JobRow.status == JobStatus.RUNNING, JobRow.heartbeat_at < cutoff)
+            .with_for_update(skip_locked=True)
         ).all()
         touched = []
         for job in stale:

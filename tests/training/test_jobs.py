@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -13,6 +13,7 @@ from tests.e2e.proxy import TCPProxy
 from tests.factories import add_version, tiny_spec
 from training import jobs
 from training.db import (
+    PG_IDLE_IN_TRANSACTION_S,
     DatabaseUnreachable,
     SessionFactory,
     create_db_engine,
@@ -87,6 +88,33 @@ def test_a_stale_job_is_requeued_then_failed_after_max_attempts(factory: Session
     jobs.recover_stale(factory, stale_s=30, max_attempts=2)
     job = status(factory, job_id)
     assert (job.status, job.attempts) == (JobStatus.FAILED, 2) and job.finished_at is not None
+
+
+def test_recovery_skips_a_job_row_a_lost_transaction_still_locks(fresh_postgres_url: str) -> None:
+    # A worker cut off mid-transaction leaves its row locked until the server ends that session
+    # (PG_IDLE_IN_TRANSACTION_S): recovery must not wait on it, nor hold up the other stale jobs.
+    upgrade_to_head(fresh_postgres_url)
+    engine = create_db_engine(fresh_postgres_url)
+    factory = create_session_factory(engine)
+    locked, free = enqueue(factory), enqueue(factory)
+    for job_id, worker in ((locked, "w1"), (free, "w2")):
+        jobs.claim(factory, job_id, worker)
+        age_heartbeat(factory, job_id, 60)
+    with engine.connect() as cut_off:
+        cut_off.execute(update(JobRow).where(JobRow.id == locked).values(progress={"epoch": 3}))  # never committed
+        started = time.monotonic()
+        assert jobs.recover_stale(factory, stale_s=30, max_attempts=3) == [free]
+        assert time.monotonic() - started < 5
+        cut_off.rollback()
+    assert jobs.recover_stale(factory, stale_s=30, max_attempts=3) == [locked]
+    engine.dispose()
+
+
+def test_postgres_sessions_end_a_transaction_left_idle(postgres_url: str) -> None:
+    engine = create_db_engine(postgres_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == f"{PG_IDLE_IN_TRANSACTION_S}s"
+    engine.dispose()
 
 
 def test_a_lost_run_is_requeued_then_failed_by_the_stale_jobs_rule(factory: SessionFactory) -> None:
