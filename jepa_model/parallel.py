@@ -53,10 +53,3 @@ class Shard:
 
 
 WHOLE = Shard()
-
-
-def process_group_shard() -> Shard:
-    """This process's shard of the initialised process group (the whole batch when there is none)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return WHOLE
-    return Shard(dist.get_rank(), dist.get_world_size())
