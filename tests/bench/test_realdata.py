@@ -1,8 +1,13 @@
-"""bench.realdata's pure pieces in a few seconds: loading, padding, the baselines, the table and the
-targets, on tiny synthetic data (no training). Skipped without the bench extra (aeon, scikit-learn)."""
+"""bench.realdata: its pure pieces on tiny synthetic data (loading, padding, the baselines and aeon
+peers, the table, the group means and the targets), and `--smoke` end to end in a subprocess.
+Skipped without the bench extra (aeon, scikit-learn)."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("aeon")
 pytest.importorskip("sklearn")
@@ -42,6 +47,14 @@ def test_bundled_data_is_read_from_the_wheel_and_nothing_else() -> None:
     assert split.label() == "ItalyPowerDemand (67, 1029, 24, 1)" and len(split.classes) == 2
     with pytest.raises(ValueError, match="not bundled"):
         realdata.load_bundled("NoSuchDataset")
+    assert set(realdata.DEFAULT_DATASETS) <= set(realdata.bundled_names())
+
+
+def test_datasets_fall_in_their_groups() -> None:
+    named, unseen = realdata.GROUPS["named"], realdata.GROUPS["unseen"]
+    assert len(named) == 5 and len(unseen) == 3 and [*named, *unseen] == realdata.DEFAULT_DATASETS
+    assert realdata.group_of("GunPoint") == "named" and realdata.group_of("ACSF1") == "unseen"
+    assert realdata.group_of("Beef") == "other"
 
 
 def test_ragged_series_are_padded_with_their_last_value() -> None:
@@ -54,8 +67,48 @@ def test_baselines_separate_easy_classes() -> None:
     assert split.ragged and split.dim == 2
     assert realdata.raw_ridge(split) >= 0.9
     assert realdata.one_nn(split) >= 0.9
-    accuracy, seconds = realdata.minirocket(split, seed=0, n_kernels=840)
-    assert accuracy >= 0.9 and seconds > 0
+
+
+def test_every_peer_separates_easy_classes_and_leaves_torch_threads_alone() -> None:
+    threads = torch.get_num_threads()
+    for dim, ragged in ((1, False), (2, True)):
+        runs = realdata.run_peers(synthetic(20, 30, dim, seed=0, ragged=ragged), 0, realdata.SMOKE_SIZES, 1, True)
+        assert set(runs) == set(realdata.PEERS)
+        for peer, run in runs.items():
+            assert run["accuracy"] >= 0.9 and run["seconds"] > 0 and run["seed"] == 0, peer
+    # Hydra's fit sets the process's torch threads to its n_jobs; training would inherit it.
+    assert torch.get_num_threads() == threads
+
+
+def test_peers_take_series_shorter_than_their_kernels_padded() -> None:
+    split = synthetic(12, 7, 1, seed=1, ragged=True)  # 3 to 7 steps; MiniRocket and MultiRocket need 9
+    train, test = realdata.peer_input(split)
+    assert train.shape == (12, 1, realdata.MIN_PEER_LEN) and test.shape == (12, 1, realdata.MIN_PEER_LEN)
+    runs = realdata.run_peers(split, 0, realdata.SMOKE_SIZES, 1, strict=True)
+    assert all("accuracy" in run for run in runs.values())
+
+
+def test_a_failed_peer_is_recorded_unless_strict(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> realdata.Features:
+        raise RuntimeError("kernels on fire")
+
+    monkeypatch.setitem(realdata.TRANSFORMS, "hydra", broken)
+    split = synthetic(10, 20, 1, seed=0)
+    runs = realdata.run_peers(split, 3, realdata.SMOKE_SIZES, 1, strict=False)
+    assert runs["hydra"] == {"seed": 3, "error": "RuntimeError: kernels on fire"}
+    assert "error" in runs["hydra_multirocket"] and "accuracy" in runs["multirocket"]
+    with pytest.raises(RuntimeError, match="on fire"):
+        realdata.run_peers(split, 3, realdata.SMOKE_SIZES, 1, strict=True)
+
+
+def test_encode_requests_stay_within_the_servers_limits() -> None:
+    equal = [np.zeros((10, 2), np.float32)] * 7
+    chunks = list(realdata.client_requests(equal, max_batch=3, max_points=1000))
+    assert [c.shape for c in chunks] == [(3, 10, 2), (3, 10, 2), (1, 10, 2)]  # arrays, as an equal-length body
+    ragged = [np.zeros((n, 1), np.float32) for n in (5, 5, 8, 2)]
+    chunks = list(realdata.client_requests(ragged, max_batch=10, max_points=12))
+    assert [[len(s) for s in c] for c in chunks] == [[5, 5], [8, 2]]
+    assert [len(c) for c in realdata.client_requests([np.zeros((50, 1))], 10, 12)] == [1]  # alone, if too long
 
 
 def test_overrides_are_read_as_json_where_they_parse() -> None:
@@ -68,35 +121,129 @@ def test_overrides_are_read_as_json_where_they_parse() -> None:
         realdata.parse_overrides(["seed=3"])
 
 
-def result(name: str, classes: int, ours: list[float] | None, minirocket: float = 0.9) -> dict:
+def test_arguments_choose_the_datasets() -> None:
+    def chosen(*argv: str) -> list[str]:
+        return realdata.chosen_datasets(realdata.parse_args(list(argv)))
+
+    assert chosen() == realdata.DEFAULT_DATASETS
+    assert chosen("--smoke") == chosen("--quick") == [realdata.SMOKE_DATASET]
+    assert chosen("--group", "unseen") == chosen("--unseen") == realdata.GROUPS["unseen"]
+    assert chosen("--datasets", "Beef, GunPoint") == ["Beef", "GunPoint"]
+
+
+# -- the report, on made-up results ---------------------------------------------------------------
+
+
+def result(
+    name: str,
+    classes: int,
+    ours: list[float] | None,
+    minirocket: float = 0.9,
+    group: str = "named",
+    train_s: float = 10.0,
+    encode_ms: float = 1.5,
+) -> dict:
     runs = (
         [{"seed": 0, "status": "refused", "error": "job refused: too short"}]
         if ours is None
         else [
-            {"seed": s, "status": "ok", "accuracy": a, "train_s": 10.0, "encode_seq_s": 5000.0, "encode_ms_t1000": 1.5}
+            {"seed": s, "status": "ok", "accuracy": a, "train_s": train_s, "encode_ms_t1000": encode_ms}
             for s, a in enumerate(ours)
         ]
     )
     seeds = range(len(runs))
+    peers = {"minirocket": minirocket, "multirocket": 0.92, "hydra": 0.91, "hydra_multirocket": 0.94}
     return {
         "name": name,
+        "group": group,
         "label": f"{name} (10, 10, 24, 1)",
+        "lengths": [24, 24],
+        "peer_length": 24,
         "classes": classes,
         "ragged": False,
         "raw_ridge": 0.7,
         "one_nn": 0.75,
-        "minirocket": [{"seed": s, "accuracy": minirocket, "seconds": 1.0} for s in seeds],
+        "peers": {peer: [{"seed": s, "accuracy": acc, "seconds": 1.0} for s in seeds] for peer, acc in peers.items()},
         "runs": runs,
     }
 
 
-def test_table_and_targets() -> None:
-    text, holds = realdata.render([result("A", 2, [0.9, 0.92]), result("B", 4, [0.88, 0.86])])
-    assert text.startswith("| dataset (N train, N test, T, D) | raw+ridge | 1-NN | MiniRocket | ours |")
-    assert "| A (10, 10, 24, 1) | 0.70 | 0.75 | 0.90 | 0.91±0.01 |" in text
-    assert "**mean over 2 of 2 datasets**" in text
-    assert holds == {"a": True, "b": True, "c": True, "d": True}
+def holds(targets: dict[str, realdata.Target]) -> dict[str, bool]:
+    return {key: target.holds for key, target in targets.items()}
 
-    text, holds = realdata.render([result("A", 2, [0.52]), result("B", 4, None)])
+
+def test_table_has_a_row_per_set_and_mean_rows_per_group() -> None:
+    results = [
+        result("A", 2, [0.9, 0.92]),
+        result("B", 4, [0.88, 0.86]),
+        result("C", 3, [0.96, 0.96], group="unseen"),
+        result("D", 2, [0.8, 0.8], minirocket=0.8, group="other"),
+    ]
+    text, targets = realdata.render(results)
+    assert text.startswith(
+        "| dataset (N train, N test, T, D) | raw+ridge | 1-NN | MiniRocket | MultiRocket | Hydra | Hydra+MultiRocket "
+        "| ours | ours/MiniRocket | ours/MultiRocket | ours/Hydra+MR | train s | encode ms/seq at T=1000 |"
+    )
+    # ratios per seed, then summarised: 0.9/0.9 and 0.92/0.9
+    assert "| A (10, 10, 24, 1) | 0.70 | 0.75 | 0.90 | 0.92 | 0.91 | 0.94 | 0.91±0.01 | 1.01±0.01 |" in text
+    assert "| **mean, named (2 sets)** | 0.70 | 0.75 | 0.90 | 0.92 | 0.91 | 0.94 | 0.89 | 0.99 | 0.97 |" in text
+    assert "| **mean, unseen (1 set)** | 0.70 | 0.75 | 0.90 | 0.92 | 0.91 | 0.94 | 0.96 | 1.07 |" in text
+    assert "| **mean, other (1 set)** | 0.70 | 0.75 | 0.80 |" in text
+    assert "| **mean, all (4 sets)** | 0.70 | 0.75 | 0.88 | 0.92 | 0.91 | 0.94 | 0.89 |" in text
+    lines = text.splitlines()
+    assert lines.index(next(line for line in lines if "mean, named" in line)) < lines.index(
+        next(line for line in lines if "mean, all" in line)
+    )
+    # (a): all 0.8875 >= 0.875; named 0.89 >= 0.97 x 0.9; unseen 0.96 >= 0.97 x 0.9; "other" has no group target
+    assert holds(targets) == {"a": True, "b": True, "c": True, "d": True, "e": True, "f": False}
+    assert set(targets["a"].values) == {"all", "named", "unseen"}
+    assert not targets["f"].required and "reported, not required" in targets["f"].line()
+
+
+def test_a_group_below_its_share_of_minirocket_fails_a() -> None:
+    # over all: (0.99 + 0.85) / 2 = 0.92 >= 0.9; unseen alone: 0.85 < 0.97 x 0.9 = 0.873
+    text, targets = realdata.render([result("A", 2, [0.99]), result("C", 2, [0.85], group="unseen")])
+    assert not targets["a"].holds and "unseen (1 set): 0.850 vs 0.97 x 0.900 = 0.873" in text
+    assert "(a) mean accuracy of ours >= 1.0 x MiniRocket's" in text and "DOES NOT HOLD" in text
+
+
+def test_refusals_chance_and_slow_runs_fail_their_targets() -> None:
+    text, targets = realdata.render([result("A", 2, [0.52]), result("B", 4, None)])
     assert "| refused |" in text and "B seed 0 refused" in text and "at chance: A" in text
-    assert holds == {"a": False, "b": False, "c": False, "d": True}
+    assert "mean, named (1 of 2 sets)" in text
+    assert holds(targets) == {"a": False, "b": False, "c": False, "d": False, "e": False, "f": False}
+
+    slow = realdata.render([result("A", 2, [0.95], train_s=200.0), result("B", 2, [0.95], encode_ms=20.0)])[1]
+    assert holds(slow) | {"f": True} == {"a": True, "b": True, "c": True, "d": False, "e": False, "f": True}
+    mean_slow = realdata.render([result("A", 2, [0.95], train_s=100.0), result("B", 2, [0.95], train_s=95.0)])[1]
+    assert not mean_slow["d"].holds and mean_slow["d"].values["mean_s"] == pytest.approx(97.5)
+
+
+def test_a_failed_peer_shows_in_the_table_the_targets_and_the_exit_code() -> None:
+    broken = result("A", 2, [0.95])
+    broken["peers"]["hydra"] = [{"seed": 0, "error": "RuntimeError: no"}]
+    text, targets = realdata.render([broken])
+    assert "| failed |" in text and "Hydra seed 0 failed" in text and not targets["c"].holds
+    assert "mean, named (0 of 1 set)" in text
+    assert realdata.failures([broken]) == ["A Hydra seed 0"]
+    assert realdata.failures([result("B", 2, None)]) == []  # a refusal is the product's answer, not a crash
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+
+
+def test_smoke_runs_every_path_and_prints_a_full_row() -> None:
+    """Trains through the product's job path, embeds through the /encode engine, runs every peer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.realdata", "--smoke"], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    row = next(line for line in lines if line.startswith("| ItalyPowerDemand ("))
+    cells = dict(zip(header, (cell.strip() for cell in row.strip("|").split("|")), strict=True))
+    for column in [*realdata.PEERS.values(), "raw+ridge", "1-NN", "ours", *realdata.RATIOS.values()]:
+        assert 0 < float(cells[column].split("±")[0]) < 2, (column, cells[column])
+    assert float(cells["train s"]) > 0 and float(cells["encode ms/seq at T=1000"]) > 0
+    assert "**mean, all (1 set)**" in done.stdout
+    assert all(f"({key}) " in done.stdout for key in "abcdef")
