@@ -29,8 +29,12 @@ class JSONConfig:
 
 # Window models pool an encoder state through an MLP head; step models pool per-step representations.
 WINDOW_POOLINGS = ("last", "last_mean", "first_last_mean")
-STEP_POOLINGS = ("max_mean", "mean", "pyramid")
+STEP_POOLINGS = ("max_mean", "mean", "pyramid", "max_mean_ppv")
 PYRAMID_SEGMENTS = 3  # "pyramid" pooling: the max and mean over all steps, and the mean of each third
+# "max_mean_ppv" pooling: beside the max and mean, the proportion of steps above each of these
+# levels of a dimension, in its standard deviations about its mean over the training steps: about
+# its quartiles. MiniRocket's PPV, with the thresholds learned from the data rather than drawn.
+PPV_LEVELS = (-0.67, 0.0, 0.67)
 POOLED_PARTS = {
     "last": 1,
     "last_mean": 2,
@@ -38,6 +42,7 @@ POOLED_PARTS = {
     "max_mean": 2,
     "mean": 1,
     "pyramid": 2 + PYRAMID_SEGMENTS,
+    "max_mean_ppv": 2 + len(PPV_LEVELS),
 }
 OBJECTIVES = ("window", "steps")
 ENCODERS = {"window": ("lstm", "transformer"), "steps": ("conv", "lstm")}
@@ -103,7 +108,8 @@ class ModelConfig(JSONConfig):
         "last",
         "window models: last (the top layer's last valid step, the seed), last_mean (and the mean over steps) or "
         "first_last_mean (and the first step); step models: max_mean (each dimension's max and mean over steps), "
-        "mean, or pyramid (max_mean and the mean over each third of the steps)",
+        "mean, pyramid (max_mean and the mean over each third of the steps) or max_mean_ppv (max_mean and the "
+        "proportion of steps above each quartile of the dimension over the training data)",
         choices=(*WINDOW_POOLINGS, *STEP_POOLINGS),
     )
     # What the LSTM states hold linearly (where a line started) then reaches the embedding linearly.
@@ -303,12 +309,14 @@ PRESETS: dict[str, Preset] = {
 PRESETS["series"] = Preset(
     name="series",
     description="For recorded series of any length and width. Masked-time JEPA: a dilated "
-    "convolutional encoder (8 residual blocks, dilations 1-128, 1021 steps of receptive field) gives "
-    "every step a 160-dimensional representation; training hides half the steps of a random crop of "
+    "convolutional encoder (8 residual blocks, dilations 1-128, 1021 steps of receptive field) sees "
+    "each step's values and their change from the step before, and gives every step a "
+    "160-dimensional representation; training hides half the steps of a random crop of "
     "up to 256 steps from the context encoder, and a per-step predictor regresses the EMA target "
-    "encoder's layer-normed representations of the hidden steps (MSE). The 320-dimensional embedding "
-    "is each dimension's max and mean over the steps, standardised with the training data's "
-    "statistics. A forecaster learns /predict on the encoder's steps without changing them. AdamW "
+    "encoder's layer-normed representations of the hidden steps (MSE). The 800-dimensional embedding "
+    "is each dimension's max and mean over the steps and the share of steps above its quartiles "
+    "over the training data (PPV), standardised with the training data's statistics. A forecaster "
+    "learns /predict on the encoder's steps without changing them. AdamW "
     "1e-3 on a cosine schedule for 400 steps of 32 crops, whatever the dataset's size; EMA momentum "
     "ramped from 0.98 to 1.0; standardised inputs.",
     # docs/series.md has what was tried on the way, and what each choice measured.
@@ -316,10 +324,11 @@ PRESETS["series"] = Preset(
         objective="steps",
         encoder="conv",
         hidden_dim=32,
-        repr_dim=320,
+        repr_dim=800,  # 5 parts of 160 per step
         num_layers=8,
         predictor_hidden_dim=64,
-        pooling="max_mean",
+        pooling="max_mean_ppv",
+        input_deltas=True,
     ),
     train=TrainConfig(
         steps=400,

@@ -133,7 +133,10 @@ class JEPA(nn.Module):
         """Step models: the predicted embedding (B, R) of the window after each context (B, C, D),
         standardised as served embeddings are."""
         steps = self.context_encoder.steps(context, lengths)  # (B, C, S)
-        return self.target_encoder.standardize_embedding(self.forecaster(steps, lengths, self.config.pooling))
+        thresholds = self.target_encoder.ppv_thresholds()
+        return self.target_encoder.standardize_embedding(
+            self.forecaster(steps, lengths, self.config.pooling, thresholds)
+        )
 
     @torch.no_grad()
     def set_embedding_statistics(self, embeddings: torch.Tensor) -> None:
@@ -142,6 +145,9 @@ class JEPA(nn.Module):
         for encoder in (self.context_encoder, self.target_encoder):
             encoder.embedding_mean.copy_(mean)
             encoder.embedding_std.copy_(std)
+        if self.target_encoder.tracks_steps:  # the context encoder pools, when served, as the target does
+            self.context_encoder.step_mean.copy_(self.target_encoder.step_mean)
+            self.context_encoder.step_std.copy_(self.target_encoder.step_std)
 
     def forward(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # context: (B, C, D), target: (B, K, D) -> (predicted (B, R), target representation (B, R))

@@ -51,5 +51,14 @@ class Shard:
         dist.all_reduce(total)
         return float(total.item()) / self.world
 
+    def average(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The elementwise mean of `tensor` over every process (a collective, like `mean`): the
+        same result in each, so statistics tracked from each process's rows stay identical."""
+        if self.world == 1:
+            return tensor
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total / self.world
+
 
 WHOLE = Shard()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from jepa_model.config import PYRAMID_SEGMENTS, ModelConfig
+from jepa_model.config import PPV_LEVELS, PYRAMID_SEGMENTS, ModelConfig
 from jepa_model.encoders import register_input_statistics, standardize
 
 
@@ -80,10 +80,13 @@ class BiLSTMBody(nn.Module):
         return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=h.shape[1])[0]
 
 
-def pool_steps(steps: torch.Tensor, keep: torch.Tensor | None, pooling: str) -> torch.Tensor:
+def pool_steps(
+    steps: torch.Tensor, keep: torch.Tensor | None, pooling: str, thresholds: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, T, S) per-step representations -> (B, R), over the steps `keep` marks (B, T), or over
     every step when it is None: the mean ("mean"), each dimension's max beside it ("max_mean"),
-    and the mean of each consecutive third of the kept steps too ("pyramid")."""
+    and the mean of each consecutive third of the kept steps too ("pyramid"), or the share of
+    steps above each of `thresholds` (L, S) too ("max_mean_ppv")."""
     B, T, S = steps.shape
     keep = torch.ones(B, T, dtype=torch.bool, device=steps.device) if keep is None else keep
     weights = keep.to(steps.dtype)[:, :, None]  # (B, T, 1)
@@ -98,7 +101,19 @@ def pool_steps(steps: torch.Tensor, keep: torch.Tensor | None, pooling: str) -> 
         member = F.one_hot(segment.clamp(0, PYRAMID_SEGMENTS - 1), PYRAMID_SEGMENTS).to(steps.dtype) * weights
         sums = torch.einsum("btg,bts->bgs", member, steps)  # (B, G, S)
         parts.append((sums / member.sum(1)[:, :, None].clamp_min(1.0)).reshape(B, PYRAMID_SEGMENTS * S))
+    if pooling == "max_mean_ppv":
+        if thresholds is None:
+            raise ValueError("max_mean_ppv pooling needs the thresholds (L, S)")
+        above = (steps[:, :, None, :] > thresholds).to(steps.dtype) * weights[:, :, :, None]  # (B, T, L, S)
+        parts.append((above.sum(1) / count[:, :, None].clamp_min(1.0)).reshape(B, -1))  # (B, L * S)
     return torch.cat(parts, dim=-1)
+
+
+@torch.no_grad()
+def step_statistics(steps: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, S) steps -> each dimension's mean and std (S,), (S,) over the steps `keep` marks."""
+    kept = steps.reshape(-1, steps.shape[-1]) if keep is None else steps[keep]  # (N, S)
+    return kept.mean(0), kept.std(0) if kept.shape[0] > 1 else torch.zeros_like(kept[0])
 
 
 def normalize_each(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -128,6 +143,14 @@ class StepEncoder(nn.Module):
         # comparisons are not dominated by what every sequence shares.
         self.register_buffer("embedding_mean", torch.zeros(config.repr_dim), persistent=True)
         self.register_buffer("embedding_std", torch.ones(config.repr_dim), persistent=True)
+        # PPV pooling's thresholds come from each step dimension's running mean and std over the
+        # training crops (as batch norm tracks its statistics), so the forecaster trains against
+        # the pooling that will be served. Only models that pool this way have these buffers:
+        # checkpoints of the other poolings load as they were saved.
+        self.tracks_steps = config.pooling == "max_mean_ppv"
+        if self.tracks_steps:
+            self.register_buffer("step_mean", torch.zeros(config.step_dim), persistent=True)
+            self.register_buffer("step_std", torch.ones(config.step_dim), persistent=True)
 
     def steps(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: torch.Tensor | None = None
@@ -142,9 +165,22 @@ class StepEncoder(nn.Module):
         steps = self.project(self.body(h, lengths))  # (B, T, S)
         return F.layer_norm(steps, steps.shape[-1:])
 
+    def ppv_thresholds(self) -> torch.Tensor | None:
+        """(L, S): the levels PPV pooling counts steps above, or None when it does not pool so."""
+        if not self.tracks_steps:
+            return None
+        levels = torch.tensor(PPV_LEVELS, dtype=self.step_mean.dtype, device=self.step_mean.device)
+        return self.step_mean + levels[:, None] * self.step_std  # (L, S)
+
+    @torch.no_grad()
+    def track_step_statistics(self, mean: torch.Tensor, std: torch.Tensor, momentum: float = 0.1) -> None:
+        """Move the running per-dimension mean and std (S,) toward a batch's (`step_statistics`)."""
+        self.step_mean.lerp_(mean, momentum)
+        self.step_std.lerp_(std.clamp_min(1e-6), momentum)
+
     def pool_raw(self, steps: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         # steps: (B, T, S), keep: (B, T) or None for all -> (B, R) before standardisation
-        return pool_steps(steps, keep, self.pooling)
+        return pool_steps(steps, keep, self.pooling, self.ppv_thresholds())
 
     def standardize_embedding(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.embedding_mean) / self.embedding_std  # (B, R)
@@ -192,9 +228,11 @@ class Forecaster(nn.Module):
             nn.Linear(h, config.repr_dim),
         )
 
-    def forward(self, steps: torch.Tensor, lengths: torch.Tensor | None, pooling: str) -> torch.Tensor:
-        # steps: (B, C, S) the context encoder's steps -> (B, R)
+    def forward(
+        self, steps: torch.Tensor, lengths: torch.Tensor | None, pooling: str, thresholds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # steps: (B, C, S) the context encoder's steps; thresholds: (L, S) for PPV pooling -> (B, R)
         B, C, _ = steps.shape
         last_index = torch.full((B,), C - 1, device=steps.device) if lengths is None else lengths - 1
         last = steps[torch.arange(B, device=steps.device), last_index]  # (B, S)
-        return self.net(torch.cat([pool_steps(steps, valid_steps(lengths, C), pooling), last], dim=-1))
+        return self.net(torch.cat([pool_steps(steps, valid_steps(lengths, C), pooling, thresholds), last], dim=-1))

@@ -20,7 +20,7 @@ from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
 from jepa_model.masking import block_mask, random_crops, uniform_int
 from jepa_model.parallel import WHOLE, Shard
-from jepa_model.step_encoders import normalize_each, pool_steps, valid_steps
+from jepa_model.step_encoders import normalize_each, pool_steps, step_statistics, valid_steps
 
 
 @dataclass(frozen=True)
@@ -161,11 +161,15 @@ def masked_steps_loss(
     crops, crop_lengths, hidden = crops.to(device), to_device(crop_lengths, device), hidden.to(device)
     with torch.no_grad():
         target = model.target_encoder.steps(crops, crop_lengths)  # (B, C, S)
+        if model.target_encoder.tracks_steps:  # PPV pooling's thresholds, the same in every process
+            mean, std = step_statistics(target, valid_steps(crop_lengths, C))
+            model.target_encoder.track_step_statistics(shard.average(mean), shard.average(std))
     context = model.context_encoder.steps(crops, crop_lengths, hidden)  # (B, C, S)
     loss = prediction_loss(model.predictor(context)[hidden], target[hidden], config)  # over (M, S) hidden steps
     if config.var_weight or config.cov_weight:
         # Spread over the batch's sequences: each one's mean step must differ from the others'.
-        pooled = pool_steps(context, valid_steps(crop_lengths, C), model.config.pooling)  # (B, R)
+        thresholds = model.target_encoder.ppv_thresholds()
+        pooled = pool_steps(context, valid_steps(crop_lengths, C), model.config.pooling, thresholds)  # (B, R)
         variance, covariance = variance_covariance(pooled)
         loss = loss + config.var_weight * variance + config.cov_weight * covariance
     return loss * shard.weight(B) + forecast_loss(model, batch, config, generator, shard)
@@ -190,7 +194,7 @@ def forecast_loss(
         # dimension's spread over the batch, not in raw units where a few dimensions dominate;
         # the floor keeps a dimension that barely varies from dominating instead.
         mean, std = target.mean(0), target.std(0).clamp_min(0.05)
-    predicted = model.forecaster(context, None, model.config.pooling)  # (B, R)
+    predicted = model.forecaster(context, None, model.config.pooling, model.target_encoder.ppv_thresholds())  # (B, R)
     loss = prediction_loss((predicted - mean) / std, (target - mean) / std, config)
     return loss * shard.weight(x.shape[0])
 

@@ -56,6 +56,34 @@ def test_pyramid_pooling_is_max_mean_and_the_mean_of_each_third() -> None:
     assert pool_steps(steps, keep, "pyramid").tolist() == [[4.0, 3.0, 2.0, 3.0, 4.0]]
 
 
+def test_ppv_pooling_counts_the_kept_steps_above_each_threshold() -> None:
+    steps = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1)  # one dimension: 0..5
+    thresholds = torch.tensor([[0.5], [2.5], [4.5]])  # (L, S)
+    pooled = pool_steps(steps, None, "max_mean_ppv", thresholds)
+    torch.testing.assert_close(pooled, torch.tensor([[5.0, 2.5, 5 / 6, 0.5, 1 / 6]]))
+    keep = torch.tensor([[True, True, True, True, False, False]])
+    assert pool_steps(steps, keep, "max_mean_ppv", thresholds).tolist() == [[3.0, 1.5, 0.75, 0.25, 0.0]]
+    with pytest.raises(ValueError, match="thresholds"):
+        pool_steps(steps, None, "max_mean_ppv")
+
+
+def test_ppv_thresholds_follow_the_training_steps_and_reach_both_encoders() -> None:
+    data = SequenceDataset(random_sequences([40, 35, 50, 45], dim=3))
+    config = ModelConfig(
+        objective="steps", encoder="conv", input_dim=3, hidden_dim=8, repr_dim=40, pooling="max_mean_ppv"
+    )  # 8 dimensions a step: with 2, a layer-normed step would be (-1, 1) or (1, -1) and nothing between
+    model = fit(data, config, TrainConfig(steps=30, batch_size=4, seed=0)).model
+    target, context = model.target_encoder, model.context_encoder
+    assert not torch.equal(target.step_mean, torch.zeros(8)) and not torch.equal(target.step_std, torch.ones(8))
+    assert torch.equal(target.ppv_thresholds(), context.ppv_thresholds())
+    steps = target.steps(torch.from_numpy(random_sequences([300], dim=3)[0])[None])[0]  # (T, S)
+    share_above = (steps > target.ppv_thresholds()[:, None, :]).float().mean(1)  # (L, S)
+    assert bool((share_above[0] >= share_above[1]).all()) and bool((share_above[1] >= share_above[2]).all())
+    # About the quartiles of each dimension over the training steps, on average over dimensions.
+    assert share_above.mean(1).tolist() == pytest.approx([0.75, 0.5, 0.25], abs=0.15)
+    assert not hasattr(step_model(pooling="max_mean").target_encoder, "step_mean")  # older poolings: no buffers
+
+
 @pytest.mark.parametrize("encoder", ["conv", "lstm"])
 def test_predictions_of_a_ragged_batch_match_each_context_alone(encoder: str) -> None:
     model = step_model(encoder=encoder, num_layers=1 if encoder == "lstm" else 3)
@@ -120,11 +148,11 @@ def test_the_monitor_does_not_cry_collapse_before_a_step_model_is_standardised()
 def test_thousands_of_steps_train_in_bounded_crops() -> None:
     from jepa_model import resolve_configs
 
-    model_config, train_config = resolve_configs("series", {"steps": 2, "hidden_dim": 8, "repr_dim": 8, "seed": 0})
+    model_config, train_config = resolve_configs("series", {"steps": 2, "hidden_dim": 8, "repr_dim": 10, "seed": 0})
     data = SequenceDataset(random_sequences([3000, 2500, 4096], dim=2))
     model_config = ModelConfig(**{**model_config.to_dict(), "input_dim": 2})
     result = fit(data, model_config, train_config)
     assert len(result.losses) == 2
     with torch.no_grad():
         z = result.model.encode(*pad_sequences(data.data))
-    assert z.shape == (3, 8) and bool(torch.isfinite(z).all())
+    assert z.shape == (3, 10) and bool(torch.isfinite(z).all())

@@ -179,7 +179,7 @@ def test_a_stored_dataset_of_any_width_trains_and_serves_that_width(
         assert "oracle_retrieval" not in version.metrics  # users' data has no noise-free future
     model = load_checkpoint(settings.data_dir / version.path, version.sha256).model
     assert model.config.input_dim == dim
-    assert model.encode(torch.randn(3, 9, dim)).shape == (3, 8)
+    assert model.encode(torch.randn(3, 9, dim)).shape == (3, TINY_CONFIG["repr_dim"])
 
 
 def test_a_job_cancelled_mid_training_stops_and_leaves_no_checkpoint(
