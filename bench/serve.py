@@ -1,6 +1,7 @@
 """Serving speed: the raw model in process, a naive FastAPI endpoint, LitServe and the service.
 
     python -m bench.serve [--rounds 3] [--seconds 4] [--peers naive,litserve,litserve2,service,service2]
+                          [--model default|series]
 
 Starts `jepa serve` with its default settings (it trains a small default model first), then, on
 that model's checkpoint, the naive endpoint (bench/naive_app.py), LitServe with 1 and with 2
@@ -8,6 +9,14 @@ inference workers (bench/litserve_app.py; skipped when litserve is not installed
 `pip install -e '.[bench]'`) and `jepa serve --workers 2` (skipped when the CLI has no --workers),
 each as its own process tree, all driven from this process by the closed-loop load generator of
 bench/loadgen.py on the same machine.
+
+`--model default` (the default) serves that first-start model: the `trajectory` preset, an LSTM on
+2-D paths. `--model series` serves the `series` preset instead (a dilated-convolution step model,
+what the `default` preset picks for recorded series): once the service is up, the bench uploads 1-D
+random walks (POST /datasets), trains a `series` model on them with a tiny budget (POST /train;
+serving speed does not depend on how well it is trained), and every peer serves that version's
+checkpoint; the requests to the service name it (a `model` field, `?model=` for .npy bodies). The
+sequences sent have as many features as the served model takes.
 
 Each round measures every scenario once for each of its peers, the peers in turn (their order
 rotated from round to round), so that a noisy neighbour on a shared machine hits all of them;
@@ -45,10 +54,10 @@ import torch
 
 from bench.common import table
 from bench.loadgen import LoadResult, build_request, run_load
-from jepa_model import load_checkpoint
+from jepa_model import JEPA, LoadedCheckpoint, load_checkpoint
 from jepa_model.serving import traced_forwards
 
-SEQ_LEN, DIM, BATCH = 20, 2, 256
+SEQ_LEN, BATCH = 20, 256
 MIXED_LOW, MIXED_HIGH = 10, 500  # mixed lengths: uniform in [10, 500], mean 255
 EQUAL_LEN = (MIXED_LOW + MIXED_HIGH) // 2
 MIXED_PER_REQUEST = 16
@@ -64,6 +73,12 @@ LABELS = {
 # The service's settings: its defaults, but for where its data lives and a short first training.
 SERVICE_ENV = {"JEPA_BOOTSTRAP_EPOCHS": "5"}
 JSON, NPY = "application/json", "application/x-npy"
+# --model: the first-start model (the service's default JEPA_DEFAULT_MODEL), or a `series` model the
+# bench trains through the API on SERIES_WALKS (count, steps, features) 1-D random walks.
+MODELS = ("default", "series")
+DEFAULT_MODEL, SERIES_MODEL, SERIES_PRESET = "trajectories", "series", "series"
+SERIES_WALKS = (64, 200, 1)
+SERIES_CONFIG = {"preset": SERIES_PRESET, "steps": 20, "seed": 0}
 NOT_SERVING = ("multiprocessing.resource_tracker", "training.runner")  # in a process's command line
 
 
@@ -207,11 +222,46 @@ def serve_has_workers_option() -> bool:
     return "--workers" in help_text
 
 
+def train_series(port: int, data: Path) -> tuple[Path, str]:
+    """Through the service's API: upload SERIES_WALKS, train SERIES_MODEL on them with
+    SERIES_CONFIG and wait for the job. Returns the new version's checkpoint directory (under the
+    data directory: checkpoints/<model>/<job>) and its recorded sha256."""
+    count, length, dim = SERIES_WALKS
+    upload = {"name": "walks", "sequences": walks(np.random.default_rng(1), count, length, dim)}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+
+        def call(method: str, url: str, **kwargs: object) -> dict:
+            answer = client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            if answer.is_error:
+                raise RuntimeError(f"{method} {url}: {answer.status_code} {answer.text[:500]}")
+            return answer.json()
+
+        body = orjson.dumps(upload, option=orjson.OPT_SERIALIZE_NUMPY)
+        dataset = call("POST", "/datasets", content=body, headers={"content-type": JSON})["id"]
+        spec = {"model": SERIES_MODEL, "dataset": {"kind": "stored", "id": dataset}, "config": SERIES_CONFIG}
+        job_id = call("POST", "/train", json=spec)["job_id"]
+        deadline = time.monotonic() + 600
+        while (job := call("GET", f"/jobs/{job_id}"))["status"] != "succeeded":
+            if job["status"] in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise RuntimeError(f"training the {SERIES_MODEL} model: job {job_id} {job['status']}: {job['error']}")
+            time.sleep(0.5)
+        version = call("GET", f"/models/{SERIES_MODEL}/versions/{job['version']}")
+    return data / "checkpoints" / SERIES_MODEL / job_id, version["sha256"]
+
+
+def describe(name: str, loaded: LoadedCheckpoint) -> str:
+    config = loaded.model_config
+    return (
+        f"`{name}`, preset {loaded.meta.get('preset')}: {config.encoder} encoder ({config.objective} objective), "
+        f"{config.input_dim}-D input, {config.repr_dim}-dimensional embeddings"
+    )
+
+
 # --- what is sent --------------------------------------------------------------------------------
 
 
-def walks(rng: np.random.Generator, count: int, length: int) -> np.ndarray:
-    return np.cumsum(rng.normal(size=(count, length, DIM)), axis=1).astype(np.float32)
+def walks(rng: np.random.Generator, count: int, length: int, dim: int) -> np.ndarray:
+    return np.cumsum(rng.normal(size=(count, length, dim)), axis=1).astype(np.float32)
 
 
 def mixed_lengths(rng: np.random.Generator, count: int) -> list[int]:
@@ -222,10 +272,13 @@ def mixed_lengths(rng: np.random.Generator, count: int) -> list[int]:
     return [int(n) for n in rng.permutation(lengths)]
 
 
-def json_body(sequences: np.ndarray | list[np.ndarray]) -> bytes:
+def json_body(sequences: np.ndarray | list[np.ndarray], model: str | None = None) -> bytes:
+    """{"sequences": ...}, and {"model": model} where one is named (the service reads it; the
+    naive endpoint and LitServe, which serve one checkpoint, ignore it)."""
+    named = {} if model is None else {"model": model}
     if isinstance(sequences, np.ndarray):
-        return orjson.dumps({"sequences": sequences}, option=orjson.OPT_SERIALIZE_NUMPY)
-    return orjson.dumps({"sequences": [s.tolist() for s in sequences]})
+        return orjson.dumps({"sequences": sequences, **named}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps({"sequences": [s.tolist() for s in sequences], **named})
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -246,14 +299,16 @@ class Scenario:
     raw: str  # the raw figure this scenario's throughput is compared with
     content_type: str = JSON
     equal: str | None = None  # for a mixed-length scenario: its equal-length twin
+    path: str = "/encode"
 
     def requests(self, port: int) -> list[bytes]:
-        return [build_request("/encode", body, self.content_type, self.content_type, port) for body in self.bodies]
+        return [build_request(self.path, body, self.content_type, self.content_type, port) for body in self.bodies]
 
 
-def scenarios(throughput_connections: int) -> list[Scenario]:
+def scenarios(throughput_connections: int, dim: int, model: str | None = None) -> list[Scenario]:
+    """The scenarios, their sequences `dim` features wide; with `model`, every request names it."""
     rng = np.random.default_rng(0)
-    batch = walks(rng, BATCH, SEQ_LEN)
+    batch = walks(rng, BATCH, SEQ_LEN, dim)
     c, one = throughput_connections, [1.0]
     every = ("naive", "litserve", "litserve2", "service", "service2")
     long_peers = ("naive", "litserve", "service", "service2")
@@ -261,30 +316,33 @@ def scenarios(throughput_connections: int) -> list[Scenario]:
     single_lengths = mixed_lengths(rng, 256)
     per_request = [mixed_lengths(rng, MIXED_PER_REQUEST) for _ in range(64)]
     equal_points = float(MIXED_PER_REQUEST * EQUAL_LEN)
-    n = SINGLE_CONNECTIONS
+    n, m = SINGLE_CONNECTIONS, model
+    npy_path = "/encode" if model is None else f"/encode?model={model}"  # a .npy body's options: the query
     return [
-        Scenario("single", f"1 sequence, {n} conn.", "req/s", every, [json_body(batch[:1])], one, n, "seq20"),
-        Scenario("json", f"256 sequences, JSON, {c} conn.", "seq/s", every, [json_body(batch)], [256.0], c, "seq20"),
+        Scenario("single", f"1 sequence, {n} conn.", "req/s", every, [json_body(batch[:1], m)], one, n, "seq20"),
+        Scenario(
+            "json", f"256 sequences, JSON, {c} conn.", "seq/s", every, [json_body(batch, m)], [256.0], c, "seq20"
+        ),
         Scenario(
             "npy", f"256 sequences, .npy, {c} conn.", "seq/s", ("service", "service2"), [npy(batch)], [256.0], c,
-            "seq20", NPY,
+            "seq20", NPY, path=npy_path,
         ),
         Scenario(
             "equal1", f"1 sequence of {EQUAL_LEN} steps, {n} conn.", "points/s", long_peers,
-            [json_body(walks(rng, 1, EQUAL_LEN))], [float(EQUAL_LEN)], n, "points",
+            [json_body(walks(rng, 1, EQUAL_LEN, dim), m)], [float(EQUAL_LEN)], n, "points",
         ),
         Scenario(
             "mixed1", f"1 sequence of {MIXED_LOW}-{MIXED_HIGH} steps, {n} conn.", "points/s", long_peers,
-            [json_body(walks(rng, 1, length)) for length in single_lengths], [float(x) for x in single_lengths], n,
-            "points", equal="equal1",
+            [json_body(walks(rng, 1, length, dim), m) for length in single_lengths],
+            [float(x) for x in single_lengths], n, "points", equal="equal1",
         ),
         Scenario(
             "equal16", f"{MIXED_PER_REQUEST} sequences of {EQUAL_LEN} steps, {c} conn.", "points/s", ragged_peers,
-            [json_body(walks(rng, MIXED_PER_REQUEST, EQUAL_LEN))], [equal_points], c, "points",
+            [json_body(walks(rng, MIXED_PER_REQUEST, EQUAL_LEN, dim), m)], [equal_points], c, "points",
         ),
         Scenario(
             "mixed16", f"{MIXED_PER_REQUEST} sequences of {MIXED_LOW}-{MIXED_HIGH} steps, {c} conn.", "points/s",
-            ragged_peers, [json_body([walks(rng, 1, x)[0] for x in lengths]) for lengths in per_request],
+            ragged_peers, [json_body([walks(rng, 1, x, dim)[0] for x in lengths], m) for lengths in per_request],
             [float(sum(lengths)) for lengths in per_request], c, "points", equal="equal16",
         ),
     ]  # fmt: skip
@@ -293,12 +351,13 @@ def scenarios(throughput_connections: int) -> list[Scenario]:
 # --- the raw model ---------------------------------------------------------------------------------
 
 
-def raw_meter(checkpoint: Path) -> Callable[[float], dict[str, float]]:
+def raw_meter(model: JEPA) -> Callable[[float], dict[str, float]]:
     """A function measuring the model in this process for `seconds`: sequences/s in batches of 256
     x 20 steps ("seq20") and points/s in batches of 256 x 255 steps ("points")."""
     torch.set_num_threads(1)  # what the service gives its inference thread
-    encode = traced_forwards(load_checkpoint(checkpoint).model)["target"]  # the service's own forward pass
-    short, long = torch.randn(BATCH, SEQ_LEN, DIM), torch.randn(BATCH, EQUAL_LEN, DIM)
+    encode = traced_forwards(model)["target"]  # the service's own forward pass
+    dim = model.config.input_dim
+    short, long = torch.randn(BATCH, SEQ_LEN, dim), torch.randn(BATCH, EQUAL_LEN, dim)
 
     def rate(x: torch.Tensor, seconds: float) -> float:
         with torch.inference_mode():
@@ -397,6 +456,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each measurement")
     parser.add_argument("--throughput-connections", type=int, default=4)
     parser.add_argument("--peers", default=",".join(ALL_PEERS), help=f"a subset of {','.join(ALL_PEERS)}")
+    parser.add_argument(
+        "--model", choices=MODELS, default="default",
+        help="the model every peer serves: the service's first-start model (trajectory preset, 2-D), or a "
+        f"`{SERIES_PRESET}` preset model the bench trains on 1-D random walks",
+    )  # fmt: skip
     args = parser.parse_args()
     wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
     if unknown := set(wanted) - set(ALL_PEERS):
@@ -418,7 +482,6 @@ def main() -> None:
         note("`jepa serve --help` shows no --workers option yet: the 2-process service is skipped")
         wanted.remove("service2")
 
-    plan = scenarios(args.throughput_connections)
     peers: dict[str, Peer] = {}
     rounds: list[dict[tuple[str, str], LoadResult]] = []
     raws: list[dict[str, float]] = []
@@ -433,8 +496,25 @@ def main() -> None:
                 tmp_dir,
             )  # fmt: skip
             wait_ready(peers["service"])
-            peers["service"].pause()
-            (checkpoint,) = (data / "checkpoints" / "trajectories").iterdir()
+            if args.model == "series":
+                print(f"training the {SERIES_MODEL} model through the API", file=sys.stderr, flush=True)
+                checkpoint, sha256 = train_series(port, data)
+                served, named = load_checkpoint(checkpoint, sha256), SERIES_MODEL
+                # The service loads a version on its first request: once, before its memory is read.
+                first = json_body(walks(np.random.default_rng(2), 1, SEQ_LEN, served.model_config.input_dim), named)
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/encode", content=first, headers={"content-type": JSON}, timeout=60
+                )
+                if answer.status_code != 200 or answer.json()["model"] != SERIES_MODEL:
+                    raise RuntimeError(f"the service does not serve {SERIES_MODEL}: {answer.text[:500]}")
+                peers["service"].rss_started = peers["service"].rss()
+                peers["service"].pause()
+            else:
+                peers["service"].pause()
+                (checkpoint,) = (data / "checkpoints" / DEFAULT_MODEL).iterdir()
+                served, named = load_checkpoint(checkpoint), None
+            model_note = describe(named or DEFAULT_MODEL, served)
+            plan = scenarios(args.throughput_connections, served.model_config.input_dim, named)
             starting: list[Peer] = []
             for key in wanted:
                 port = free_port()
@@ -469,7 +549,7 @@ def main() -> None:
             order = [key for key in ALL_PEERS if key in peers and peers[key].alive]
             print(f"peers: {', '.join(order)}; starting {args.rounds} round(s)", file=sys.stderr, flush=True)
 
-            measure_raw = raw_meter(checkpoint)
+            measure_raw = raw_meter(served.model)
             for r in range(args.rounds):
                 raws.append(measure_raw(args.seconds))
                 results: dict[tuple[str, str], LoadResult] = {}
@@ -507,12 +587,23 @@ def main() -> None:
     labels = {key: peer.label for key, peer in peers.items()}
     print(table(HEADER, summarise(plan, rounds, raws, labels)))
     litserve = _version("litserve")
+    dim = served.model_config.input_dim
+    if args.model == "series":
+        count, length, width = SERIES_WALKS
+        trained = (
+            f"trained by the bench through the API (POST /datasets, POST /train) on {count} {width}-D random walks "
+            f"of {length} steps with config {orjson.dumps(SERIES_CONFIG).decode()}; every request to the service "
+            "names it (a `model` field, `?model=` for .npy)"
+        )
+    else:
+        trained = "the service's first-start model"
+    print(f"\nModel served by every peer: {model_note}; {trained}.")
     affinity = len(os.sched_getaffinity(0))
     print(
         f"\n{args.rounds} round(s); in each, every peer runs every one of its scenarios once, the peers in turn "
         f"(order rotated each round), {args.seconds:g} s measured after {args.warmup:g} s of warm-up; peers not "
         "under load are paused (SIGSTOP). Cells: median over rounds (min–max); each ratio is taken within a round, "
-        f"then its median (min–max). Sequences are 2-D random walks; points = sequence steps. {SEQ_LEN}-step "
+        f"then its median (min–max). Sequences are {dim}-D random walks; points = sequence steps. {SEQ_LEN}-step "
         f"sequences unless said; mixed lengths uniform in {MIXED_LOW}-{MIXED_HIGH} (mean {EQUAL_LEN}), compared "
         "with equal-length requests carrying the same points. vs raw: the peer's throughput over the raw model's "
         "in the same round (256 x 20 steps for req/s and seq/s, 256 x 255 steps for points/s)."

@@ -33,3 +33,15 @@ def test_bench_prints_its_table(module: str, args: list[str], header: str) -> No
     result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(header)
+
+
+def test_serve_bench_serves_a_series_model() -> None:
+    """`bench.serve --model series`: every peer serves the conv step model it trains through the API."""
+    args = ["--model", "series", "--seconds", "0.3", "--warmup", "0.2", "--rounds", "1"]
+    result = subprocess.run([sys.executable, "-m", "bench.serve", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("| scenario (unit) | peer |")
+    assert "Model served by every peer: `series`, preset series: conv encoder (steps objective), 1-D input" in (
+        result.stdout
+    )
+    assert "did not start" not in result.stdout and "non-200" not in result.stdout, result.stdout
