@@ -29,11 +29,12 @@ class JSONConfig:
 
 # Window models pool an encoder state through an MLP head; step models pool per-step representations.
 WINDOW_POOLINGS = ("last", "last_mean", "first_last_mean")
-STEP_POOLINGS = ("max_mean", "mean", "pyramid", "max_mean_ppv")
+STEP_POOLINGS = ("max_mean", "mean", "pyramid", "max_mean_ppv_lspv")
 PYRAMID_SEGMENTS = 3  # "pyramid" pooling: the max and mean over all steps, and the mean of each third
-# "max_mean_ppv" pooling: beside the max and mean, the proportion of steps above each of these
-# levels of a dimension, in its standard deviations about its mean over the training steps: about
-# its quartiles. MiniRocket's PPV, with the thresholds learned from the data rather than drawn.
+# "max_mean_ppv_lspv" pooling: beside the max and mean, for each of these levels of a dimension (in
+# its standard deviations about its mean over the training steps: about its quartiles), the share
+# of steps above it and the longest stretch of consecutive steps above it, as a share of the
+# series. MultiRocket's PPV and LSPV, with the thresholds learned from the data rather than drawn.
 PPV_LEVELS = (-0.67, 0.0, 0.67)
 POOLED_PARTS = {
     "last": 1,
@@ -42,7 +43,7 @@ POOLED_PARTS = {
     "max_mean": 2,
     "mean": 1,
     "pyramid": 2 + PYRAMID_SEGMENTS,
-    "max_mean_ppv": 2 + len(PPV_LEVELS),
+    "max_mean_ppv_lspv": 2 + 2 * len(PPV_LEVELS),
 }
 OBJECTIVES = ("window", "steps")
 ENCODERS = {"window": ("lstm", "transformer"), "steps": ("conv", "lstm")}
@@ -87,7 +88,7 @@ class ModelConfig(JSONConfig):
     encoder: str = option("lstm", "window: lstm (the seed) or transformer; steps: conv or lstm", choices=ENCODER_NAMES)
     input_dim: int = option(2, "features per step", ge=1, le=64, server=True)
     hidden_dim: int = option(64, "the encoder's width", ge=1, le=1024)
-    repr_dim: int = option(32, "the embedding's dimension", ge=1, le=1024)
+    repr_dim: int = option(32, "the embedding's dimension", ge=1, le=2048)
     num_layers: int = option(2, "encoder layers (conv: residual blocks, dilations doubling)", ge=1, le=12)
     predictor_hidden_dim: int = option(64, "the predictor's width", ge=1, le=4096)
     num_heads: int = option(4, "transformer only: attention heads; must divide hidden_dim", ge=1, le=32)
@@ -108,8 +109,9 @@ class ModelConfig(JSONConfig):
         "last",
         "window models: last (the top layer's last valid step, the seed), last_mean (and the mean over steps) or "
         "first_last_mean (and the first step); step models: max_mean (each dimension's max and mean over steps), "
-        "mean, pyramid (max_mean and the mean over each third of the steps) or max_mean_ppv (max_mean and the "
-        "proportion of steps above each quartile of the dimension over the training data)",
+        "mean, pyramid (max_mean and the mean over each third of the steps) or max_mean_ppv_lspv (max_mean, and "
+        "for each quartile of the dimension over the training data, the share of steps above it and the longest "
+        "stretch of steps above it)",
         choices=(*WINDOW_POOLINGS, *STEP_POOLINGS),
     )
     # What the LSTM states hold linearly (where a line started) then reaches the embedding linearly.
@@ -313,9 +315,10 @@ PRESETS["series"] = Preset(
     "each step's values and their change from the step before, and gives every step a "
     "160-dimensional representation; training hides half the steps of a random crop of "
     "up to 256 steps from the context encoder, and a per-step predictor regresses the EMA target "
-    "encoder's layer-normed representations of the hidden steps (MSE). The 800-dimensional embedding "
-    "is each dimension's max and mean over the steps and the share of steps above its quartiles "
-    "over the training data (PPV), standardised with the training data's statistics. A forecaster "
+    "encoder's layer-normed representations of the hidden steps (MSE). The 1280-dimensional embedding "
+    "is each dimension's max and mean over the steps and, for each of its quartiles over the training "
+    "data, the share of steps above it (PPV) and the longest stretch of steps above it (LSPV), "
+    "standardised with the training data's statistics. A forecaster "
     "learns /predict on the encoder's steps without changing them. AdamW "
     "1e-3 on a cosine schedule for 400 steps of 32 crops, whatever the dataset's size; EMA momentum "
     "ramped from 0.98 to 1.0; standardised inputs.",
@@ -324,10 +327,10 @@ PRESETS["series"] = Preset(
         objective="steps",
         encoder="conv",
         hidden_dim=32,
-        repr_dim=800,  # 5 parts of 160 per step
+        repr_dim=1280,  # 8 parts of 160 per step
         num_layers=8,
         predictor_hidden_dim=64,
-        pooling="max_mean_ppv",
+        pooling="max_mean_ppv_lspv",
         input_deltas=True,
     ),
     train=TrainConfig(

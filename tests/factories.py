@@ -21,7 +21,7 @@ from training.spec import TrainingSpec
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_dim": 16,
-    "repr_dim": 10,
+    "repr_dim": 16,
     "predictor_hidden_dim": 16,
     "context_len": 4,
     "target_len": 2,

@@ -56,21 +56,39 @@ def test_pyramid_pooling_is_max_mean_and_the_mean_of_each_third() -> None:
     assert pool_steps(steps, keep, "pyramid").tolist() == [[4.0, 3.0, 2.0, 3.0, 4.0]]
 
 
-def test_ppv_pooling_counts_the_kept_steps_above_each_threshold() -> None:
-    steps = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1)  # one dimension: 0..5
+def test_ppv_lspv_pooling_counts_the_kept_steps_above_each_threshold_and_their_longest_stretch() -> None:
+    steps = torch.tensor([[0.0, 3.0, 1.0, 4.0, 5.0, 2.0]])[:, :, None]  # one dimension
     thresholds = torch.tensor([[0.5], [2.5], [4.5]])  # (L, S)
-    pooled = pool_steps(steps, None, "max_mean_ppv", thresholds)
-    torch.testing.assert_close(pooled, torch.tensor([[5.0, 2.5, 5 / 6, 0.5, 1 / 6]]))
-    keep = torch.tensor([[True, True, True, True, False, False]])
-    assert pool_steps(steps, keep, "max_mean_ppv", thresholds).tolist() == [[3.0, 1.5, 0.75, 0.25, 0.0]]
+    pooled = pool_steps(steps, None, "max_mean_ppv_lspv", thresholds)
+    ppv, lspv = [5 / 6, 3 / 6, 1 / 6], [5 / 6, 2 / 6, 1 / 6]  # above 0.5: steps 1-5, one stretch of 5
+    torch.testing.assert_close(pooled, torch.tensor([[5.0, 2.5, *ppv, *lspv]]))
+    keep = torch.tensor([[True, True, True, True, False, False]])  # padding is never above anything
+    pooled = pool_steps(steps, keep, "max_mean_ppv_lspv", thresholds)
+    torch.testing.assert_close(pooled, torch.tensor([[4.0, 2.0, 0.75, 0.5, 0.0, 0.75, 0.25, 0.0]]))
     with pytest.raises(ValueError, match="thresholds"):
-        pool_steps(steps, None, "max_mean_ppv")
+        pool_steps(steps, None, "max_mean_ppv_lspv")
+
+
+def test_longest_stretches_are_counted_per_row_and_dimension() -> None:
+    from jepa_model.step_encoders import steps_above
+
+    S = 5
+    steps = torch.zeros(2, 9, S)
+    steps[0, 2:7, -1] = 1.0  # 5 in a row in the last dimension
+    steps[1, ::2, 0] = 1.0  # every other step: stretches of 1
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    steps[1, 5:, 2] = 1.0  # a stretch up to the last kept step...
+    keep[1, 7:] = False  # ...which padding cuts at 2
+    steps[0, :, 3] = 1.0  # every step
+    counts, longest = steps_above(steps, keep, torch.full((1, S), 0.5))  # (B, S) each
+    assert longest.tolist() == [[0, 0, 0, 9, 5], [1, 0, 2, 0, 0]]
+    assert counts.tolist() == [[0, 0, 0, 9, 5], [4, 0, 2, 0, 0]]
 
 
 def test_ppv_thresholds_follow_the_training_steps_and_reach_both_encoders() -> None:
     data = SequenceDataset(random_sequences([40, 35, 50, 45], dim=3))
     config = ModelConfig(
-        objective="steps", encoder="conv", input_dim=3, hidden_dim=8, repr_dim=40, pooling="max_mean_ppv"
+        objective="steps", encoder="conv", input_dim=3, hidden_dim=8, repr_dim=64, pooling="max_mean_ppv_lspv"
     )  # 8 dimensions a step: with 2, a layer-normed step would be (-1, 1) or (1, -1) and nothing between
     model = fit(data, config, TrainConfig(steps=30, batch_size=4, seed=0)).model
     target, context = model.target_encoder, model.context_encoder
@@ -148,11 +166,11 @@ def test_the_monitor_does_not_cry_collapse_before_a_step_model_is_standardised()
 def test_thousands_of_steps_train_in_bounded_crops() -> None:
     from jepa_model import resolve_configs
 
-    model_config, train_config = resolve_configs("series", {"steps": 2, "hidden_dim": 8, "repr_dim": 10, "seed": 0})
+    model_config, train_config = resolve_configs("series", {"steps": 2, "hidden_dim": 8, "repr_dim": 16, "seed": 0})
     data = SequenceDataset(random_sequences([3000, 2500, 4096], dim=2))
     model_config = ModelConfig(**{**model_config.to_dict(), "input_dim": 2})
     result = fit(data, model_config, train_config)
     assert len(result.losses) == 2
     with torch.no_grad():
         z = result.model.encode(*pad_sequences(data.data))
-    assert z.shape == (3, 10) and bool(torch.isfinite(z).all())
+    assert z.shape == (3, 16) and bool(torch.isfinite(z).all())
