@@ -12,10 +12,10 @@ import torch
 pytest.importorskip("aeon")
 pytest.importorskip("sklearn")
 
-from bench import realdata  # noqa: E402
+from bench import peers, realdata, ucr  # noqa: E402
 
 
-def synthetic(n: int, length: int, dim: int, seed: int, ragged: bool = False) -> realdata.Split:
+def synthetic(n: int, length: int, dim: int, seed: int, ragged: bool = False) -> ucr.Split:
     """Two classes anyone can tell apart: sines and ramps, with a little noise."""
     rng = np.random.default_rng(seed)
 
@@ -30,23 +30,23 @@ def synthetic(n: int, length: int, dim: int, seed: int, ragged: bool = False) ->
         return sequences, labels
 
     (x_train, y_train), (x_test, y_test) = make(n), make(n)
-    return realdata.Split("synthetic", x_train, y_train, x_test, y_test, ["sine", "ramp"])
+    return ucr.Split("synthetic", x_train, y_train, x_test, y_test, ["sine", "ramp"])
 
 
 def test_aeon_layouts_become_time_by_feature_sequences_and_labels_become_codes() -> None:
-    equal = realdata.to_sequences(np.zeros((3, 2, 5)))  # (N, C, T)
-    ragged = realdata.to_sequences([np.zeros((2, 5)), np.zeros((2, 7))])  # [(C, T_i)]
+    equal = ucr.to_sequences(np.zeros((3, 2, 5)))  # (N, C, T)
+    ragged = ucr.to_sequences([np.zeros((2, 5)), np.zeros((2, 7))])  # [(C, T_i)]
     assert [s.shape for s in equal] == [(5, 2)] * 3 and [s.shape for s in ragged] == [(5, 2), (7, 2)]
     assert all(s.dtype == np.float32 for s in equal + ragged)
-    train, test, classes = realdata.encode_labels(np.array(["b", "a"]), np.array(["c", "a"]))
+    train, test, classes = ucr.encode_labels(np.array(["b", "a"]), np.array(["c", "a"]))
     assert classes == ["a", "b", "c"] and train.tolist() == [1, 0] and test.tolist() == [2, 0]
 
 
 def test_bundled_data_is_read_from_the_wheel_and_nothing_else() -> None:
-    split = realdata.load_bundled("ItalyPowerDemand")
+    split = ucr.load_bundled("ItalyPowerDemand")
     assert split.label() == "ItalyPowerDemand (67, 1029, 24, 1)" and len(split.classes) == 2
     with pytest.raises(ValueError, match="not bundled"):
-        realdata.load_bundled("NoSuchDataset")
+        ucr.load_bundled("NoSuchDataset")
     assert set(realdata.DEFAULT_DATASETS) <= set(realdata.bundled_names())
 
 
@@ -58,21 +58,21 @@ def test_datasets_fall_in_their_groups() -> None:
 
 
 def test_ragged_series_are_padded_with_their_last_value() -> None:
-    padded = realdata.pad_edge([np.array([[1.0], [2.0]]), np.array([[3.0], [4.0], [5.0]])], 4)
+    padded = ucr.pad_edge([np.array([[1.0], [2.0]]), np.array([[3.0], [4.0], [5.0]])], 4)
     assert padded[:, :, 0].tolist() == [[1, 2, 2, 2], [3, 4, 5, 5]]
 
 
 def test_baselines_separate_easy_classes() -> None:
     split = synthetic(20, 30, 2, seed=0, ragged=True)
     assert split.ragged and split.dim == 2
-    assert realdata.raw_ridge(split) >= 0.9
-    assert realdata.one_nn(split) >= 0.9
+    assert ucr.raw_ridge(split) >= 0.9
+    assert ucr.one_nn(split) >= 0.9
 
 
 def test_every_peer_separates_easy_classes_and_leaves_torch_threads_alone() -> None:
     threads = torch.get_num_threads()
     for dim, ragged in ((1, False), (2, True)):
-        runs = realdata.run_peers(synthetic(20, 30, dim, seed=0, ragged=ragged), 0, realdata.SMOKE_SIZES, 1, True)
+        runs = peers.run_peers(synthetic(20, 30, dim, seed=0, ragged=ragged), 0, peers.SMOKE_SIZES, 1, True)
         assert set(runs) == set(realdata.PEERS)
         for peer, run in runs.items():
             assert run["accuracy"] >= 0.9 and run["seconds"] > 0 and run["seed"] == 0, peer
@@ -82,23 +82,23 @@ def test_every_peer_separates_easy_classes_and_leaves_torch_threads_alone() -> N
 
 def test_peers_take_series_shorter_than_their_kernels_padded() -> None:
     split = synthetic(12, 7, 1, seed=1, ragged=True)  # 3 to 7 steps; MiniRocket and MultiRocket need 9
-    train, test = realdata.peer_input(split)
-    assert train.shape == (12, 1, realdata.MIN_PEER_LEN) and test.shape == (12, 1, realdata.MIN_PEER_LEN)
-    runs = realdata.run_peers(split, 0, realdata.SMOKE_SIZES, 1, strict=True)
+    train, test = peers.peer_input(split)
+    assert train.shape == (12, 1, peers.MIN_PEER_LEN) and test.shape == (12, 1, peers.MIN_PEER_LEN)
+    runs = peers.run_peers(split, 0, peers.SMOKE_SIZES, 1, strict=True)
     assert all("accuracy" in run for run in runs.values())
 
 
 def test_a_failed_peer_is_recorded_unless_strict(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object) -> realdata.Features:
+    def broken(*args: object) -> ucr.Features:
         raise RuntimeError("kernels on fire")
 
-    monkeypatch.setitem(realdata.TRANSFORMS, "hydra", broken)
+    monkeypatch.setitem(peers.TRANSFORMS, "hydra", broken)
     split = synthetic(10, 20, 1, seed=0)
-    runs = realdata.run_peers(split, 3, realdata.SMOKE_SIZES, 1, strict=False)
+    runs = peers.run_peers(split, 3, peers.SMOKE_SIZES, 1, strict=False)
     assert runs["hydra"] == {"seed": 3, "error": "RuntimeError: kernels on fire"}
     assert "error" in runs["hydra_multirocket"] and "accuracy" in runs["multirocket"]
     with pytest.raises(RuntimeError, match="on fire"):
-        realdata.run_peers(split, 3, realdata.SMOKE_SIZES, 1, strict=True)
+        peers.run_peers(split, 3, peers.SMOKE_SIZES, 1, strict=True)
 
 
 def test_encode_requests_stay_within_the_servers_limits() -> None:
