@@ -123,23 +123,24 @@ def steps_above(
     """(B, T, S) steps, (B, T) kept, (L, S) thresholds -> for each threshold and dimension, how many
     kept steps lie above it, and the most consecutive ones that do: (B, L * S) each.
 
-    Stretches by run-length encoding rather than a scan (cummax, 2-3x slower on a CPU): in
-    row-major order the i-th stretch start pairs with the i-th stretch end, so their flat positions
-    give every stretch's length at once. One threshold at a time bounds the intermediates to
-    (B, S, T).
+    Stretches by run-length encoding rather than a scan (cummax, 2-3x slower on a CPU): the steps
+    where a row's "above" flag changes, in row-major order, alternate start, end, start, end..., since
+    every row begins and ends below (the zero padding `diff` adds), so one `nonzero` gives every
+    stretch's length at once. One threshold at a time bounds the intermediates to (B, S, T).
     """
     B, T, S = steps.shape
-    x = steps.transpose(1, 2)  # (B, S, T): each dimension's steps contiguous
-    edge = torch.zeros(B, S, 1, dtype=torch.bool, device=steps.device)
+    x = steps.transpose(1, 2).contiguous()  # (B, S, T): each dimension's steps contiguous, for `diff`
+    below = torch.zeros(B, S, 1, dtype=torch.int8, device=steps.device)
     counts, stretches = [], []
     for level in thresholds:  # (S,)
         inside = (x > level[None, :, None]) & keep[:, None, :]  # (B, S, T)
-        above = torch.cat([edge, inside, edge], dim=2)  # (B, S, T + 2)
-        starts = (inside & ~above[:, :, :-2]).reshape(-1).nonzero().squeeze(1)  # (R,) flat positions
-        ends = (inside & ~above[:, :, 2:]).reshape(-1).nonzero().squeeze(1)  # (R,)
-        lengths = (ends - starts + 1).to(steps.dtype)
+        # +1 where a stretch starts, -1 just past its end: (B, S, T + 1)
+        flips = torch.diff(inside.to(torch.int8), dim=2, prepend=below, append=below)
+        at = flips.reshape(-1).nonzero().squeeze(1)  # (2R,) flat positions: start, end, start, end...
+        starts, ends = at[0::2], at[1::2]  # (R,) each
         longest = torch.zeros(B * S, dtype=steps.dtype, device=steps.device)
-        stretches.append(longest.scatter_reduce(0, starts // T, lengths, "amax").reshape(B, S))
+        lengths = (ends - starts).to(steps.dtype)
+        stretches.append(longest.scatter_reduce(0, starts // (T + 1), lengths, "amax").reshape(B, S))
         counts.append(inside.sum(2).to(steps.dtype))  # (B, S)
     return torch.cat(counts, dim=-1), torch.cat(stretches, dim=-1)
 

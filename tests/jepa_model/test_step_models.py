@@ -174,3 +174,23 @@ def test_thousands_of_steps_train_in_bounded_crops() -> None:
     with torch.no_grad():
         z = result.model.encode(*pad_sequences(data.data))
     assert z.shape == (3, 16) and bool(torch.isfinite(z).all())
+
+
+def test_longest_stretches_match_a_step_by_step_count() -> None:
+    from jepa_model.step_encoders import steps_above
+
+    torch.manual_seed(0)
+    steps = torch.randn(3, 40, 4).cumsum(1)  # (B, T, S): wandering, so stretches of many lengths
+    keep = torch.ones(3, 40, dtype=torch.bool)
+    keep[1, 25:], keep[2, 1:] = False, False
+    thresholds = torch.randn(2, 4)  # (L, S)
+    counts, longest = steps_above(steps, keep, thresholds)  # (B, L * S) each
+    for b in range(3):
+        for level in range(2):
+            for s in range(4):
+                run = best = 0
+                for t in range(40):
+                    run = run + 1 if keep[b, t] and steps[b, t, s] > thresholds[level, s] else 0
+                    best = max(best, run)
+                kept_above = int(((steps[b, :, s] > thresholds[level, s]) & keep[b]).sum())
+                assert longest[b, level * 4 + s] == best and counts[b, level * 4 + s] == kept_above
