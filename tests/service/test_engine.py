@@ -12,7 +12,7 @@ import torch
 from jepa_model import JEPA, ModelConfig, TrainConfig, __version__, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from service import engine as engine_module
-from service.engine import InferenceEngine, length_bucket, pieces
+from service.engine import SHORT_BUCKET_LEN, InferenceEngine, length_bucket, pieces
 from service.timing import RequestTiming, request_timing
 from tests.factories import add_version, random_sequences
 from tests.jepa_model.test_serving import CONFIGS
@@ -101,7 +101,7 @@ def test_batched_requests_get_exactly_what_they_would_get_alone(run: Callable[..
 
 def test_forward_passes_are_capped_in_steps_and_answers_do_not_change(run: Callable[..., Any]) -> None:
     """A request larger than one pass's step budget runs as several passes, each within it."""
-    sequences = random_sequences([50] * 7 + [3] * 40, seed=1)
+    sequences = random_sequences([100] * 7 + [3] * 40, seed=1)
 
     async def scenario(engine: InferenceEngine) -> tuple[np.ndarray, np.ndarray, list[int]]:
         served = engine.resolve("toy", 1, None)
@@ -111,9 +111,9 @@ def test_forward_passes_are_capped_in_steps_and_answers_do_not_change(run: Calla
         return capped, whole, sizes
 
     sizes: list[int] = []
-    capped, whole, sizes = run(scenario, max_batch_steps=120, on_batch=sizes.append)
+    capped, whole, sizes = run(scenario, max_batch_steps=240, on_batch=sizes.append)
     np.testing.assert_allclose(capped, whole, atol=1e-5)
-    # 120 steps a pass: 2 sequences of 50 steps at a time, then the 40 of 3 (another length
+    # 240 steps a pass: 2 sequences of 100 steps at a time, then the 40 of 3 (another length
     # bucket); uncapped, one pass per bucket.
     assert sizes == [2, 2, 2, 1, 40, 7, 40]
 
@@ -134,26 +134,31 @@ def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
     assert refused and served and len(refused) + len(served) == 20
 
 
-def test_length_buckets_are_half_octaves() -> None:
+def test_length_buckets_are_half_octaves_above_one_for_short_sequences() -> None:
     """Within a bucket the longest length is under sqrt(2) times the shortest: padding to it wastes
-    less than 1.41x."""
+    less than 1.41x. Below SHORT_BUCKET_LEN steps a pass's fixed cost outweighs padding, so every
+    shorter sequence shares one."""
     buckets: dict[int, list[int]] = {}
     for length in range(1, 5000):
         buckets.setdefault(length_bucket(length), []).append(length)
     assert sorted(buckets) == list(buckets)  # longer lengths, later buckets
-    assert all(max(lengths) < math.sqrt(2) * min(lengths) for lengths in buckets.values())
-    assert [buckets.get(k, []) for k in range(6)] == [[1], [], [2], [3], [4, 5], [6, 7]]
+    short, *longer = buckets.values()
+    assert short == list(range(1, SHORT_BUCKET_LEN))
+    assert all(max(lengths) < math.sqrt(2) * min(lengths) for lengths in longer)
+    assert longer[0][0] == SHORT_BUCKET_LEN
 
 
 def test_a_request_is_cut_by_bucket_and_capacity_longest_first() -> None:
-    sequences = random_sequences([3, 5, 3, 6, 7, 40])
+    sequences = random_sequences([70, 95, 70, 130, 140, 400])
     cut = pieces(sequences, lambda length: 100)
     assert [list(idx) for idx, _ in cut] == [[0, 2], [1], [4, 3], [5]]
     assert [type(x).__name__ for _, x in cut] == ["ndarray", "ndarray", "list", "ndarray"]  # lists only when mixed
-    assert cut[0][1].shape == (2, 3, 2)
-    # 20 steps a pass: two of 7, or three of 6
-    capped = pieces(random_sequences([6, 7, 7, 6, 7]), lambda length: 20 // length)
+    assert cut[0][1].shape == (2, 70, 2)
+    # 400 steps a pass: two of 140, or three of 130
+    capped = pieces(random_sequences([130, 140, 140, 130, 140]), lambda length: 400 // length)
     assert [list(idx) for idx, _ in capped] == [[1, 2], [4, 0], [3]]
+    short = pieces(random_sequences([3, 60, 1, 17]), lambda length: 100)  # under SHORT_BUCKET_LEN: one
+    assert [list(idx) for idx, _ in short] == [[1, 3, 0, 2]]
     rectangular = np.zeros((5, 6, 2), np.float32)
     assert [(list(idx), x.shape) for idx, x in pieces(rectangular, lambda length: 3)] == [
         ([0, 1, 2], (3, 6, 2)),
