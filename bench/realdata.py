@@ -236,18 +236,7 @@ class Encoder:
 
         settings = self.settings = registry.settings
         self.loop = asyncio.Runner()
-        self.engine = InferenceEngine(
-            registry.factory,
-            registry.store,
-            cache_size=settings.model_cache_size,
-            threads=ENCODE_THREADS,
-            max_batch=settings.micro_batch,
-            max_batch_steps=settings.micro_batch_steps,
-            max_wait_s=settings.batch_wait_ms / 1000,
-            device=settings.device,
-            max_queue=settings.max_queue,
-            resolve_ttl_s=settings.resolve_ttl_s,
-        )
+        self.engine = InferenceEngine.from_settings(registry.factory, registry.store, settings, threads=ENCODE_THREADS)
         self.loop.run(self._start())
 
     async def _start(self) -> None:

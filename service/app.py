@@ -64,17 +64,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     db_engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(db_engine)
     store = open_store(settings.artifact_store, settings.data_dir)
-    engine = InferenceEngine(
+    engine = InferenceEngine.from_settings(
         factory,
         store,
-        cache_size=settings.model_cache_size,
-        threads=settings.inference_threads,
-        max_batch=settings.micro_batch,
-        max_batch_steps=settings.micro_batch_steps,
-        max_wait_s=settings.batch_wait_ms / 1000,
-        device=settings.device,
-        max_queue=settings.max_queue,
-        resolve_ttl_s=settings.resolve_ttl_s,
+        settings,
         on_batch=app.state.metrics.batch_size.observe,
         on_load=app.state.metrics.model_load.observe,
     )

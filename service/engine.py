@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ from training.artifacts import ArtifactStore
 from training.db import SessionFactory
 from training.errors import DomainError, InvalidInput, ModelUnavailable
 from training.registry import VersionRef, get_version
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger("jepa.engine")
 
@@ -194,6 +197,24 @@ class InferenceEngine:
             self._run_batch, self._executor, max_batch, max_wait_s, max_queue, on_batch, max_steps=max_batch_steps
         )
         self.on_load = on_load
+
+    @classmethod
+    def from_settings(
+        cls, factory: SessionFactory, store: ArtifactStore, settings: Settings, **overrides: Any
+    ) -> InferenceEngine:
+        """The engine as `jepa serve` builds it from `settings`; `overrides` replace single
+        arguments (a bench's thread count, the app's metrics hooks)."""
+        options: dict[str, Any] = {
+            "cache_size": settings.model_cache_size,
+            "threads": settings.inference_threads,
+            "max_batch": settings.micro_batch,
+            "max_batch_steps": settings.micro_batch_steps,
+            "max_wait_s": settings.batch_wait_ms / 1000,
+            "device": settings.device,
+            "max_queue": settings.max_queue,
+            "resolve_ttl_s": settings.resolve_ttl_s,
+        }
+        return cls(factory, store, **{**options, **overrides})
 
     def start(self) -> None:
         self.batcher.start()

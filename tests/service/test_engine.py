@@ -267,3 +267,15 @@ def test_after_a_quiet_spell_an_alias_change_is_seen_by_the_next_request(
         return [first.number, second.number]
 
     assert run(scenario, resolve_ttl_s=0.1) == [1, 2]
+
+
+def test_an_engine_from_settings_takes_every_serving_option_and_overrides(
+    factory: SessionFactory, tmp_path: Path
+) -> None:
+    from service.settings import Settings
+
+    settings = Settings(micro_batch=7, micro_batch_steps=700, batch_wait_ms=3.0, max_queue=9, model_cache_size=4)
+    engine = InferenceEngine.from_settings(factory, FileStore(tmp_path), settings, max_queue=11)
+    batcher = engine.batcher
+    assert (batcher.max_batch, batcher.max_steps, batcher.max_wait_s) == (7, 700, 0.003)
+    assert (batcher.max_queue, engine.cache_size) == (11, 4)
