@@ -117,9 +117,7 @@ def step_statistics(steps: torch.Tensor, keep: torch.Tensor | None) -> tuple[tor
     return kept.mean(0), kept.std(0) if kept.shape[0] > 1 else torch.zeros_like(kept[0])
 
 
-def steps_above(
-    steps: torch.Tensor, keep: torch.Tensor, thresholds: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def steps_above(steps: torch.Tensor, keep: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, S) steps, (B, T) kept, (L, S) thresholds -> for each threshold and dimension, how many
     kept steps lie above it, and the most consecutive ones that do: (B, L * S) each.
 
