@@ -105,11 +105,11 @@ class Forwards:
 # Sequences shorter than this share one bucket. A forward pass costs about a millisecond before any
 # row's steps (the series conv model: 16 oneDNN convolutions and the pooling's ops, each with a
 # fixed cost; about 150 steps of one row), so below it a separate pass per half-octave costs more
-# than padding to 63 steps does: in process, 32 sequences of 1-127 steps ran in 33 ms bucketed so
-# against 51 ms in half-octaves, and 256 of them in 247 ms against 213 (measured once each). In
+# than padding to 63 steps does. In process, 32 sequences of 1-127 steps ran in 33 ms with this
+# bucket against 51 ms in half-octaves only, and 256 of them in 247 ms against 213 (once each). In
 # bench.serve's mixed traffic the series model kept a median 0.735 of its equal-length throughput
-# against 0.61 without it (8 and 4 runs). Flooring at 128 read 0.80 but cost 1.6x on a batch of
-# 256 sequences of 1-127 steps.
+# against 0.61 without it (8 and 4 runs). A shared bucket up to 128 steps read 0.80, but cost 1.6x
+# on a pass of 256 sequences of 1-127 steps.
 SHORT_BUCKET_LEN = 64
 
 
