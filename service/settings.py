@@ -27,8 +27,8 @@ class Settings(StorageSettings):
     # Torch threads for inference. One thread per API process avoids oversubscribing small hosts:
     # the other core is the event loop's (and, on one machine, the load's). Scale with replicas.
     inference_threads: int = 1
-    # Micro-batching: concurrent requests for one version and length bucket (lengths within a
-    # factor of sqrt(2), or all under 64 steps; padded to the batch's longest) share a forward pass
+    # Micro-batching: concurrent requests for one version and length bucket (service.engine's
+    # length_bucket; padded to the batch's longest) share a forward pass
     # of at most micro_batch sequences; a lone request waits at most batch_wait_ms for company.
     # 0 still batches: whatever queues up while the inference thread is busy goes in together.
     micro_batch: int = 1024
