@@ -45,6 +45,9 @@ POOLED_PARTS = {
     "pyramid": 2 + PYRAMID_SEGMENTS,
     "max_mean_ppv_lspv": 2 + 2 * len(PPV_LEVELS),
 }
+# With pool_blocks, the blocks' states are pooled by max, mean and PPV, not LSPV: the longest
+# stretches cost most of the pooling's time, and measured no better on these states (docs/series.md).
+BLOCK_POOLED_PARTS = 2 + len(PPV_LEVELS)
 OBJECTIVES = ("window", "steps")
 ENCODERS = {"window": ("lstm", "transformer"), "steps": ("conv", "lstm")}
 ENCODER_NAMES = tuple(sorted({name for names in ENCODERS.values() for name in names}))
@@ -88,7 +91,7 @@ class ModelConfig(JSONConfig):
     encoder: str = option("lstm", "window: lstm (the seed) or transformer; steps: conv or lstm", choices=ENCODER_NAMES)
     input_dim: int = option(2, "features per step", ge=1, le=64, server=True)
     hidden_dim: int = option(64, "the encoder's width", ge=1, le=1024)
-    repr_dim: int = option(32, "the embedding's dimension", ge=1, le=2048)
+    repr_dim: int = option(32, "the embedding's dimension", ge=1, le=4096)
     num_layers: int = option(2, "encoder layers (conv: residual blocks, dilations doubling)", ge=1, le=12)
     predictor_hidden_dim: int = option(64, "the predictor's width", ge=1, le=4096)
     num_heads: int = option(4, "transformer only: attention heads; must divide hidden_dim", ge=1, le=32)
@@ -123,6 +126,15 @@ class ModelConfig(JSONConfig):
         "step models: standardise each sequence by its own per-feature mean and std first, so the embedding "
         "sees shape and not level or scale (UCR's convention for its univariate sets)",
     )
+    # The steps see about a thousand steps each, which blurs local shapes (a spike, a bend); the first
+    # blocks' states see 5, 13, 29, 61 steps. Pooling them beside the steps is a hypercolumn.
+    pool_blocks: int = option(
+        0,
+        "conv step models with max_mean_ppv_lspv pooling: also pool the hidden state of the encoder's first N "
+        "blocks (max, mean and PPV), whose short receptive fields keep local shapes; repr_dim includes them",
+        ge=0,
+        le=12,
+    )
     input_mean: tuple[float, ...] | None = option(None, "the training data's per-feature means", server=True)
     input_std: tuple[float, ...] | None = option(None, "the training data's per-feature stds", server=True)
 
@@ -132,9 +144,20 @@ class ModelConfig(JSONConfig):
         return self.input_dim * (2 if self.input_deltas else 1)
 
     @property
+    def block_dim(self) -> int:
+        """Step models: the width of the blocks' states pooled beside each step (pool_blocks)."""
+        return self.pool_blocks * self.hidden_dim
+
+    @property
     def step_dim(self) -> int:
-        """Step models: each step's representation; pooling concatenates parts up to repr_dim."""
-        return self.repr_dim // POOLED_PARTS[self.pooling]
+        """Step models: each step's representation, what the objective trains and per_step serves.
+        The embedding is its pooling's parts of it, then the blocks' parts of their states."""
+        return (self.repr_dim - BLOCK_POOLED_PARTS * self.block_dim) // POOLED_PARTS[self.pooling]
+
+    @property
+    def pool_dim(self) -> int:
+        """Step models: what pooling sees at each step, the step and the pooled blocks' states."""
+        return self.step_dim + self.block_dim
 
     @property
     def per_step_dim(self) -> int:
@@ -156,9 +179,20 @@ class ModelConfig(JSONConfig):
             raise ValueError(
                 f"pooling must be one of {poolings} for objective {self.objective!r}, got {self.pooling!r}"
             )
-        if self.objective == "steps" and self.repr_dim % POOLED_PARTS[self.pooling]:
+        if self.pool_blocks and (self.objective, self.encoder, self.pooling) != ("steps", "conv", "max_mean_ppv_lspv"):
+            raise ValueError("pool_blocks needs a conv step model with max_mean_ppv_lspv pooling")
+        if self.pool_blocks > self.num_layers:
+            raise ValueError(f"pool_blocks ({self.pool_blocks}) must not exceed num_layers ({self.num_layers})")
+        blocks = BLOCK_POOLED_PARTS * self.block_dim  # the blocks' share of the embedding
+        if self.objective == "steps" and (self.repr_dim - blocks) % POOLED_PARTS[self.pooling]:
             raise ValueError(
                 f"repr_dim must be a multiple of {POOLED_PARTS[self.pooling]} for {self.pooling!r} pooling"
+                + (f", plus {blocks} for the pooled blocks' states" if blocks else "")
+            )
+        if self.objective == "steps" and self.step_dim < 1:
+            raise ValueError(
+                f"repr_dim {self.repr_dim} leaves no room for the steps beside the {blocks} dimensions of the "
+                f"pooled blocks' states: ask for at least {blocks + POOLED_PARTS[self.pooling]}, or pool_blocks 0"
             )
         if self.encoder == "transformer" and self.hidden_dim % self.num_heads:
             raise ValueError(
@@ -315,10 +349,11 @@ PRESETS["series"] = Preset(
     "each step's values and their change from the step before, and gives every step a "
     "160-dimensional representation; training hides half the steps of a random crop of "
     "up to 256 steps from the context encoder, and a per-step predictor regresses the EMA target "
-    "encoder's layer-normed representations of the hidden steps (MSE). The 1280-dimensional embedding "
-    "is each dimension's max and mean over the steps and, for each of its quartiles over the training "
-    "data, the share of steps above it (PPV) and the longest stretch of steps above it (LSPV), "
-    "standardised with the training data's statistics. A forecaster "
+    "encoder's layer-normed representations of the hidden steps (MSE). The 1920-dimensional embedding "
+    "is each step dimension's max and mean over the steps and, for each of its quartiles over the training "
+    "data, the share of steps above it (PPV) and the longest stretch of steps above it (LSPV); beside them, "
+    "the max, mean and PPV of the first 4 blocks' states (receptive fields of 5 to 61 steps, which keep "
+    "local shapes); all standardised with the training data's statistics. A forecaster "
     "learns /predict on the encoder's steps without changing them. AdamW "
     "1e-3 on a cosine schedule for 400 steps of 32 crops, whatever the dataset's size; EMA momentum "
     "ramped from 0.98 to 1.0; standardised inputs.",
@@ -327,10 +362,11 @@ PRESETS["series"] = Preset(
         objective="steps",
         encoder="conv",
         hidden_dim=32,
-        repr_dim=1280,  # 8 parts of 160 per step
+        repr_dim=8 * 160 + 5 * 4 * 32,  # 8 parts of 160 per step, 5 of the 4 pooled blocks' 32 channels
         num_layers=8,
         predictor_hidden_dim=64,
         pooling="max_mean_ppv_lspv",
+        pool_blocks=4,
         input_deltas=True,
     ),
     train=TrainConfig(

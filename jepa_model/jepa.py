@@ -132,10 +132,10 @@ class JEPA(nn.Module):
     def forecast(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Step models: the predicted embedding (B, R) of the window after each context (B, C, D),
         standardised as served embeddings are."""
-        steps = self.context_encoder.steps(context, lengths)  # (B, C, S)
+        features = self.context_encoder.pooled_features(context, lengths)  # (B, C, P)
         thresholds = self.target_encoder.ppv_thresholds()
         return self.target_encoder.standardize_embedding(
-            self.forecaster(steps, lengths, self.config.pooling, thresholds)
+            self.forecaster(features, lengths, self.config.pooling, thresholds)
         )
 
     @torch.no_grad()

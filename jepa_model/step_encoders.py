@@ -50,16 +50,21 @@ class DilatedConvBody(nn.Module):
         )
         self.out_dim = config.hidden_dim
 
-    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        # h: (B, T, H) -> (B, T, H)
+    def forward(
+        self, h: torch.Tensor, lengths: torch.Tensor | None, keep: int = 0
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # h: (B, T, H) -> (B, T, H), and the first `keep` blocks' outputs, (B, T, H) each
         valid = valid_steps(lengths, h.shape[1])
         mask = None if valid is None else valid[:, None, :].to(h.dtype)  # (B, 1, T)
         h = h.transpose(1, 2)  # (B, H, T): Conv1d wants channels first
         if mask is not None:
             h = h * mask
-        for block in self.blocks:
+        kept = []
+        for i, block in enumerate(self.blocks):
             h = block(h, mask)
-        return h.transpose(1, 2)
+            if i < keep:
+                kept.append(h.transpose(1, 2))
+        return h.transpose(1, 2), kept
 
 
 class BiLSTMBody(nn.Module):
@@ -72,42 +77,58 @@ class BiLSTMBody(nn.Module):
         )
         self.out_dim = 2 * config.hidden_dim
 
-    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        # h: (B, T, H) -> (B, T, 2H)
+    def forward(
+        self, h: torch.Tensor, lengths: torch.Tensor | None, keep: int = 0
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # h: (B, T, H) -> (B, T, 2H); no blocks to keep (ModelConfig refuses pool_blocks here)
         if lengths is None:
-            return self.lstm(h)[0]
+            return self.lstm(h)[0], []
         packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=h.shape[1])[0]
+        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=h.shape[1])[0], []
 
 
 def pool_steps(
-    steps: torch.Tensor, keep: torch.Tensor | None, pooling: str, thresholds: torch.Tensor | None = None
+    steps: torch.Tensor,
+    keep: torch.Tensor | None,
+    pooling: str,
+    thresholds: torch.Tensor | None = None,
+    stretch_dims: int | None = None,
 ) -> torch.Tensor:
     """(B, T, S) per-step representations -> (B, R), over the steps `keep` marks (B, T), or over
     every step when it is None: the mean ("mean"), each dimension's max beside it ("max_mean"),
     and the mean of each consecutive third of the kept steps too ("pyramid"), or the share of
     steps above each of `thresholds` (L, S) and the longest stretch of steps above it, as shares
-    of the kept steps, too ("max_mean_ppv_lspv")."""
+    of the kept steps, too ("max_mean_ppv_lspv"); stretches only in the first `stretch_dims`
+    dimensions when it is given (the steps, not the blocks' states beside them)."""
     B, T, S = steps.shape
     keep = torch.ones(B, T, dtype=torch.bool, device=steps.device) if keep is None else keep
-    weights = keep.to(steps.dtype)[:, :, None]  # (B, T, 1)
-    count = weights.sum(1)  # (B, 1)
-    mean = (steps * weights).sum(1) / count.clamp_min(1.0)  # (B, S)
+    weights = keep.to(steps.dtype)  # (B, T)
+    count = weights.sum(1, keepdim=True)  # (B, 1)
+    # A batched matrix product, several times cheaper on a CPU than weighting each step and summing.
+    mean = torch.bmm(weights[:, None, :], steps)[:, 0] / count.clamp_min(1.0)  # (B, S)
     if pooling == "mean":
         return mean
+    if pooling == "max_mean_ppv_lspv":
+        if thresholds is None:
+            raise ValueError("max_mean_ppv_lspv pooling needs the thresholds (L, S)")
+        x = channels_first(steps, keep)  # (B, S, T), padding at -inf: below every level
+        shares, longest = levels_crossed(x, thresholds, stretch_dims)  # (B, L * S), (B, L * S')
+        return torch.cat([x.amax(2), mean, shares / count.clamp_min(1.0), longest / count.clamp_min(1.0)], dim=-1)
     parts = [steps.masked_fill(~keep[:, :, None], float("-inf")).amax(1), mean]
     if pooling == "pyramid":
         rank = torch.cumsum(keep.long(), dim=1) - 1  # (B, T): each kept step's place among them
         segment = (rank * PYRAMID_SEGMENTS) // count.long().clamp_min(1)  # (B, T) in 0..G-1
-        member = F.one_hot(segment.clamp(0, PYRAMID_SEGMENTS - 1), PYRAMID_SEGMENTS).to(steps.dtype) * weights
+        member = F.one_hot(segment.clamp(0, PYRAMID_SEGMENTS - 1), PYRAMID_SEGMENTS).to(steps.dtype)
+        member = member * weights[:, :, None]  # (B, T, G)
         sums = torch.einsum("btg,bts->bgs", member, steps)  # (B, G, S)
         parts.append((sums / member.sum(1)[:, :, None].clamp_min(1.0)).reshape(B, PYRAMID_SEGMENTS * S))
-    if pooling == "max_mean_ppv_lspv":
-        if thresholds is None:
-            raise ValueError("max_mean_ppv_lspv pooling needs the thresholds (L, S)")
-        shares, longest = steps_above(steps, keep, thresholds)  # (B, L * S) each
-        parts += [shares / count.clamp_min(1.0), longest / count.clamp_min(1.0)]
     return torch.cat(parts, dim=-1)
+
+
+def channels_first(steps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(B, T, S) steps, (B, T) kept -> (B, S, T), contiguous, -inf at the steps not kept."""
+    x = steps.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # a copy: filled in place next
+    return x.masked_fill_(~keep[:, None, :], float("-inf"))
 
 
 @torch.no_grad()
@@ -117,29 +138,44 @@ def step_statistics(steps: torch.Tensor, keep: torch.Tensor | None) -> tuple[tor
     return kept.mean(0), kept.std(0) if kept.shape[0] > 1 else torch.zeros_like(kept[0])
 
 
-def steps_above(steps: torch.Tensor, keep: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def steps_above(
+    steps: torch.Tensor, keep: torch.Tensor, thresholds: torch.Tensor, stretch_dims: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, S) steps, (B, T) kept, (L, S) thresholds -> for each threshold and dimension, how many
-    kept steps lie above it, and the most consecutive ones that do: (B, L * S) each.
+    kept steps lie above it (B, L * S), and, in the first `stretch_dims` dimensions S' (all when
+    None), the most consecutive ones that do (B, L * S')."""
+    return levels_crossed(channels_first(steps, keep), thresholds, stretch_dims)
+
+
+def levels_crossed(
+    x: torch.Tensor, thresholds: torch.Tensor, stretch_dims: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`steps_above` on `channels_first` steps (B, S, T), their padding already at -inf.
 
     Stretches by run-length encoding rather than a scan (cummax, 2-3x slower on a CPU): the steps
     where a row's "above" flag changes, in row-major order, alternate start, end, start, end..., since
-    every row begins and ends below (the zero padding `diff` adds), so one `nonzero` gives every
-    stretch's length at once. One threshold at a time bounds the intermediates to (B, S, T).
+    every row begins and ends below (the step added at each end), so one `nonzero` gives every
+    stretch's length at once, and their sum is the count above. One threshold at a time bounds the
+    intermediates to (B, S, T). Flags stay booleans: converting them to count costs as much as the
+    rest (int8 `diff`, a `sum` of booleans: each several times slower than what is done here).
     """
-    B, T, S = steps.shape
-    x = steps.transpose(1, 2).contiguous()  # (B, S, T): each dimension's steps contiguous, for `diff`
-    below = torch.zeros(B, S, 1, dtype=torch.int8, device=steps.device)
+    B, S, T = x.shape
+    stretched = S if stretch_dims is None else stretch_dims  # S'
+    below = torch.zeros(B, stretched, 1, dtype=torch.bool, device=x.device)
     counts, stretches = [], []
     for level in thresholds:  # (S,)
-        inside = (x > level[None, :, None]) & keep[:, None, :]  # (B, S, T)
-        # +1 where a stretch starts, -1 just past its end: (B, S, T + 1)
-        flips = torch.diff(inside.to(torch.int8), dim=2, prepend=below, append=below)
+        above = x > level[None, :, None]  # (B, S, T)
+        inside = torch.cat([below, above[:, :stretched], below], dim=2)  # (B, S', T + 2)
+        flips = inside[:, :, 1:] ^ inside[:, :, :-1]  # (B, S', T + 1): True where a stretch starts or ends
         at = flips.reshape(-1).nonzero().squeeze(1)  # (2R,) flat positions: start, end, start, end...
         starts, ends = at[0::2], at[1::2]  # (R,) each
-        longest = torch.zeros(B * S, dtype=steps.dtype, device=steps.device)
-        lengths = (ends - starts).to(steps.dtype)
-        stretches.append(longest.scatter_reduce(0, starts // (T + 1), lengths, "amax").reshape(B, S))
-        counts.append(inside.sum(2).to(steps.dtype))  # (B, S)
+        rows, lengths = starts // (T + 1), (ends - starts).to(x.dtype)  # (R,) each
+        zeros = torch.zeros(B * stretched, dtype=x.dtype, device=x.device)
+        stretches.append(zeros.scatter_reduce(0, rows, lengths, "amax").reshape(B, stretched))
+        count = zeros.index_add(0, rows, lengths).reshape(B, stretched)  # (B, S')
+        if stretched < S:  # the dimensions without stretches are counted directly
+            count = torch.cat([count, above[:, stretched:].sum(2, dtype=torch.int32).to(x.dtype)], dim=-1)
+        counts.append(count)  # (B, S)
     return torch.cat(counts, dim=-1), torch.cat(stretches, dim=-1)
 
 
@@ -161,6 +197,7 @@ class StepEncoder(nn.Module):
         register_input_statistics(self, config)
         self.series_norm = config.series_norm
         self.pooling = config.pooling
+        self.pool_blocks, self.step_dim = config.pool_blocks, config.step_dim
         self.embed = nn.Linear(config.feature_dim, config.hidden_dim)
         self.mask_token = nn.Parameter(torch.zeros(config.hidden_dim))
         self.body: nn.Module = DilatedConvBody(config) if config.encoder == "conv" else BiLSTMBody(config)
@@ -176,28 +213,45 @@ class StepEncoder(nn.Module):
         # checkpoints of the other poolings load as they were saved.
         self.tracks_steps = config.pooling == "max_mean_ppv_lspv"
         if self.tracks_steps:
-            self.register_buffer("step_mean", torch.zeros(config.step_dim), persistent=True)
-            self.register_buffer("step_std", torch.ones(config.step_dim), persistent=True)
+            self.register_buffer("step_mean", torch.zeros(config.pool_dim), persistent=True)
+            self.register_buffer("step_std", torch.ones(config.pool_dim), persistent=True)
 
-    def steps(
+    def features(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # x: (B, T, D); lengths: (B,) or None; hidden: (B, T) True where the encoder sees the mask
-        # token instead of the step -> (B, T, S), each step's vector layer-normed (I-JEPA's targets)
+        # token instead of the step -> the steps (B, T, S), each step's vector layer-normed (I-JEPA's
+        # targets), and what pooling sees (B, T, P): the steps, beside the first pool_blocks blocks'
+        # states layer-normed together when the config pools them (else the steps themselves)
         if self.series_norm:
             x = normalize_each(x, valid_steps(lengths, x.shape[1]))
         h = self.embed(standardize(self, x))  # (B, T, H)
         if hidden is not None:
             h = torch.where(hidden[:, :, None], self.mask_token.to(h.dtype), h)
-        steps = self.project(self.body(h, lengths))  # (B, T, S)
-        return F.layer_norm(steps, steps.shape[-1:])
+        out, blocks = self.body(h, lengths, self.pool_blocks)  # (B, T, H'), pool_blocks x (B, T, H)
+        steps = self.project(out)  # (B, T, S)
+        steps = F.layer_norm(steps, steps.shape[-1:])
+        if not blocks:
+            return steps, steps
+        states = torch.cat(blocks, dim=-1)  # (B, T, pool_blocks * H)
+        return steps, torch.cat([steps, F.layer_norm(states, states.shape[-1:])], dim=-1)  # (B, T, P)
+
+    def steps(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, D) -> (B, T, S): `features`' steps alone."""
+        return self.features(x, lengths, hidden)[0]
+
+    def pooled_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, P): `features`' input to pooling alone."""
+        return self.features(x, lengths)[1]
 
     def ppv_thresholds(self) -> torch.Tensor | None:
-        """(L, S): the levels PPV pooling counts steps above, or None when it does not pool so."""
+        """(L, P): the levels PPV pooling counts steps above, or None when it does not pool so."""
         if not self.tracks_steps:
             return None
         levels = torch.tensor(PPV_LEVELS, dtype=self.step_mean.dtype, device=self.step_mean.device)
-        return self.step_mean + levels[:, None] * self.step_std  # (L, S)
+        return self.step_mean + levels[:, None] * self.step_std  # (L, P)
 
     @torch.no_grad()
     def track_step_statistics(self, mean: torch.Tensor, std: torch.Tensor, momentum: float = 0.1) -> None:
@@ -206,15 +260,17 @@ class StepEncoder(nn.Module):
         self.step_std.lerp_(std.clamp_min(1e-6), momentum)
 
     def pool_raw(self, steps: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        # steps: (B, T, S), keep: (B, T) or None for all -> (B, R) before standardisation
-        return pool_steps(steps, keep, self.pooling, self.ppv_thresholds())
+        # steps: (B, T, P) `pooled_features`, keep: (B, T) or None for all -> (B, R) before standardisation
+        return pool_steps(steps, keep, self.pooling, self.ppv_thresholds(), self.step_dim)
 
     def standardize_embedding(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.embedding_mean) / self.embedding_std  # (B, R)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, D) -> (B, R), R = repr_dim
-        return self.standardize_embedding(self.pool_raw(self.steps(x, lengths), valid_steps(lengths, x.shape[1])))
+        return self.standardize_embedding(
+            self.pool_raw(self.pooled_features(x, lengths), valid_steps(lengths, x.shape[1]))
+        )
 
 
 class StepPredictor(nn.Module):
@@ -246,9 +302,9 @@ class Forecaster(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        h = config.predictor_hidden_dim
+        h, self.stretch_dims = config.predictor_hidden_dim, config.step_dim
         self.net = nn.Sequential(
-            nn.Linear(config.repr_dim + config.step_dim, h),
+            nn.Linear(config.repr_dim + config.pool_dim, h),
             nn.GELU(),
             nn.Linear(h, h),
             nn.GELU(),
@@ -258,8 +314,12 @@ class Forecaster(nn.Module):
     def forward(
         self, steps: torch.Tensor, lengths: torch.Tensor | None, pooling: str, thresholds: torch.Tensor | None = None
     ) -> torch.Tensor:
-        # steps: (B, C, S) the context encoder's steps; thresholds: (L, S) for PPV pooling -> (B, R)
+        # steps: (B, C, P) the context encoder's `pooled_features`; thresholds: (L, P) for PPV pooling -> (B, R)
         B, C, _ = steps.shape
         last_index = torch.full((B,), C - 1, device=steps.device) if lengths is None else lengths - 1
         last = steps[torch.arange(B, device=steps.device), last_index]  # (B, S)
-        return self.net(torch.cat([pool_steps(steps, valid_steps(lengths, C), pooling, thresholds), last], dim=-1))
+        return self.net(
+            torch.cat(
+                [pool_steps(steps, valid_steps(lengths, C), pooling, thresholds, self.stretch_dims), last], dim=-1
+            )
+        )

@@ -160,16 +160,17 @@ def masked_steps_loss(
     device = model_device(model)
     crops, crop_lengths, hidden = crops.to(device), to_device(crop_lengths, device), hidden.to(device)
     with torch.no_grad():
-        target = model.target_encoder.steps(crops, crop_lengths)  # (B, C, S)
+        target, target_pooled = model.target_encoder.features(crops, crop_lengths)  # (B, C, S), (B, C, P)
         if model.target_encoder.tracks_steps:  # PPV pooling's thresholds, the same in every process
-            mean, std = step_statistics(target, valid_steps(crop_lengths, C))
+            mean, std = step_statistics(target_pooled, valid_steps(crop_lengths, C))
             model.target_encoder.track_step_statistics(shard.average(mean), shard.average(std))
-    context = model.context_encoder.steps(crops, crop_lengths, hidden)  # (B, C, S)
+    context, context_pooled = model.context_encoder.features(crops, crop_lengths, hidden)  # (B, C, S), (B, C, P)
     loss = prediction_loss(model.predictor(context)[hidden], target[hidden], config)  # over (M, S) hidden steps
     if config.var_weight or config.cov_weight:
         # Spread over the batch's sequences: each one's mean step must differ from the others'.
         thresholds = model.target_encoder.ppv_thresholds()
-        pooled = pool_steps(context, valid_steps(crop_lengths, C), model.config.pooling, thresholds)  # (B, R)
+        keep = valid_steps(crop_lengths, C)
+        pooled = pool_steps(context_pooled, keep, model.config.pooling, thresholds, model.config.step_dim)  # (B, R)
         variance, covariance = variance_covariance(pooled)
         loss = loss + config.var_weight * variance + config.cov_weight * covariance
     return loss * shard.weight(B) + forecast_loss(model, batch, config, generator, shard)
@@ -188,8 +189,10 @@ def forecast_loss(
     spans = sample_spans(x, lengths, config.context_len, config.target_len, 1, 0, generator=generator)
     spans = spans.select(shard.rows).to(model_device(model))
     with torch.no_grad():
-        context = model.context_encoder.steps(spans.context)  # (B, C, S)
-        target = model.target_encoder.pool_raw(model.target_encoder.steps(spans.targets[:, 0]), None)  # (B, R)
+        context = model.context_encoder.pooled_features(spans.context)  # (B, C, P)
+        target = model.target_encoder.pool_raw(
+            model.target_encoder.pooled_features(spans.targets[:, 0]), None
+        )  # (B, R)
         # Served embeddings are standardised per dimension, so errors count relative to each
         # dimension's spread over the batch, not in raw units where a few dimensions dominate;
         # the floor keeps a dimension that barely varies from dominating instead.
@@ -419,7 +422,7 @@ def raw_embeddings(model: JEPA, dataset: Dataset, batch_size: int = 256) -> torc
     for start in range(0, len(dataset), batch_size):
         x, lengths = batch_sequences([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         x, lengths = x.to(device), to_device(lengths, device)
-        out.append(encoder.pool_raw(encoder.steps(x, lengths), valid_steps(lengths, x.shape[1])))
+        out.append(encoder.pool_raw(encoder.pooled_features(x, lengths), valid_steps(lengths, x.shape[1])))
     return torch.cat(out)  # on the model's device
 
 

@@ -22,6 +22,7 @@ from training.spec import TrainingSpec
 TINY_CONFIG: dict[str, Any] = {
     "hidden_dim": 16,
     "repr_dim": 16,
+    "pool_blocks": 0,  # the series preset pools 4 blocks' states, wider than this whole embedding
     "predictor_hidden_dim": 16,
     "context_len": 4,
     "target_len": 2,

@@ -30,6 +30,7 @@ EVERY_OPTION: dict[str, Any] = {
     "head_skip": False,
     "input_deltas": False,
     "series_norm": True,
+    "pool_blocks": 0,  # the one value an LSTM encoder takes: it has no blocks to pool
     # TrainConfig
     "epochs": 3,
     "batch_size": 16,

@@ -15,7 +15,7 @@ from jepa_model.parallel import Shard
 
 # 96 sequences in global batches of 32: every process of 2 or 3 has rows in every batch.
 DATA = {"num_samples": 96, "seq_len": 16, "pattern_type": "mixed", "seed": 3}
-SMALL = {"hidden_dim": 16, "repr_dim": 16, "epochs": 3, "batch_size": 32, "seed": 11}
+SMALL = {"hidden_dim": 16, "repr_dim": 16, "pool_blocks": 0, "epochs": 3, "batch_size": 32, "seed": 11}
 
 
 def free_port() -> int:

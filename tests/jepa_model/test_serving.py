@@ -25,10 +25,18 @@ CONFIGS = {
         **PRESETS["series"].model.to_dict(),
         "pooling": "pyramid",
         "repr_dim": 50,
+        "pool_blocks": 0,
         "series_norm": True,
         "input_deltas": True,
     },
-    "series lstm": {**PRESETS["series"].model.to_dict(), "encoder": "lstm", "num_layers": 1, "input_dim": 5},
+    "series lstm": {
+        **PRESETS["series"].model.to_dict(),
+        "encoder": "lstm",
+        "num_layers": 1,
+        "input_dim": 5,
+        "pool_blocks": 0,
+    },
+    "series hypercolumns": {**PRESETS["series"].model.to_dict(), "pool_blocks": 2, "repr_dim": 8 * 8 + 5 * 2 * 32},
 }
 
 

@@ -5,7 +5,7 @@ import torch
 
 from jepa_model import JEPA, ModelConfig, SequenceDataset, ToySequenceDataset, TrainConfig, fit, pad_sequences
 from jepa_model.masking import block_mask, random_crops
-from jepa_model.step_encoders import pool_steps
+from jepa_model.step_encoders import pool_steps, steps_above
 from jepa_model.train import plan_rounds, raw_embeddings
 from tests.factories import random_sequences
 
@@ -166,7 +166,9 @@ def test_the_monitor_does_not_cry_collapse_before_a_step_model_is_standardised()
 def test_thousands_of_steps_train_in_bounded_crops() -> None:
     from jepa_model import resolve_configs
 
-    model_config, train_config = resolve_configs("series", {"steps": 2, "hidden_dim": 8, "repr_dim": 16, "seed": 0})
+    model_config, train_config = resolve_configs(
+        "series", {"steps": 2, "hidden_dim": 8, "repr_dim": 16, "pool_blocks": 0, "seed": 0}
+    )
     data = SequenceDataset(random_sequences([3000, 2500, 4096], dim=2))
     model_config = ModelConfig(**{**model_config.to_dict(), "input_dim": 2})
     result = fit(data, model_config, train_config)
@@ -194,3 +196,46 @@ def test_longest_stretches_match_a_step_by_step_count() -> None:
                     best = max(best, run)
                 kept_above = int(((steps[b, :, s] > thresholds[level, s]) & keep[b]).sum())
                 assert longest[b, level * 4 + s] == best and counts[b, level * 4 + s] == kept_above
+
+
+def test_pooled_blocks_widen_what_pooling_sees_but_not_the_steps() -> None:
+    # 8 parts of 4 step dimensions, and max, mean and 3 PPV of 2 blocks x 8 hidden dimensions
+    model = step_model(pooling="max_mean_ppv_lspv", hidden_dim=8, num_layers=3, pool_blocks=2, repr_dim=8 * 4 + 5 * 16)
+    config = model.config
+    assert (config.step_dim, config.pool_dim) == (4, 4 + 16)
+    x = torch.from_numpy(random_sequences([25], dim=3)[0])[None]  # (1, T, D)
+    with torch.no_grad():
+        steps, pooled = model.target_encoder.features(x)
+        assert steps.shape == (1, 25, 4) and pooled.shape == (1, 25, 20)
+        torch.testing.assert_close(pooled[..., :4], steps)  # the steps come first, as they were
+        assert model.encode_steps(x).shape == (1, 25, 4)  # per_step serves the steps alone
+        assert model.encode(x).shape == model.predict(x).shape == (1, config.repr_dim)
+    assert model.target_encoder.ppv_thresholds().shape == (3, 20)
+
+
+def test_stretches_are_counted_only_in_the_dimensions_asked() -> None:
+    steps, keep = torch.randn(3, 40, 6), torch.rand(3, 40) > 0.2
+    thresholds = torch.randn(3, 6) * 0.3
+    shares, longest = steps_above(steps, keep, thresholds, stretch_dims=2)
+    all_shares, all_longest = steps_above(steps, keep, thresholds)
+    assert shares.shape == (3, 18) and longest.shape == (3, 6)
+    torch.testing.assert_close(shares, all_shares)
+    torch.testing.assert_close(longest, all_longest.reshape(3, 3, 6)[:, :, :2].reshape(3, 6))
+    pooled = pool_steps(steps, keep, "max_mean_ppv_lspv", thresholds, stretch_dims=2)
+    assert pooled.shape == (3, 2 * 6 + 3 * 6 + 3 * 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"pool_blocks": 4}, "must not exceed num_layers"),
+        ({"pool_blocks": 1, "encoder": "lstm"}, "needs a conv step model"),
+        ({"pool_blocks": 1, "pooling": "max_mean", "repr_dim": 2 * 4 + 5 * 8}, "needs a conv step model"),
+        ({"pool_blocks": 2, "repr_dim": 5 * 16}, "leaves no room for the steps"),
+        ({"pool_blocks": 2, "repr_dim": 5 * 16 + 9}, "plus 80 for the pooled blocks"),
+    ],
+)
+def test_pooled_blocks_that_cannot_be_built_are_refused(options: dict, message: str) -> None:
+    base = {"objective": "steps", "encoder": "conv", "hidden_dim": 8, "num_layers": 3, "pooling": "max_mean_ppv_lspv"}
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{**base, "repr_dim": 8 * 4 + 5 * 16, **options})
