@@ -1,4 +1,4 @@
-"""Versions trained by older code (before per-step models, before PPV pooling) still load and serve the
+"""Versions trained by older code (before per-step models, PPV pooling, pooled blocks) still load and serve the
 same outputs."""
 
 from pathlib import Path
@@ -44,6 +44,15 @@ def test_a_series_checkpoint_from_before_ppv_pooling_serves_what_it_served_then(
     loaded, expected = load_fixture(FIXTURES / "checkpoints_series_max_mean")
     assert loaded.model_config.pooling == "max_mean" and loaded.model_config.repr_dim == 16
     assert not hasattr(loaded.model.target_encoder, "step_mean")  # nothing new to fill in, nothing guessed
+    assert_serves_as_then(loaded, expected)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model.encode_steps(expected["x"]), expected["steps"], atol=1e-6)
+
+
+def test_a_series_checkpoint_from_before_pooled_blocks_serves_what_it_served_then() -> None:
+    loaded, expected = load_fixture(FIXTURES / "checkpoints_series_ppv_lspv")
+    config = loaded.model_config
+    assert (config.pooling, config.pool_blocks, config.step_dim) == ("max_mean_ppv_lspv", 0, 8)
     assert_serves_as_then(loaded, expected)
     with torch.no_grad():
         assert torch.allclose(loaded.model.encode_steps(expected["x"]), expected["steps"], atol=1e-6)

@@ -510,3 +510,17 @@ def test_one_sequence_is_enough_to_embed_but_not_to_train_on() -> None:
     assert [s.shape for s in datasets.parse_csv(one, datasets.TO_EMBED)] == [(3, 1)]
     with pytest.raises(InvalidInput, match="at least 2 sequences"):
         datasets.parse_csv(one)
+
+
+def test_a_series_embedding_too_narrow_for_its_pooled_blocks_is_refused_with_the_way_out(
+    factory: SessionFactory, tmp_path: Path
+) -> None:
+    row = stored_dataset(factory, tmp_path, random_sequences([90, 120], dim=1))  # default picks series
+
+    def spec(**config: object) -> TrainingSpec:
+        return TrainingSpec.model_validate({"model": "m", "dataset": {"id": row.id}, "config": config})
+
+    with factory() as s:
+        with pytest.raises(InvalidInput, match="ask for at least 648, or pool_blocks 0"):
+            datasets.resolve_spec(s, spec(repr_dim=64))
+        assert datasets.resolve_spec(s, spec(repr_dim=64, pool_blocks=0)).configs()[0].step_dim == 8
