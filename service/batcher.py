@@ -7,7 +7,10 @@ bounds the activations' memory), and run as one batch on the single inference th
 waiting request gets its rows back. When every row has the same length the batch is the rows
 concatenated, unpadded, and costs about what one of its sequences would; otherwise rows are
 right-padded to the batch's longest and the batch function gets their lengths too. While a batch
-runs, the next one fills; `max_wait_s` bounds how long a lone request waits for company.
+runs, the next one fills; `max_wait_s` bounds how long a lone request waits for company. Keys
+that `merge_group` maps alike (the engine's short length buckets) also share a pass while it stays
+within `small_pass` steps, padding included: a pass has a fixed cost that a few short rows do not
+pay for.
 
 The queue is bounded: past `max_queue` waiting requests, `submit` raises Overloaded at once
 instead of letting latency grow without limit. Each answered request records how long it waited
@@ -93,10 +96,13 @@ class MicroBatcher:
         max_queue: int = 512,
         on_batch: Callable[[int], None] | None = None,
         max_steps: int = 1 << 62,
+        merge_group: Callable[[Hashable], Hashable] | None = None,
+        small_pass: int = 0,
     ) -> None:
         self.run_batch, self.executor, self.on_batch = run_batch, executor, on_batch
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.max_steps = max_steps
+        self.merge_group, self.small_pass = merge_group, small_pass
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -193,16 +199,32 @@ class MicroBatcher:
 
     def _take_batch(self) -> list[_Pending]:
         """The oldest request and every later one with its key that fits: at most capacity(T)
-        sequences, T the longest among them, since rows are padded to it."""
+        sequences, T the longest among them, since rows are padded to it. Then requests whose key
+        is in the oldest one's merge group join it, as long as the pass stays within `small_pass`
+        steps (sequences x its longest)."""
         first = self._queue.popleft()
-        batch, size, steps, keep = [first], len(first.x), first.steps, deque()
-        while self._queue:
-            pending = self._queue.popleft()
-            padded_to = max(steps, pending.steps)
-            if pending.key == first.key and size + len(pending.x) <= self.capacity(padded_to):
-                batch.append(pending)
-                size, steps = size + len(pending.x), padded_to
-            else:
-                keep.append(pending)
-        self._queue.extendleft(reversed(keep))
+        batch, size, steps = [first], len(first.x), first.steps
+
+        def take(joins: Callable[[_Pending], bool]) -> None:
+            nonlocal size, steps
+            keep: deque[_Pending] = deque()
+            while self._queue:
+                pending = self._queue.popleft()
+                padded_to = max(steps, pending.steps)
+                if joins(pending) and size + len(pending.x) <= self.capacity(padded_to):
+                    batch.append(pending)
+                    size, steps = size + len(pending.x), padded_to
+                else:
+                    keep.append(pending)
+            self._queue.extendleft(reversed(keep))
+
+        take(lambda pending: pending.key == first.key)
+        merge = self.merge_group
+        if merge is not None and size * steps < self.small_pass:
+            group = merge(first.key)
+
+            def small(pending: _Pending) -> bool:  # the pass stays small with it, padding included
+                return (size + len(pending.x)) * max(steps, pending.steps) <= self.small_pass
+
+            take(lambda pending: merge(pending.key) == group and small(pending))
         return batch

@@ -113,6 +113,21 @@ class Forwards:
 SHORT_BUCKET_LEN = 64
 
 
+# Lengths under this many steps (the short bucket and the two half-octaves above it) share a pass
+# while it stays within SMALL_PASS_STEPS steps (sequences x the longest, about 8 of 127 steps):
+# padding a few short rows costs less than another pass, about a millisecond before any step is
+# computed. Padding many would cost more (256 sequences of 1-127 steps all padded to 127 cost 1.6x
+# what their own buckets did), so larger passes keep to their buckets.
+MERGED_BELOW_LEN, SMALL_PASS_STEPS = 128, 1024
+
+
+def merge_group(key: Hashable) -> Hashable:
+    """The batcher's merge group of a (version, operation, length bucket) key: one for the short
+    buckets of a version and operation, and each longer bucket its own."""
+    version, operation, bucket = key  # type: ignore[misc]
+    return (version, operation, "short") if bucket < length_bucket(MERGED_BELOW_LEN) else key
+
+
 def length_bucket(length: int) -> int:
     """Which bucket a sequence of `length` steps is batched in: k for 2^(k/2) <= length < 2^((k+1)/2),
     and one bucket for every length under SHORT_BUCKET_LEN.
@@ -194,7 +209,15 @@ class InferenceEngine:
         torch.set_num_threads(threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.batcher = MicroBatcher(
-            self._run_batch, self._executor, max_batch, max_wait_s, max_queue, on_batch, max_steps=max_batch_steps
+            self._run_batch,
+            self._executor,
+            max_batch,
+            max_wait_s,
+            max_queue,
+            on_batch,
+            max_steps=max_batch_steps,
+            merge_group=merge_group,
+            small_pass=SMALL_PASS_STEPS,
         )
         self.on_load = on_load
 

@@ -96,3 +96,25 @@ def test_record_keeps_the_longest_wait_and_sums_the_passes() -> None:
     finally:
         request_timing.reset(token)
     assert timing.queue_s == 0.5 and abs(timing.inference_s - 0.6) < 1e-12
+
+
+def test_keys_of_a_merge_group_share_a_pass_only_while_it_is_small() -> None:
+    def group(key: Hashable) -> Hashable:
+        return "short" if key in ("s1", "s2") else key
+
+    async def main(*submissions: tuple[Hashable, Sequences]) -> list[Call]:
+        calls: list[Call] = []
+        with ThreadPoolExecutor(1) as executor:
+            # A small pass: at most 12 steps, counting each row at the pass's longest.
+            batcher = MicroBatcher(_recording(calls), executor, max_wait_s=0.05, merge_group=group, small_pass=12)
+            await _serve(batcher, *submissions)
+        return calls
+
+    one, two = random_sequences([3]), random_sequences([5])
+    # Alone each would run a pass of one: together, 2 rows padded to 5 steps. "long" is no group's.
+    calls = asyncio.run(main(("s1", one), ("s2", two), ("long", one)))
+    assert calls == [("s1", (2, 5, 2), [3, 5]), ("long", (1, 3, 2), None)]
+    # With s2's 3 rows, s1's pass would hold 4 rows of 5 steps, past 12: each keeps its own.
+    three = np.ones((3, 5, 2), np.float32)
+    calls = asyncio.run(main(("s1", one), ("s2", three)))
+    assert calls == [("s1", (1, 3, 2), None), ("s2", (3, 5, 2), None)]

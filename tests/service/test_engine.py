@@ -279,3 +279,16 @@ def test_an_engine_from_settings_takes_every_serving_option_and_overrides(
     batcher = engine.batcher
     assert (batcher.max_batch, batcher.max_steps, batcher.max_wait_s) == (7, 700, 0.003)
     assert (batcher.max_queue, engine.cache_size) == (11, 4)
+
+
+def test_short_buckets_of_one_version_and_operation_merge_and_longer_ones_do_not() -> None:
+    from service.engine import MERGED_BELOW_LEN, merge_group
+
+    def key(length: int, version: str = "v1", operation: str = "target") -> tuple[str, str, int]:
+        return (version, operation, length_bucket(length))
+
+    assert merge_group(key(5)) == merge_group(key(70)) == merge_group(key(MERGED_BELOW_LEN - 1))
+    assert merge_group(key(5)) != merge_group(key(5, version="v2"))
+    assert merge_group(key(5)) != merge_group(key(5, operation="context"))
+    assert merge_group(key(MERGED_BELOW_LEN)) == key(MERGED_BELOW_LEN)  # its own group
+    assert merge_group(key(MERGED_BELOW_LEN)) != merge_group(key(MERGED_BELOW_LEN - 1))
