@@ -135,6 +135,15 @@ class ModelConfig(JSONConfig):
         ge=0,
         le=12,
     )
+    # /score's default for step models: distances from what the model remembers of its training
+    # data (jepa_model.memory). Bounded: this many steps and as many windows of the pooled features.
+    memory_size: int = option(
+        0,
+        "step models: training steps (and windows) remembered to score anomalies against (POST /score); "
+        "0: none, /score then uses forecast surprise only",
+        ge=0,
+        le=16384,
+    )
     input_mean: tuple[float, ...] | None = option(None, "the training data's per-feature means", server=True)
     input_std: tuple[float, ...] | None = option(None, "the training data's per-feature stds", server=True)
 
@@ -193,6 +202,10 @@ class ModelConfig(JSONConfig):
             raise ValueError(
                 f"repr_dim {self.repr_dim} leaves no room for the steps beside the {blocks} dimensions of the "
                 f"pooled blocks' states: ask for at least {blocks + POOLED_PARTS[self.pooling]}, or pool_blocks 0"
+            )
+        if self.memory_size and self.objective != "steps":
+            raise ValueError(
+                "memory_size needs a step model (objective 'steps'): window models have no per-step features"
             )
         if self.encoder == "transformer" and self.hidden_dim % self.num_heads:
             raise ValueError(
@@ -356,7 +369,8 @@ PRESETS["series"] = Preset(
     "local shapes); all standardised with the training data's statistics. A forecaster "
     "learns /predict on the encoder's steps without changing them. AdamW "
     "1e-3 on a cosine schedule for 400 steps of 32 crops, whatever the dataset's size; EMA momentum "
-    "ramped from 0.98 to 1.0; standardised inputs.",
+    "ramped from 0.98 to 1.0; standardised inputs. It remembers 2048 training steps and as many windows of "
+    "the data's dominant period, and a linear autoregression, for POST /score (jepa_model.memory).",
     # docs/series.md has what was tried on the way, and what each choice measured.
     model=ModelConfig(
         objective="steps",
@@ -368,6 +382,7 @@ PRESETS["series"] = Preset(
         pooling="max_mean_ppv_lspv",
         pool_blocks=4,
         input_deltas=True,
+        memory_size=2048,
     ),
     train=TrainConfig(
         steps=400,

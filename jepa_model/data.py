@@ -86,9 +86,14 @@ class ToySequenceDataset(Dataset):
 
 
 class SequenceDataset(Dataset):
-    """Users' sequences: N float32 arrays (T_i, D) that may differ in length, with no labels."""
+    """Users' sequences: N float32 arrays (T_i, D) that may differ in length, with no labels.
 
-    def __init__(self, sequences: Sequence[np.ndarray | torch.Tensor]) -> None:
+    `whole`: when the sequences are pieces of longer ones (`training_pieces`), those, for what
+    must read each series once and end to end (the anomaly memory)."""
+
+    def __init__(
+        self, sequences: Sequence[np.ndarray | torch.Tensor], whole: Sequence[np.ndarray] | None = None
+    ) -> None:
         if not sequences:
             raise ValueError("a dataset needs at least one sequence")
         self.data = [torch.as_tensor(s, dtype=torch.float32) for s in sequences]
@@ -98,6 +103,11 @@ class SequenceDataset(Dataset):
         self.input_dim = dims.pop()
         self.clean = None  # no noise-free version to compare against, unlike toy data
         self.kinds = None
+        self.whole = None if whole is None else [np.asarray(x, dtype=np.float32) for x in whole]
+
+    def series(self) -> list[np.ndarray]:
+        """The whole series (T_i, D) these sequences hold, each once."""
+        return self.whole if self.whole is not None else [x.numpy() for x in self.data]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -127,3 +137,46 @@ def batch_sequences(sequences: Sequence[torch.Tensor | np.ndarray]) -> tuple[tor
 def collate_ragged(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """DataLoader collate_fn for datasets whose sequences differ in length."""
     return pad_sequences(batch)
+
+
+# Training reads long series as pieces: a batch of 32 rows needs 32 sequences, and a 100,000-step
+# series padded into a batch would cost memory for steps no crop reaches. Pieces are at most
+# PIECE_STEPS long (half a sequence, down to SHORTEST_PIECE, for shorter ones) and overlap by
+# half, more of them (down to a stride of one step) when a dataset would make fewer than
+# MIN_PIECES, so that a single recording still fills batches.
+PIECE_STEPS, SHORTEST_PIECE, MIN_PIECES = 512, 64, 64
+# Datasets of at least FEW_SEQUENCES sequences, none longer than LONGEST_WHOLE steps, train on
+# their sequences whole, as they always have.
+FEW_SEQUENCES, LONGEST_WHOLE = 8, 4096
+
+
+def needs_pieces(lengths: Sequence[int]) -> bool:
+    """Whether training reads this dataset as pieces (`training_pieces`)."""
+    return max(lengths) > LONGEST_WHOLE or (len(lengths) < FEW_SEQUENCES and max(lengths) >= 2 * SHORTEST_PIECE)
+
+
+def training_pieces(sequences: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sequences (T_i, D) -> pieces (views, no copies) and each piece's source sequence (P,).
+
+    A sequence of under 2 * SHORTEST_PIECE steps stays whole. A longer one is cut into pieces of
+    min(PIECE_STEPS, T // 2) steps starting every half piece, or closer together when the whole
+    dataset would make fewer than MIN_PIECES; the last piece ends where the sequence ends."""
+    cut = [len(x) >= 2 * SHORTEST_PIECE for x in sequences]
+    total_cut = sum(len(x) for x, c in zip(sequences, cut, strict=True) if c)
+    wanted = max(MIN_PIECES - (len(sequences) - sum(cut)), 1)
+    pieces, sources = [], []
+    for i, (x, c) in enumerate(zip(sequences, cut, strict=True)):
+        if not c:
+            pieces.append(x)
+            sources.append(i)
+            continue
+        length = min(PIECE_STEPS, len(x) // 2)
+        share = max(1, round(wanted * len(x) / total_cut))  # this sequence's part of the pieces wanted
+        room = len(x) - length
+        stride = max(1, min(length // 2, room // share))
+        starts = list(range(0, room + 1, stride))
+        if starts[-1] != room:
+            starts.append(room)
+        pieces.extend(x[s : s + length] for s in starts)
+        sources.extend([i] * len(starts))
+    return pieces, np.asarray(sources, dtype=np.int64)

@@ -10,6 +10,7 @@ from torch import nn
 
 from jepa_model.config import ModelConfig
 from jepa_model.encoders import build_window_encoder
+from jepa_model.memory import AnomalyMemory
 from jepa_model.step_encoders import Forecaster, StepEncoder, StepPredictor
 
 EncoderName = Literal["context", "target"]
@@ -82,6 +83,12 @@ class JEPA(nn.Module):
             self.context_encoder, self.predictor = build_window_encoder(self.config), Predictor(self.config)
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
+        # What /score measures new series against; filled once training ends (jepa_model.memory).
+        self.memory = (
+            AnomalyMemory(self.config.memory_size, self.config.pool_dim, self.config.input_dim)
+            if self.config.memory_size
+            else None
+        )
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> JEPA:

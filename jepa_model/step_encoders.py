@@ -217,13 +217,18 @@ class StepEncoder(nn.Module):
             self.register_buffer("step_std", torch.ones(config.pool_dim), persistent=True)
 
     def features(
-        self, x: torch.Tensor, lengths: torch.Tensor | None = None, hidden: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        normalized: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # x: (B, T, D); lengths: (B,) or None; hidden: (B, T) True where the encoder sees the mask
         # token instead of the step -> the steps (B, T, S), each step's vector layer-normed (I-JEPA's
         # targets), and what pooling sees (B, T, P): the steps, beside the first pool_blocks blocks'
-        # states layer-normed together when the config pools them (else the steps themselves)
-        if self.series_norm:
+        # states layer-normed together when the config pools them (else the steps themselves).
+        # `normalized`: x is already standardised series by series (a long series read in chunks).
+        if self.series_norm and not normalized:
             x = normalize_each(x, valid_steps(lengths, x.shape[1]))
         h = self.embed(standardize(self, x))  # (B, T, H)
         if hidden is not None:
@@ -242,9 +247,11 @@ class StepEncoder(nn.Module):
         """(B, T, D) -> (B, T, S): `features`' steps alone."""
         return self.features(x, lengths, hidden)[0]
 
-    def pooled_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def pooled_features(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, normalized: bool = False
+    ) -> torch.Tensor:
         """(B, T, D) -> (B, T, P): `features`' input to pooling alone."""
-        return self.features(x, lengths)[1]
+        return self.features(x, lengths, normalized=normalized)[1]
 
     def ppv_thresholds(self) -> torch.Tensor | None:
         """(L, P): the levels PPV pooling counts steps above, or None when it does not pool so."""

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -19,6 +20,7 @@ from jepa_model.encoders import step_features
 from jepa_model.jepa import JEPA
 from jepa_model.losses import prediction_loss, variance_covariance
 from jepa_model.masking import block_mask, random_crops, uniform_int
+from jepa_model.memory import build_memory
 from jepa_model.parallel import WHOLE, Shard
 from jepa_model.step_encoders import normalize_each, pool_steps, step_statistics, valid_steps
 
@@ -439,6 +441,13 @@ class TrainResult:
     seconds: float
 
 
+def whole_series(dataset: Dataset) -> list[np.ndarray]:
+    """The series (T_i, D) a dataset holds, each once: a SequenceDataset of pieces knows them."""
+    if hasattr(dataset, "series"):
+        return dataset.series()
+    return [np.asarray(dataset[i]) for i in range(len(dataset))]  # type: ignore[arg-type]
+
+
 def fit(
     dataset: Dataset,
     model_config: ModelConfig,
@@ -488,4 +497,6 @@ def fit(
     model.eval()
     if model.steps_objective:
         model.set_embedding_statistics(raw_embeddings(model, dataset))
+    if model.memory is not None:
+        build_memory(model.target_encoder, model.memory, whole_series(dataset), train_config.seed or 0)
     return TrainResult(model=model.cpu(), losses=losses, seconds=time.perf_counter() - started)

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from jepa_model import SequenceDataset, label_probes
 from jepa_model.checkpoint import atomic_write
+from jepa_model.data import SHORTEST_PIECE, needs_pieces, training_pieces
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import embed_sequences
 from training import idempotency
@@ -51,9 +52,13 @@ from training.spec import StoredDataset, TrainingSpec
 class DatasetLimits:
     max_features: int = 64
     max_sequences: int = 200_000
-    max_len: int = 4096
+    # A series of up to 2^20 steps: training reads series over 4,096 steps as overlapping pieces
+    # (jepa_model.data.training_pieces), and /score reads them whole.
+    max_len: int = 1_048_576
     max_points: int = 20_000_000  # steps over all sequences
-    min_sequences: int = 2  # training: batch-normalised encoders need batches of two
+    # Training: batch-normalised encoders need batches of two; one series long enough to be cut
+    # into pieces will do.
+    min_sequences: int = 2
 
 
 LIMITS = DatasetLimits()
@@ -75,8 +80,13 @@ class Labels:
 
 def check_sequences(sequences: Sequence[np.ndarray], limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
     """float32 (T_i, D) arrays, or InvalidInput naming the first thing wrong."""
-    if len(sequences) < limits.min_sequences:
-        raise InvalidInput(f"a dataset needs at least {limits.min_sequences} sequences, got {len(sequences)}")
+    one_long = len(sequences) == 1 and sequences[0].ndim == 2 and len(sequences[0]) >= 2 * SHORTEST_PIECE
+    if len(sequences) < limits.min_sequences and not one_long:
+        raise InvalidInput(
+            f"a dataset needs at least {limits.min_sequences} sequences, or one of at least {2 * SHORTEST_PIECE} "
+            f"steps (read as pieces), got {len(sequences)}"
+            + (f" of {len(sequences[0])} steps" if len(sequences) == 1 and sequences[0].ndim == 2 else "")
+        )
     if len(sequences) > limits.max_sequences:
         raise InvalidInput(f"a dataset holds at most {limits.max_sequences} sequences, got {len(sequences)}")
     checked, dim, points = [], None, 0
@@ -544,8 +554,18 @@ def split_held_out(
     """
     order = np.random.default_rng(seed).permutation(len(sequences))
     count = min(len(sequences) // 10, max_held_out) if len(sequences) >= 20 else 0
-    train = SequenceDataset([sequences[i] for i in order[count:]])
-    return train, SequenceDataset([sequences[i] for i in order[:count]]) if count else None
+    cut = needs_pieces([len(x) for x in sequences])
+    train, _ = as_pieces([sequences[i] for i in order[count:]], cut)
+    return train, as_pieces([sequences[i] for i in order[:count]], cut)[0] if count else None
+
+
+def as_pieces(sequences: list[np.ndarray], cut: bool) -> tuple[SequenceDataset, np.ndarray]:
+    """A dataset of the sequences, as training pieces when `cut` (jepa_model.data.training_pieces),
+    and each row's source sequence."""
+    if not cut:
+        return SequenceDataset(sequences), np.arange(len(sequences))
+    pieces, sources = training_pieces(sequences)
+    return SequenceDataset(pieces, whole=sequences), sources
 
 
 # Labelled datasets hold out a quarter of their sequences from this many on, so that the label
@@ -592,9 +612,14 @@ def split_for_training(
     is_held = np.zeros(n, dtype=bool)
     is_held[held_rows] = True
     train_rows = rng.permutation(np.flatnonzero(~is_held))
-    train = SequenceDataset([sequences[i] for i in train_rows])
-    held_out = SequenceDataset([sequences[i] for i in held_rows]) if len(held_rows) else None
-    split = LabelSplit(classes=labels.classes, train=labels.codes[train_rows], held_out=labels.codes[held_rows])
+    cut = needs_pieces([len(x) for x in sequences])  # pieces keep their sequence's label
+    train, train_sources = as_pieces([sequences[i] for i in train_rows], cut)
+    held_out, held_sources = as_pieces([sequences[i] for i in held_rows], cut) if len(held_rows) else (None, None)
+    split = LabelSplit(
+        classes=labels.classes,
+        train=labels.codes[train_rows][train_sources],
+        held_out=labels.codes[held_rows][held_sources] if held_sources is not None else labels.codes[:0],
+    )
     return train, held_out, split
 
 

@@ -268,14 +268,35 @@ def test_an_unlabelled_split_is_the_tenth_as_before() -> None:
 
 def test_a_huge_or_negative_t_is_refused_at_its_line_without_listing_a_range() -> None:
     # This t once made the parser build set(range(t + 1)): the server ran out of memory.
+    most = datasets.LIMITS.max_len
     huge = b"sequence_id,t,x\na,0,1\na,99999999999999999999,2\nb,0,1\nb,1,2\n"
-    with pytest.raises(InvalidInput, match=re.escape("CSV line 3: t must be 0 to 4095 (a sequence has at most 4096")):
+    refusal = f"CSV line 3: t must be 0 to {most - 1} (a sequence has at most {most}"
+    with pytest.raises(InvalidInput, match=re.escape(refusal)):
         datasets.parse_csv(huge)
-    for t in ("-1", "4096"):
-        with pytest.raises(InvalidInput, match=f"CSV line 3: t must be 0 to 4095 .*, got '{t}'$"):
+    for t in ("-1", str(most)):
+        with pytest.raises(InvalidInput, match=f"CSV line 3: t must be 0 to {most - 1} .*, got '{t}'$"):
             datasets.parse_csv(f"sequence_id,t,x\na,0,1\na,{t},2\nb,0,1\nb,1,2\n".encode())
-    longest = b"sequence_id,t,x\na,4095,1\nb,0,1\nb,1,2\n" + b"".join(f"a,{t},0\n".encode() for t in range(4095))
-    assert [s.shape for s in datasets.parse_csv(longest)] == [(4096, 1), (2, 1)]
+    small = datasets.DatasetLimits(max_len=64)
+    longest = b"sequence_id,t,x\na,63,1\nb,0,1\nb,1,2\n" + b"".join(f"a,{t},0\n".encode() for t in range(63))
+    assert [s.shape for s in datasets.parse_csv(longest, small)] == [(64, 1), (2, 1)]
+
+
+def test_one_long_series_is_a_dataset_and_trains_as_pieces() -> None:
+    t = np.arange(100_000)
+    csv = "sequence_id,t,x\n" + "".join(f"log,{i},{np.sin(i / 7):.4f}\n" for i in t)
+    (series,) = datasets.parse_csv(csv.encode())
+    assert series.shape == (100_000, 1)
+    for short in ([np.zeros((127, 1))], [np.zeros((127, 1), np.float32)]):
+        with pytest.raises(InvalidInput, match="at least 2 sequences, or one of at least 128 steps .* of 127 steps"):
+            datasets.check_sequences(short)
+    train, held_out = datasets.split_held_out([series], seed=0, max_held_out=1024)
+    assert held_out is None and train.whole is not None and train.series()[0].shape == (100_000, 1)
+    assert len(train) > 64 and {len(x) for x in train.data} == {512}
+    labelled = [series[:5000], series[5000:9000], *[series[i * 100 : i * 100 + 50] for i in range(8)]]
+    labels = datasets.Labels(np.array([0, 1] + [0] * 8), ["a", "b"])
+    train, held_out, split = datasets.split_for_training(labelled, labels, seed=0, max_held_out=1024)
+    assert len(split.train) == len(train) and len(split.held_out) == (len(held_out) if held_out else 0)
+    assert len(train) > len(labelled)  # the two long ones became pieces, each keeping its label
 
 
 def test_a_gap_names_at_most_five_missing_steps() -> None:
