@@ -701,27 +701,40 @@ def score(
     version: Annotated[
         str | None, typer.Option(help="Version number or alias (default: JEPA_DEFAULT_ALIAS if set, else the latest).")
     ] = None,
-    stride: Annotated[int, typer.Option(min=1, help="Steps between one window and the next.")] = 1,
-    context_len: Annotated[int | None, typer.Option(min=1, help="Context steps (default: the version's).")] = None,
-    target_len: Annotated[int | None, typer.Option(min=1, help="Target steps (default: the version's).")] = None,
-    top: Annotated[int, typer.Option(min=0, max=100, help="Most surprising segments shown per series.")] = 3,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="memory (distance from the training data), forecast (surprise of each window's future), or "
+            "auto (memory where the version has one)."
+        ),
+    ] = "auto",
+    stride: Annotated[int, typer.Option(min=1, help="forecast: steps between one window and the next.")] = 1,
+    context_len: Annotated[
+        int | None, typer.Option(min=1, help="forecast: context steps (default: the version's).")
+    ] = None,
+    target_len: Annotated[
+        int | None, typer.Option(min=1, help="forecast: target steps (default: the version's).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, max=100, help="Most anomalous segments shown per series.")] = 3,
     threshold: Annotated[
         float, typer.Option(min=0, max=100, help="A segment's steps score at least this percentile.")
     ] = 99.0,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Score long series step by step: how far each step's future lands from the model's
-    prediction (POST /score), and print each series' most surprising segments.
+    """Score long series step by step for anomalies (POST /score), and print each series' most
+    anomalous segments.
 
     With --url the server scores them; without it the version is loaded from the local registry
-    (JEPA_DATA_DIR) and run in this process, with the same windows and calibration.
+    (JEPA_DATA_DIR) and run in this process, with the same method and calibration.
     """
     import numpy as np
 
+    if method not in ("auto", "memory", "forecast"):
+        raise typer.BadParameter("method must be auto, memory or forecast", param_hint="--method")
     sequences = _read_sequences(path)
     ref: int | str | None = int(version) if version and version.isdigit() else version
-    options = {"context_len": context_len, "target_len": target_len, "stride": stride, "top": top}
+    options = {"method": method, "context_len": context_len, "target_len": target_len, "stride": stride, "top": top}
     options |= {"threshold": threshold}
     options = {k: v for k, v in options.items() if v is not None}
     if url:
@@ -754,9 +767,19 @@ def _score_local(
 ) -> dict[str, Any]:
     import numpy as np
 
+    from jepa_model.memory import memory_scores
     from jepa_model.surprise import series_surprise, summarize
 
     loaded, metrics = _load_local(settings, sequences, model, version)
+    memory = loaded.model.memory
+    if options["method"] != "forecast" and memory is not None and memory.built:
+        calibration = [float(v) for v in memory.calibration]
+        scores = [memory_scores(loaded.model.target_encoder, memory, np.asarray(x, np.float32)) for x in sequences]
+        return {"series": [summarize(s, calibration, options["threshold"], options["top"]) for s in scores]}
+    if options["method"] == "memory":
+        fail(
+            "this version has no anomaly memory (a window model, or trained before memories): use --method forecast", 2
+        )
     context_len = options.get("context_len") or loaded.train_config.context_len
     target_len = options.get("target_len") or loaded.train_config.target_len
     series = []

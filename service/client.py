@@ -242,9 +242,9 @@ class JEPAClient(_Requests):
         return self._scored(self.http.post("/predict", **self._scored_request(contexts, targets, options)))
 
     def score(self, series: Batch, model: str | None = None, version: int | str | None = None, **options: Any) -> dict:
-        """Step-by-step surprise of long series (POST /score): per series, `scores` (T,) and
-        `percentiles` (T,) arrays and the most surprising `segments`. `options`: context_len,
-        target_len, stride, top, threshold."""
+        """Step-by-step anomaly scores of long series (POST /score): per series, `scores` (T,) and
+        `percentiles` (T,) arrays and the most anomalous `segments`. `options`: method (auto,
+        memory or forecast), context_len, target_len, stride, top, threshold."""
         return self._score_result(
             self.http.post("/score", **self._score_request(series, _options(model, version, **options)))
         )

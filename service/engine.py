@@ -32,6 +32,7 @@ from sqlalchemy import text
 from jepa_model import JEPA, CheckpointError, ModelConfig, load_checkpoint
 from jepa_model.devices import resolve_device
 from jepa_model.jepa import EncoderName
+from jepa_model.memory import memory_scores
 from jepa_model.serving import (
     Forward,
     RaggedForward,
@@ -456,6 +457,55 @@ class InferenceEngine:
         except ValueError as exc:  # an encoder without per-step representations
             raise InvalidInput(f"{served.label}: {exc}") from exc
 
+    async def anomalies(
+        self,
+        served: ServedVersion,
+        series: Sequences,
+        method: str,
+        context_len: int | None,
+        target_len: int | None,
+        stride: int,
+        max_points: int,
+    ) -> Scored:
+        """POST /score: each series' step scores by `method`, "memory" (the version's anomaly
+        memory, jepa_model.memory), "forecast" (`score`) or "auto" (memory where the version has
+        one). Windows not given are the version's. InvalidInput for "memory" on a version without
+        one, or for series past `max_points`."""
+        if method != "forecast":
+            remembered = await self.score_memory(served, series, max_points)
+            if remembered is not None:
+                return remembered
+            if method == "memory":
+                raise InvalidInput(
+                    f"{served.label} has no anomaly memory (a window model, a version trained before memories, or "
+                    "too little training data): use method=forecast"
+                )
+        context_len, target_len = context_len or served.context_len, target_len or served.target_len
+        scores = await self.score(served, series, context_len, target_len, stride, max_points)
+        calibration = list(served.calibration) if served.calibration else None
+        return Scored("forecast", scores, calibration, None, context_len, target_len, stride)
+
+    async def score_memory(self, served: ServedVersion, series: Sequences, max_points: int) -> Scored | None:
+        """Each series' step scores (T_i,) from the version's anomaly memory; None for a version
+        without one. InvalidInput when the series hold more than `max_points` numbers: the cost
+        grows with every step."""
+        points = sum(len(x) for x in series) * served.input_dim
+
+        def run() -> Scored | None:
+            model = self.load(served).model
+            memory = model.memory
+            if memory is None or not memory.built:
+                return None
+            if points > max_points:
+                raise InvalidInput(
+                    f"these series hold {points} numbers in all; at most {max_points} (JEPA_MAX_SCORE_POINTS): "
+                    "send fewer or shorter series"
+                )
+            scores = [memory_scores(model.target_encoder, memory, np.asarray(x)) for x in series]
+            return Scored("memory", scores, [float(v) for v in memory.calibration], int(memory.window))
+
+        return await self.run(run)
+
     async def score(
         self, served: ServedVersion, series: Sequences, context_len: int, target_len: int, stride: int, max_points: int
     ) -> list[np.ndarray]:
@@ -484,6 +534,20 @@ class InferenceEngine:
         return [
             step_scores(w, s, len(x), context_len, target_len) for w, s, x in zip(scores, starts, series, strict=True)
         ]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Series' step scores (T_i,) each, by the method that made them, with what ranks them (None for
+    a version without a calibration) and the method's settings (None where another method's)."""
+
+    method: str  # "memory" or "forecast"
+    scores: list[np.ndarray]
+    calibration: list[float] | None
+    window: int | None = None  # memory
+    context_len: int | None = None  # forecast
+    target_len: int | None = None
+    stride: int | None = None
 
 
 def _by_exact_length(forward: Forward, x: torch.Tensor, lengths: np.ndarray, repr_dim: int) -> torch.Tensor:

@@ -90,6 +90,14 @@ class PredictOptions(InferenceRequest):
 
 
 class ScoreOptions(InferenceRequest):
+    method: Literal["auto", "memory", "forecast"] = Field(
+        "auto",
+        description="memory: each step's distance from what the version remembers of its training data (its "
+        "steps, its windows of the data's dominant period, and a linear forecast of each step), each scaled by "
+        "its 99.9th percentile on held-out training data, the largest kept. forecast: the surprise of each "
+        "window's target under the model's prediction from its context (context_len, target_len, stride). "
+        "auto: memory where the version has one (step models trained by this release), else forecast.",
+    )
     context_len: int | None = Field(
         None, ge=1, le=4096, description="Steps of context before each target; default: the version's context_len."
     )
@@ -115,18 +123,20 @@ class Segment(BaseModel):
     start: int = Field(description="The segment's first step.")
     end: int = Field(description="One past its last step.")
     peak: int = Field(description="Its most surprising step.")
-    score: float = Field(description="The surprise at the peak, 1 - cosine, in [0, 2].")
+    score: float = Field(description="The score at the peak.")
     percentile: float | None = Field(description="Where the peak falls in the version's calibration, 0-100.")
 
 
 class SeriesScores(BaseModel):
     scores: list[float | None] = Field(
-        description="Each step's surprise, 1 - cosine between predicted and actual representation, in [0, 2]: the "
-        "largest among the windows whose target covers the step; null for the first context_len steps (warm-up)."
+        description="Each step's score. memory: its largest scaled distance from the training data, about 1.0 at "
+        "the 99.9th percentile of held-out normal data. forecast: its surprise, 1 - cosine between predicted and "
+        "actual representation, in [0, 2], the largest among the windows whose target covers the step; null for "
+        "the first context_len steps (warm-up)."
     )
     percentiles: list[float | None] | None = Field(
-        description="Each step's score as a percentile (0-100) of the version's held-out window surprise: comparable "
-        "across series. null for an uncalibrated version."
+        description="Each step's score as a percentile (0-100) of the version's scores on held-out training data: "
+        "comparable across series. null for an uncalibrated version."
     )
     segments: list[Segment]
 
@@ -134,9 +144,11 @@ class SeriesScores(BaseModel):
 class ScoreResponse(BaseModel):
     model: str
     version: int
-    context_len: int
-    target_len: int
-    stride: int
+    method: Literal["memory", "forecast"] = Field(description="The method that scored the series.")
+    window: int | None = Field(description="memory: the steps in each window compared; null for forecast.")
+    context_len: int | None = Field(description="forecast: the windows' context; null for memory.")
+    target_len: int | None = Field(description="forecast: the windows' target; null for memory.")
+    stride: int | None = Field(description="forecast: steps between windows; null for memory.")
     calibrated: bool = Field(description="Whether the version has a surprise calibration (percentiles).")
     series: list[SeriesScores]
 

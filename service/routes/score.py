@@ -17,37 +17,45 @@ router = APIRouter(tags=["inference"])
     "/score", response_model=ScoreResponse, openapi_extra=json_or_npy_body(ScoreRequest), responses=NPY_RESPONSE
 )
 async def score(request: Request, inference: InferenceDep) -> Response:
-    """Score long series step by step: how far each step's actual future lands from the model's
-    prediction of it (surprise, 1 - cosine), with the most surprising segments.
+    """Score long series step by step, with the most anomalous segments.
 
-    Windows of `context_len` steps of context and `target_len` of target slide every `stride`
-    steps; a step's score is the largest among the windows whose target covers it. With a version
-    trained by this release, scores are also ranked against its held-out data (`percentiles`), so
-    they compare across series. Also takes an `application/x-npy` body (N, T, D) with the other
+    `method=memory` (the default for step models trained by this release) scores each step by its
+    distance from what the version remembers of its training data: its steps, its windows of the
+    data's dominant period, and a linear forecast of the step, each scaled by its 99.9th percentile
+    on held-out training data, the largest kept. `method=forecast` scores windows of `context_len`
+    steps of context and `target_len` of target, every `stride` steps, by the surprise of the
+    target under the model's prediction (1 - cosine); a step gets the largest among the windows
+    whose target covers it. Scores are ranked against the version's held-out data (`percentiles`),
+    so they compare across series. Also takes an `application/x-npy` body (N, T, D) with the other
     fields as query parameters; `Accept: application/x-npy` returns the step scores (N, T) as .npy,
-    NaN for the warm-up (shorter series padded with NaN).
+    NaN where a step has none (shorter series padded with NaN).
     """
     long_series = dataclasses.replace(inference.limits, max_seq_len=inference.settings.max_score_len)
     options, served, arrays = await read_inference(
         request, ScoreOptions, {"series": True}, dataclasses.replace(inference, limits=long_series)
     )
-    context_len = options.context_len or served.context_len
-    target_len = options.target_len or served.target_len
-    series = arrays["series"]
-    scores = await inference.engine.score(
-        served, series, context_len, target_len, options.stride, inference.settings.max_score_points
+    scored = await inference.engine.anomalies(
+        served,
+        arrays["series"],
+        options.method,
+        options.context_len,
+        options.target_len,
+        options.stride,
+        inference.settings.max_score_points,
     )
     if wants_npy(request):
-        return respond(request, {"model": served.model, "version": served.number, "steps": _padded(scores)}, "steps")
-    calibration = list(served.calibration) if served.calibration else None
+        steps = _padded(scored.scores)
+        return respond(request, {"model": served.model, "version": served.number, "steps": steps}, "steps")
     payload = {
         "model": served.model,
         "version": served.number,
-        "context_len": context_len,
-        "target_len": target_len,
-        "stride": options.stride,
-        "calibrated": calibration is not None,
-        "series": [summarize(steps, calibration, options.threshold, options.top) for steps in scores],
+        "method": scored.method,
+        "window": scored.window,
+        "context_len": scored.context_len,
+        "target_len": scored.target_len,
+        "stride": scored.stride,
+        "calibrated": scored.calibration is not None,
+        "series": [summarize(steps, scored.calibration, options.threshold, options.top) for steps in scored.scores],
     }
     return respond(request, payload, "series")
 

@@ -59,7 +59,7 @@ def test_the_dashboard_plots_a_scored_series(start_server: StartServer, browser,
     page, errors = open_dashboard(start_server, browser)
     page.click("#example")
     page.click("#score-button")
-    page.wait_for_selector("#score-result:has-text('most surprising')")
+    page.wait_for_selector("#score-result:has-text('(forecast): most anomalous')")  # the toy model: no memory
     assert page.locator("#score-plot svg polyline").count() == 3  # two features, and the surprise curve
     assert page.locator("#score-plot svg rect").count() >= 1  # the segments, shaded
     page.fill('#score textarea[name="series"]', "[1, 2")

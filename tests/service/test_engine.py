@@ -18,7 +18,7 @@ from tests.factories import add_version, random_sequences
 from tests.jepa_model.test_serving import CONFIGS
 from training.artifacts import FileStore
 from training.db import SessionFactory, in_transaction
-from training.errors import ModelUnavailable
+from training.errors import InvalidInput, ModelUnavailable
 from training.registry import register_version
 
 Scenario = Callable[[InferenceEngine], Awaitable[Any]]
@@ -292,3 +292,45 @@ def test_short_buckets_of_one_version_and_operation_merge_and_longer_ones_do_not
     assert merge_group(key(5)) != merge_group(key(5, operation="context"))
     assert merge_group(key(MERGED_BELOW_LEN)) == key(MERGED_BELOW_LEN)  # its own group
     assert merge_group(key(MERGED_BELOW_LEN)) != merge_group(key(MERGED_BELOW_LEN - 1))
+
+
+def test_anomalies_use_the_memory_where_a_version_has_one(factory: SessionFactory, tmp_path: Path) -> None:
+    from jepa_model.memory import build_memory, memory_scores
+    from tests.jepa_model.test_memory import sine, step_model
+
+    remembering = step_model()
+    build_memory(remembering.target_encoder, remembering.memory, [sine(2000)], seed=0)
+    relative = Path("checkpoints") / "sensor" / "v1"
+    sha256 = save_checkpoint(remembering, tmp_path / relative, TrainConfig(), "series", __version__)
+    with factory.begin() as s:
+        add_version(s, tmp_path, "toy")
+        register_version(
+            s, "sensor", config=json.loads((tmp_path / relative / CONFIG_FILE).read_text()), metrics={},
+            sha256=sha256, path=str(relative), job_id=None,
+        )  # fmt: skip
+    series = [sine(300, seed=1), sine(120, seed=2)]
+
+    async def scenario(engine: InferenceEngine) -> None:
+        sensor, toy = engine.resolve("sensor", None, None), engine.resolve("toy", None, None)
+        scored = await engine.anomalies(sensor, series, "auto", None, None, 1, 10_000)
+        assert (scored.method, scored.window, len(scored.calibration)) == ("memory", 25, 101)
+        for got, x in zip(scored.scores, series, strict=True):
+            np.testing.assert_allclose(got, memory_scores(remembering.target_encoder, remembering.memory, x))
+        with pytest.raises(InvalidInput, match="JEPA_MAX_SCORE_POINTS"):
+            await engine.anomalies(sensor, series, "auto", None, None, 1, 400)
+        forecast = await engine.anomalies(sensor, series, "forecast", 8, 4, 2, 10_000)
+        assert (forecast.method, forecast.context_len, forecast.stride) == ("forecast", 8, 2)
+        toy_series = random_sequences([40])
+        assert (await engine.anomalies(toy, toy_series, "auto", None, None, 1, 10**6)).method == "forecast"
+        with pytest.raises(InvalidInput, match="no anomaly memory"):
+            await engine.anomalies(toy, toy_series, "memory", None, None, 1, 10**6)
+
+    async def main() -> None:
+        engine = InferenceEngine(factory, FileStore(tmp_path))
+        engine.start()
+        try:
+            await scenario(engine)
+        finally:
+            await engine.aclose()
+
+    asyncio.run(main())
