@@ -79,8 +79,9 @@ class Settings(StorageSettings):
     # /similarity answers |a| x |b| cosines; past this many, 422 (a 4096 x 4096 matrix is 165 MB of JSON).
     max_similarity_pairs: int = 1_048_576
     # POST /score takes long series: each of at most this many steps (still within
-    # max_request_points), cut into windows holding at most max_score_points numbers in all
-    # (windows x (context + target) x features): the windows' memory, and the forward passes' work.
+    # max_request_points). By forecast they are cut into windows holding at most max_score_points
+    # numbers in all (windows x (context + target) x features): the windows' memory, and the
+    # forward passes' work. By memory the steps x features are counted against it.
     max_score_len: int = 1_000_000
     max_score_points: int = 4_194_304
     # Past this many queued training jobs, POST /train answers 429.
