@@ -42,9 +42,10 @@ CALIBRATION_EVERY = 5
 CALIBRATION_STEPS = 65_536
 SCALE_PERCENTILE = 99.9
 CALIBRATION_POINTS = 101  # the combined score's percentiles 0..100 on the held-out blocks
-# The autoregression reads AR_ORDER steps back, fewer for wide inputs (at most AR_INPUTS numbers),
-# and is fitted on at most AR_FIT_ROWS steps.
-AR_ORDER, AR_INPUTS, AR_FIT_ROWS = 32, 1024, 65_536
+# The autoregression reads AR_ORDER steps back, fewer for wide inputs (at most AR_INPUTS numbers:
+# its inputs for AR_FIT_ROWS steps, or for a chunk of CHUNK_STEPS, stay under 140 MB), and is
+# fitted on at most AR_FIT_ROWS steps.
+AR_ORDER, AR_INPUTS, AR_FIT_ROWS = 32, 256, 65_536
 # The window: the first autocorrelation peak after it turns negative, within these bounds; else
 # DEFAULT_WINDOW.
 MIN_WINDOW, MAX_WINDOW, DEFAULT_WINDOW = 4, 512, 16
@@ -340,8 +341,9 @@ def _scale(distances: np.ndarray) -> float:
 def _fit_ar(
     memory: AnomalyMemory, segments: list[np.ndarray], held: list[np.ndarray], rng: np.random.Generator
 ) -> None:
-    """Fit the autoregression on the steps outside the held-out blocks (at most AR_FIT_ROWS); it
-    stays off (scales[2] 0) with fewer rows than unknowns."""
+    """Fit the autoregression on steps outside the held-out blocks: at most AR_FIT_ROWS, each
+    segment its share, whose lagged inputs alone are built. It stays off (scales[2] 0) with
+    fewer rows than unknowns."""
     order = memory.order
     usable = [(x, h) for x, h in zip(segments, held, strict=True) if len(x) > order]
     if not usable:
@@ -349,15 +351,19 @@ def _fit_ar(
         return
     data = np.concatenate([x for x, _ in usable])
     mean, std = data.mean(0), data.std(0) + 1e-6
-    inputs, outputs = [], []
+    total, inputs, outputs = len(data), [], []
     for x, h in usable:
-        rows, targets = lagged((x - mean) / std, order)
-        inputs.append(rows[~h[order:]])
-        outputs.append(targets[~h[order:]])
+        scaled = (x - mean) / std
+        targets = order + np.flatnonzero(~h[order:])  # the steps predicted, outside the held-out blocks
+        share = int(np.ceil(AR_FIT_ROWS * len(x) / total))
+        if len(targets) > share:
+            targets = np.sort(rng.choice(targets, share, replace=False))
+        lags = scaled[targets[:, None] + np.arange(-order, 0)]  # (k, order, D)
+        inputs.append(
+            np.concatenate([lags.reshape(len(targets), order * x.shape[1]), np.ones((len(targets), 1))], axis=1)
+        )
+        outputs.append(scaled[targets])
     fit_in, fit_out = np.concatenate(inputs), np.concatenate(outputs)
-    if len(fit_in) > AR_FIT_ROWS:
-        keep = rng.choice(len(fit_in), AR_FIT_ROWS, replace=False)
-        fit_in, fit_out = fit_in[keep], fit_out[keep]
     if len(fit_in) < fit_in.shape[1]:
         memory.scales[2] = 0.0
         return

@@ -141,3 +141,14 @@ def test_many_short_series_are_read_in_batches_as_one_would_read_each() -> None:
         torch.testing.assert_close(batched[k], step_features(model.target_encoder, short[k]), atol=1e-5, rtol=1e-5)
     build_memory(model.target_encoder, model.memory, short, seed=0)
     assert model.memory.built and (model.memory.scales > 0).all()
+
+
+def test_any_length_and_width_gets_a_finite_score_per_step() -> None:
+    model = step_model()
+    build_memory(model.target_encoder, model.memory, [sine(1000)], seed=0)
+    for length in (1, 2, 24, 33):  # shorter than the window, and than the autoregression's order
+        scores = memory_scores(model.target_encoder, model.memory, sine(length, seed=5))
+        assert scores.shape == (length,) and np.isfinite(scores).all()
+    flat = memory_scores(model.target_encoder, model.memory, np.zeros((200, 1), np.float32))
+    assert np.isfinite(flat).all() and flat.max() > 1.0  # a dead sensor is far from this data
+    assert memory_module.ar_order(1) == 32 and memory_module.ar_order(64) == 4

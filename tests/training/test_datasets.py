@@ -286,6 +286,7 @@ def test_one_long_series_is_a_dataset_and_trains_as_pieces() -> None:
     csv = "sequence_id,t,x\n" + "".join(f"log,{i},{np.sin(i / 7):.4f}\n" for i in t)
     (series,) = datasets.parse_csv(csv.encode())
     assert series.shape == (100_000, 1)
+    assert datasets.parse_json([series.tolist()])[0].shape == (100_000, 1)  # JSON takes it as CSV does
     for short in ([np.zeros((127, 1))], [np.zeros((127, 1), np.float32)]):
         with pytest.raises(InvalidInput, match="at least 2 sequences, or one of at least 128 steps .* of 127 steps"):
             datasets.check_sequences(short)
