@@ -112,8 +112,9 @@ def window_means(features: torch.Tensor, window: int, stride: int = 1) -> torch.
     return F.avg_pool1d(features.T[None], window, stride)[0].T
 
 
-def nearest_distance(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """(Q, P), (N, P) -> (Q,): each query's euclidean distance to its nearest row of the bank.
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, P), (N, P) -> (Q,): each query's euclidean distance to its nearest row of the bank,
+    leaving out the rows `excluded` (Q, N) marks for it.
 
     |q - b|^2 = |q|^2 - 2 q.b + |b|^2, minimised over b with one matrix product per KNN_ROWS
     queries: several times faster than cdist, and exact up to rounding (clamped at 0)."""
@@ -121,8 +122,10 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     out = []
     for i in range(0, len(queries), KNN_ROWS):
         q = queries[i : i + KNN_ROWS]
-        nearest = torch.addmm(bank_sq, q, bank.T, alpha=-2).amin(1)  # (q,): min_b |b|^2 - 2 q.b
-        out.append((nearest + (q * q).sum(1)).clamp_min(0).sqrt())
+        partial = torch.addmm(bank_sq, q, bank.T, alpha=-2)  # (q, N): |b|^2 - 2 q.b
+        if excluded is not None:
+            partial = partial.masked_fill(excluded[i : i + KNN_ROWS], float("inf"))
+        out.append((partial.amin(1) + (q * q).sum(1)).clamp_min(0).sqrt())
     return torch.cat(out) if out else queries.new_zeros(0)
 
 
@@ -289,14 +292,11 @@ class _Remembered:
     ) -> np.ndarray:
         """Each query's distance to its nearest row of `bank` (these rows, drawn), leaving out the
         rows of the same segment less than `radius` steps from the query's step `at`."""
-        if len(queries) == 0:
-            return np.zeros(0)
         device = bank.device
         overlaps = (self.drawn_segments.to(device)[None] == segment) & (
             (self.drawn_positions.to(device)[None] - torch.from_numpy(at).to(device)[:, None]).abs() < radius
         )  # (Q, N)
-        squared = (bank * bank).sum(1)[None] - 2 * queries @ bank.T + (queries * queries).sum(1, keepdim=True)
-        return squared.masked_fill(overlaps, float("inf")).amin(1).clamp_min(0).sqrt().cpu().double().numpy()
+        return nearest_distance(queries, bank, overlaps).cpu().double().numpy()
 
 
 def _held_out_distances(
