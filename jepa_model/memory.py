@@ -315,7 +315,7 @@ def _held_out_distances(
     for first in range(0, len(at), KNN_ROWS):
         part = at[first : first + KNN_ROWS]
         out[0, first : first + len(part)] = steps.nearest(memory.steps, features[part], part, k, window)
-    if memory.scales[1] > 0:
+    if memory.scales[1] > 0 and len(segment) >= window:
         starts = at - window // 2  # the window centred on each step
         whole = (starts >= 0) & (starts <= len(segment) - window)
         means = window_means(features, window)

@@ -31,6 +31,7 @@ EVERY_OPTION: dict[str, Any] = {
     "input_deltas": False,
     "series_norm": True,
     "pool_blocks": 0,  # the one value an LSTM encoder takes: it has no blocks to pool
+    "memory_size": 64,
     # TrainConfig
     "epochs": 3,
     "batch_size": 16,

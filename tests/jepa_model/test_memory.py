@@ -152,3 +152,11 @@ def test_any_length_and_width_gets_a_finite_score_per_step() -> None:
     flat = memory_scores(model.target_encoder, model.memory, np.zeros((200, 1), np.float32))
     assert np.isfinite(flat).all() and flat.max() > 1.0  # a dead sensor is far from this data
     assert memory_module.ar_order(1) == 32 and memory_module.ar_order(64) == 4
+
+
+def test_ragged_series_shorter_than_the_window_build_and_score() -> None:
+    model = step_model()
+    ragged = [sine(int(n), period=10, seed=i) for i, n in enumerate(np.random.default_rng(0).integers(5, 40, 60))]
+    build_memory(model.target_encoder, model.memory, ragged, seed=0)
+    assert model.memory.built and int(model.memory.window) > min(len(x) for x in ragged)
+    assert np.isfinite(memory_scores(model.target_encoder, model.memory, ragged[0])).all()
