@@ -27,11 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from sqlalchemy.orm import Session
 from torch.utils.data import Dataset
 
-from jepa_model import ModelConfig, TrainConfig, __version__, fit, save_checkpoint
+from jepa_model import ModelConfig, SequenceDataset, TrainConfig, __version__, fit, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from jepa_model.devices import resolve_device
 from jepa_model.jepa import JEPA
@@ -95,6 +96,16 @@ def load_data(
     return datasets.split_for_training(sequences, labels, spec.config.seed or 0, HELD_OUT_SEQUENCES)
 
 
+def evaluation_subset(dataset: Dataset) -> Dataset:
+    """What the metrics read when nothing is held out: the training data, or at most
+    HELD_OUT_SEQUENCES of its rows evenly spread. One long series read as thousands of pieces
+    (a 1,000,000-step one makes 3,906) would otherwise take the metrics past 4 GB."""
+    if not isinstance(dataset, SequenceDataset) or len(dataset) <= HELD_OUT_SEQUENCES:
+        return dataset
+    rows = np.linspace(0, len(dataset) - 1, HELD_OUT_SEQUENCES).round().astype(int)
+    return SequenceDataset([dataset.data[i] for i in rows])
+
+
 def draw_plots(model: JEPA, losses: list[float], data: Dataset, directory: Path, job_id: str) -> None:
     """The loss curve and a PCA of whole-sequence embeddings, beside the checkpoint."""
     try:
@@ -149,7 +160,7 @@ def run_job(
     dataset, held_out, labels = retry_unreachable(
         lambda: load_data(factory, settings, spec), window, f"loading job {job_id}'s data"
     )
-    evaluation = held_out if held_out is not None else dataset
+    evaluation = held_out if held_out is not None else evaluation_subset(dataset)
     started = time.monotonic()
     rounds = plan_rounds(train_config, math.ceil(len(dataset) / train_config.batch_size))  # type: ignore[arg-type]
     progress: dict[str, Any] = {"epoch": 0, "epochs": len(rounds), "loss": None}

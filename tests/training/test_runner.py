@@ -214,3 +214,18 @@ def test_a_runner_whose_job_was_cancelled_registers_nothing(factory: SessionFact
         run_job(factory, settings, job_id, on_progress=cancel_after_first_epoch, worker="w1")
     assert versions(factory) == []
     assert not (settings.data_dir / "checkpoints" / "toy" / job_id).exists()
+
+
+def test_metrics_read_at_most_the_held_out_count_of_a_long_series_pieces() -> None:
+    import numpy as np
+
+    from jepa_model import SequenceDataset
+    from training.runner import HELD_OUT_SEQUENCES, evaluation_subset
+
+    pieces = SequenceDataset([np.full((4, 1), i, np.float32) for i in range(3000)])
+    subset = evaluation_subset(pieces)
+    assert len(subset) == HELD_OUT_SEQUENCES
+    firsts = [float(x[0, 0]) for x in subset.data]
+    assert firsts[0] == 0 and firsts[-1] == 2999 and firsts == sorted(set(firsts))  # spread, no repeats
+    few = SequenceDataset([np.zeros((4, 1), np.float32)] * 10)
+    assert evaluation_subset(few) is few
