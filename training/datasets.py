@@ -142,7 +142,9 @@ def parse_npy(data: bytes, limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
 
 CSV_KEYS = ("sequence_id", "t")
 CSV_LABEL = "label"
-INTEGER = re.compile(r"[+-]?[0-9]+")
+# An integer as an integer is written: no "+", no leading zeros, no "-0". Only a label column of such
+# integers, each within ±MAX_INT_LABEL, is read as integers; "01", "+1" and "1" are then three classes.
+CANONICAL_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,15}")
 MISSING_SHOWN = 5  # missing steps named when a sequence has gaps
 
 
@@ -157,7 +159,8 @@ def parse_csv_labelled(data: bytes, limits: DatasetLimits = LIMITS) -> tuple[lis
     Rows may come in any order; within a sequence, t must run 0, 1, ..., T-1 with no gaps.
     Sequences keep the order in which their ids first appear. An optional column named `label`
     (anywhere after `t`) holds each sequence's class: the same value on every row of a sequence;
-    when every label is an integer they are read as integers, otherwise as strings.
+    when every label is a canonical integer within ±2^53 they are read as integers, otherwise as
+    strings, exactly as written (see text_labels).
 
     `limits` caps the rows (points), sequences, steps and features: the first line to pass one is
     refused, and nothing after it is read. Rows are read one at a time into flat columns (see
@@ -342,10 +345,21 @@ def _csv_line_of(data: bytes, row: int) -> int:
 
 
 def text_labels(values: Sequence[str]) -> list[str] | list[int]:
-    """Labels read from text (CSV cells): integers when every one of them is an integer."""
-    if values and all(INTEGER.fullmatch(v) for v in values):
+    """Labels read from text (CSV cells): integers when every one of them is a canonical integer
+    (as `str(int)` writes it) within ±MAX_INT_LABEL, otherwise the text exactly as written.
+
+    So no two different cells ever become one class ("01", "+1" and "1" stay three), and a cell
+    that looks like an integer but could not be one (past 2^53, thousands of digits) is a text
+    class, checked like any other (at most MAX_LABEL_CHARS characters)."""
+    if values and all(_integer_label(v) for v in values):
         return [int(v) for v in values]
     return list(values)
+
+
+def _integer_label(text: str) -> bool:
+    # At most 16 digits before int() is called: int() of thousands of digits raises (Python's
+    # conversion limit), and 16 digits cover ±2^53.
+    return CANONICAL_INTEGER.fullmatch(text) is not None and abs(int(text)) <= MAX_INT_LABEL
 
 
 def _json_kind(value: object) -> str:

@@ -154,6 +154,27 @@ def test_integer_labels_stay_integers_and_classes_are_sorted() -> None:
     assert none is None
 
 
+def labelled_csv(*labels: str) -> bytes:
+    rows = "".join(f"s{i},{t},{label},{t}\n" for i, label in enumerate(labels) for t in range(2))
+    return ("sequence_id,t,label,x\n" + rows).encode()
+
+
+def test_csv_labels_are_integers_only_when_written_as_integers_and_text_is_kept_exactly() -> None:
+    """Issue 26: "01", "1" and "+1" were one class; an integer past 2^53 could not be sent at all,
+    and one of 4,301 digits or more was a 500 (int() past Python's digit limit)."""
+    _, spelled = datasets.parse_csv_labelled(labelled_csv("01", "1", "+1", "1"))
+    assert spelled is not None and spelled.classes == ["+1", "01", "1"] and spelled.codes.tolist() == [1, 2, 0, 2]
+    big = str(2**53 + 1)  # a float64 would round it to 2^53
+    _, exact = datasets.parse_csv_labelled(labelled_csv(big, "7", big))
+    assert exact is not None and exact.classes == ["7", big] and exact.codes.tolist() == [1, 0, 1]
+    _, edge = datasets.parse_csv_labelled(labelled_csv(str(2**53), str(-(2**53)), "0"))
+    assert edge is not None and edge.classes == [-(2**53), 0, 2**53]
+    _, minus_zero = datasets.parse_csv_labelled(labelled_csv("-0", "0"))
+    assert minus_zero is not None and minus_zero.classes == ["-0", "0"]
+    with pytest.raises(InvalidInput, match="the label of sequence 's0' must be 1 to 128 characters long, got 4301"):
+        datasets.parse_csv_labelled(labelled_csv("9" * 4301, "1"))
+
+
 @pytest.mark.parametrize(
     ("values", "count", "message"),
     [
