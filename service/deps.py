@@ -31,7 +31,7 @@ from service.payloads import (
 from service.settings import Settings
 from training.artifacts import ArtifactStore
 from training.db import SessionFactory
-from training.errors import Unauthorized, UnsupportedMediaType
+from training.errors import InvalidInput, Unauthorized, UnsupportedMediaType
 from training.idempotency import KEY_PATTERN
 from training.registry import VersionRef
 
@@ -60,17 +60,31 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=KEY_PATTERN,
-        description="Any string of up to 255 visible ASCII characters, new for each new request. A retry "
-        "with the same key and request gets the first answer again (with `Idempotent-Replayed: true`) "
-        "instead of acting twice; the same key with a different request gets 409. Keys are kept for "
-        "JEPA_IDEMPOTENCY_TTL_S.",
-    ),
-]
+
+
+async def get_idempotency_key(
+    request: Request,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=KEY_PATTERN,
+            description="Any string of up to 255 visible ASCII characters, new for each new request. A retry "
+            "with the same key and request gets the first answer again (with `Idempotent-Replayed: true`) "
+            "instead of acting twice; the same key with a different request gets 409. Keys are kept for "
+            "JEPA_IDEMPOTENCY_TTL_S. Send it once: two are refused (422).",
+        ),
+    ] = None,
+) -> str | None:
+    """The request's Idempotency-Key. Two of them are refused: the header would read the first
+    and silently drop the other, and a retry that sent them in another order would act twice."""
+    count = len(request.headers.getlist("idempotency-key"))
+    if count > 1:
+        raise InvalidInput(f"send one Idempotency-Key header, got {count}")
+    return key
+
+
+IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
 
 
 def request_limits(settings: Settings) -> RequestLimits:
@@ -134,7 +148,7 @@ async def read_inference(
         body = await request.body()
         options = validate_options(options_model, dict(request.query_params), strict=False)
         served = await resolve_served(engine, settings, options.model, options.version)  # type: ignore[attr-defined]
-        array = await off_loop_if_large(body, npy_sequences, body, served, limits)
+        array = await off_loop_if_large(body, npy_sequences, body, served, limits, first)
         return options, served, {first: array} | {name: None for name in fields if name != first}
     body = await request.body()
     check_json_values(body, limits.max_json_values)

@@ -43,6 +43,7 @@ class RequestLimits:
     max_seq_len: int  # steps per sequence
     max_points: int  # numbers, N x T x D, over all of the request's sequences
     max_similarity_pairs: int = 1 << 20  # |a| x |b| for /similarity
+    max_seq_len_setting: str = "JEPA_MAX_SEQ_LEN"  # the setting max_seq_len comes from, named in errors
 
     @property
     def max_json_values(self) -> int:
@@ -203,7 +204,8 @@ def _check_size(field: str, count: int, lengths: list[int] | np.ndarray, limits:
     longest = int(np.argmax(lengths))
     if lengths[longest] > limits.max_seq_len:
         raise InvalidInput(
-            f"{field}[{longest}] has {lengths[longest]} steps; at most {limits.max_seq_len} (JEPA_MAX_SEQ_LEN)"
+            f"{field}[{longest}] has {lengths[longest]} steps; at most {limits.max_seq_len} "
+            f"({limits.max_seq_len_setting})"
         )
 
 
@@ -250,15 +252,16 @@ def _explain(field: str, value: list[Any], served: ServedVersion) -> str:
     return f"{field} must be sequences [N][T][D] of numbers"
 
 
-def npy_sequences(body: bytes, served: ServedVersion, limits: RequestLimits) -> np.ndarray:
+def npy_sequences(body: bytes, served: ServedVersion, limits: RequestLimits, field: str = "sequences") -> np.ndarray:
     """An .npy body -> a float32 (N, T, D) array. Its header is checked against the caps before
-    anything is allocated, so a small body cannot claim a huge array."""
+    anything is allocated, so a small body cannot claim a huge array. `field` is the JSON field
+    the array stands for, named in errors."""
     array = load_npy(body, max_elements=limits.max_points, what=f"an {NPY} body")
     if array.ndim != 3:
         raise InvalidInput(f"an {NPY} body must be a numeric array (N, T, D), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidInput(f"an {NPY} body needs at least one sequence of one point, got shape {array.shape}")
-    _check_size("sequences", array.shape[0], [array.shape[1]], limits)
+    _check_size(field, array.shape[0], [array.shape[1]], limits)
     if array.shape[2] != served.input_dim:
         raise InvalidInput(f"the array has {array.shape[2]} features; {served.label} expects {served.input_dim}")
     array = np.ascontiguousarray(array, dtype=np.float32)

@@ -104,7 +104,13 @@ class ScoreOptions(InferenceRequest):
     target_len: int | None = Field(
         None, ge=1, le=4096, description="Steps in each target window; default: the version's target_len."
     )
-    stride: int = Field(1, ge=1, le=1_000_000, description="Steps between one window's start and the next's.")
+    stride: int = Field(
+        1,
+        ge=1,
+        le=1_000_000,
+        description="forecast: steps between one window's start and the next's. Above target_len, the targets "
+        "leave gaps: steps that no window's target covers score null, as the warm-up does.",
+    )
     top: int = Field(TOP_SEGMENTS, ge=0, le=100, description="The most surprising segments returned per series.")
     threshold: float = Field(
         SEGMENT_PERCENTILE,

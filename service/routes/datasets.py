@@ -78,6 +78,9 @@ async def _read_upload(
         return await off_loop_if_large(body, _parse_json_upload, body, limits)
     if kind == "multipart/form-data":
         form = await request.form(max_part_size=max_part_size)  # a long `labels` field is no file
+        for part in ("file", "name", "labels"):  # one of two would otherwise be used, silently
+            if len(form.getlist(part)) > 1:
+                raise InvalidInput(f"a multipart upload may have one `{part}` part, got {len(form.getlist(part))}")
         upload, name, label_part = form.get("file"), form.get("name"), form.get("labels")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("a multipart upload needs a `file` part")

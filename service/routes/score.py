@@ -30,7 +30,9 @@ async def score(request: Request, inference: InferenceDep) -> Response:
     fields as query parameters; `Accept: application/x-npy` returns the step scores (N, T) as .npy,
     NaN where a step has none (shorter series padded with NaN).
     """
-    long_series = dataclasses.replace(inference.limits, max_seq_len=inference.settings.max_score_len)
+    long_series = dataclasses.replace(
+        inference.limits, max_seq_len=inference.settings.max_score_len, max_seq_len_setting="JEPA_MAX_SCORE_LEN"
+    )
     options, served, arrays = await read_inference(
         request, ScoreOptions, {"series": True}, dataclasses.replace(inference, limits=long_series)
     )

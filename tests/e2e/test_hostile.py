@@ -237,6 +237,71 @@ CASES = [
         files={"file": ("f.csv", b"sequence_id,t,x\na,0," + b"1" * 200_000 + b"\nb,0,1\n")},
     ),
     Case("CSV with a NUL byte", "POST", "/datasets", 422, files={"file": ("n.csv", b"sequence_id,t,x\na,0,\x001\n")}),
+    # Issue 26: labels past Python's digit limit, repeated parts and headers, /score's own cap.
+    Case(
+        "CSV label of 4,301 digits",
+        "POST",
+        "/datasets",
+        422,
+        files={
+            "file": (
+                "l.csv",
+                b"sequence_id,t,x,label\n"
+                + b"".join(b"%s,%d,1,%s\n" % (s, t, b"9" * 4301) for s in (b"a", b"b") for t in (0, 1)),
+            )
+        },
+        says="1 to 128 characters",
+    ),
+    Case(
+        "two labels parts",
+        "POST",
+        "/datasets",
+        422,
+        files=[  # type: ignore[arg-type]  # a list of parts: httpx sends a repeated name twice
+            ("file", ("d.npy", npy_bytes(np.zeros((2, 3, 1), np.float32)))),
+            ("labels", (None, '["a", "b"]')),
+            ("labels", (None, '["b", "a"]')),
+        ],
+        says="one `labels` part, got 2",
+    ),
+    Case(
+        "two file parts",
+        "POST",
+        "/datasets",
+        422,
+        files=[  # type: ignore[arg-type]
+            ("file", ("d.npy", npy_bytes(np.zeros((2, 3, 1), np.float32)))),
+            ("file", ("e.npy", npy_bytes(np.zeros((2, 3, 1), np.float32)))),
+        ],
+        says="one `file` part, got 2",
+    ),
+    Case(
+        "two Idempotency-Key headers on /train",
+        "POST",
+        "/train",
+        422,
+        json={"model": "dup", "config": {"epochs": 1}},
+        headers=[("Idempotency-Key", "first"), ("Idempotency-Key", "second")],  # type: ignore[arg-type]
+        says="one Idempotency-Key header, got 2",
+    ),
+    Case(
+        "two Idempotency-Key headers on /datasets",
+        "POST",
+        "/datasets",
+        422,
+        json={"name": "dup", "sequences": [[POINT, POINT]] * 2},
+        headers=[("Idempotency-Key", "first"), ("Idempotency-Key", "second")],  # type: ignore[arg-type]
+        says="one Idempotency-Key header, got 2",
+    ),
+    Case(
+        "score npy past JEPA_MAX_SCORE_LEN",
+        "POST",
+        "/score",
+        422,
+        content=npy_bytes(np.zeros((1, 1_000_001, 2), np.float32)),
+        headers=NPY,
+        says="series[0] has 1000001 steps; at most 1000000 (JEPA_MAX_SCORE_LEN)",
+    ),
     # Echoes: a detail never repeats kilobytes of what was sent.
     Case("unknown field with a 10 KB name", "POST", "/encode", 422, json={**ONE, "x" * 10_000: 1}),
     Case("model name of 10 KB", "POST", "/encode", 422, json={**ONE, "model": "m" * 10_000}),

@@ -74,6 +74,20 @@ def test_npy_bodies_are_read_without_pickle() -> None:
         assert message in str(raised.value)
 
 
+def test_a_too_long_array_names_its_field_and_the_setting_that_caps_it() -> None:
+    """Issue 26: a too-long /score .npy said `sequences[0]` and JEPA_MAX_SEQ_LEN; it is `series[0]`
+    against JEPA_MAX_SCORE_LEN."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((1, 17, 2), np.float32))
+    with pytest.raises(InvalidInput, match=r"^sequences\[0\] has 17 steps; at most 16 \(JEPA_MAX_SEQ_LEN\)$"):
+        npy_sequences(buffer.getvalue(), SERVED, LIMITS)
+    score = RequestLimits(max_batch=8, max_seq_len=16, max_points=1000, max_seq_len_setting="JEPA_MAX_SCORE_LEN")
+    with pytest.raises(InvalidInput, match=r"^series\[0\] has 17 steps; at most 16 \(JEPA_MAX_SCORE_LEN\)$"):
+        npy_sequences(buffer.getvalue(), SERVED, score, "series")
+    with pytest.raises(InvalidInput, match=r"^series\[1\] has 17 steps; at most 16 \(JEPA_MAX_SCORE_LEN\)$"):
+        to_sequences("series", [[[0.0, 1.0]], [[0.0, 1.0]] * 17], SERVED, score)
+
+
 def test_json_must_be_an_object_without_nan() -> None:
     assert parse_json(b'{"a": 1}', 100) == {"a": 1}
     for body in (b"[1]", b'{"a": NaN}', b"nope"):

@@ -7,7 +7,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from jepa_model import TrainConfig, __version__, save_checkpoint
+from jepa_model.checkpoint import checkpoint_problem
+from tests.factories import tiny_model
 from training import artifacts
 from training.artifacts import DatabaseStore, FileStore
 from training.db import SessionFactory
@@ -93,3 +97,22 @@ def test_a_key_leading_out_of_the_data_directory_is_never_written(factory: Sessi
     with factory() as session:
         store.fetch(session, "checkpoints/m/job")
     assert not (tmp_path / "escaped").exists()
+
+
+def test_a_stored_copy_that_fails_its_checksum_is_reported_as_such_not_as_missing(
+    factory: SessionFactory, tmp_path: Path
+) -> None:
+    """Issue 26: a checkpoint whose copy in the database failed its checksum read as
+    "model.safetensors is missing"; the reader now says that it does not match its sha256."""
+    writer, reader = DatabaseStore(tmp_path / "a"), DatabaseStore(tmp_path / "b")
+    sha256 = save_checkpoint(tiny_model(), writer.local("checkpoints/m/job"), TrainConfig(), "seed", __version__)
+    key = "checkpoints/m/job/model.safetensors"
+    with factory.begin() as session:
+        writer.publish(session, "checkpoints/m/job")
+    with factory.begin() as session:  # one byte of the stored copy flipped
+        chunk = session.scalars(select(ArtifactChunkRow).where(ArtifactChunkRow.key == key)).first()
+        assert chunk is not None
+        chunk.data = bytes([chunk.data[0] ^ 1]) + chunk.data[1:]
+    with factory() as session:
+        problem = checkpoint_problem(reader.fetch(session, "checkpoints/m/job"), sha256)
+    assert problem is not None and "does not match the recorded" in problem and "missing" not in problem
