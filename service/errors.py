@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jepa_model import CheckpointError
+from training.db import is_storage_full
 from training.errors import (
     Conflict,
     DatasetCorrupt,
@@ -170,6 +171,10 @@ UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout
 
 
 async def _database_unreachable(_request: Request, exc: Exception) -> JSONResponse:
+    if is_storage_full(exc):  # reached, but out of room: no retry will help until space is freed
+        return error_response(
+            507, "the server's disk has no room left for the database to record this; nothing was stored"
+        )
     return database_unavailable(exc)
 
 

@@ -31,6 +31,10 @@ PG_CONTENTION = frozenset({"40001", "40P01", "55P03"})
 # SQLite's messages for a file it cannot use right now (a full or failing disk, a lost mount),
 # as opposed to a wrong statement ("no such table").
 SQLITE_UNAVAILABLE = ("unable to open", "disk i/o", "full", "readonly", "read-only")
+# A database whose disk (or quota, or size cap) has no room: SQLite's SQLITE_FULL ("database or disk
+# is full") and PostgreSQL's disk_full (SQLSTATE 53100).
+SQLITE_FULL = 13
+PG_DISK_FULL = "53100"
 # Waits between attempts to reach an unreachable database: doubling from the first, capped.
 UNREACHABLE_FIRST_WAIT_S = 0.25
 UNREACHABLE_MAX_WAIT_S = 5.0
@@ -96,6 +100,17 @@ def is_unreachable(exc: BaseException) -> bool:
         message = str(exc.orig).lower()
         return any(sign in message for sign in SQLITE_UNAVAILABLE)
     return isinstance(exc, OperationalError)
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether `exc` says the database has no room for the write: its disk is full. Retrying at
+    once does not help; the caller is told so (507) rather than that the database is away."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(orig)
+    return getattr(orig, "sqlstate", None) == PG_DISK_FULL
 
 
 def in_transaction(factory: SessionFactory, fn: Callable[[Session], T], attempts: int = 5) -> T:
