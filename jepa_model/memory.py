@@ -49,8 +49,10 @@ AR_ORDER, AR_INPUTS, AR_FIT_ROWS = 32, 256, 65_536
 # The window: the first autocorrelation peak after it turns negative, within these bounds; else
 # DEFAULT_WINDOW.
 MIN_WINDOW, MAX_WINDOW, DEFAULT_WINDOW = 4, 512, 16
-# Scoring runs the encoder over chunks of this many steps, each with MARGIN steps of context on
-# either side: more than the half receptive field of the series preset (510 steps).
+# Features are read over chunks of this many steps, each with the steps of context on either side
+# that a step's features depend on (`margin_steps`: 511 for the series preset), at most MARGIN. An
+# encoder that sees further (a BiLSTM, or a conv of many wide layers) is read with MARGIN, which
+# only approximates one pass over the whole series.
 CHUNK_STEPS, MARGIN = 65_536, 1024
 KNN_ROWS = 8192  # queries per distance matrix
 WINDOW_STRIDE_DIVISOR = 4  # scoring compares windows a quarter of a window apart
@@ -116,8 +118,10 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, excluded: torch.
     """(Q, P), (N, P) -> (Q,): each query's euclidean distance to its nearest row of the bank,
     leaving out the rows `excluded` (Q, N) marks for it.
 
-    |q - b|^2 = |q|^2 - 2 q.b + |b|^2, minimised over b with one matrix product per KNN_ROWS
-    queries: several times faster than cdist, and exact up to rounding (clamped at 0)."""
+    The nearest row minimises |b|^2 - 2 q.b (|q - b|^2 less |q|^2), found with one matrix product
+    per KNN_ROWS queries: several times faster than cdist. The distance to it is then taken
+    directly: from the expansion it would be a difference of large squares, whose rounding
+    depends on the product's shape and swamps the small distances of normal steps."""
     bank_sq = (bank * bank).sum(1)  # (N,)
     out = []
     for i in range(0, len(queries), KNN_ROWS):
@@ -125,7 +129,8 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, excluded: torch.
         partial = torch.addmm(bank_sq, q, bank.T, alpha=-2)  # (q, N): |b|^2 - 2 q.b
         if excluded is not None:
             partial = partial.masked_fill(excluded[i : i + KNN_ROWS], float("inf"))
-        out.append((partial.amin(1) + (q * q).sum(1)).clamp_min(0).sqrt())
+        best, nearest = partial.min(1)
+        out.append((q - bank[nearest]).norm(dim=1).masked_fill(best.isinf(), float("inf")))  # inf: every row left out
     return torch.cat(out) if out else queries.new_zeros(0)
 
 
@@ -137,35 +142,53 @@ def lagged(x: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([inputs, np.ones((len(rows), 1), x.dtype)], axis=1), x[order:]
 
 
-def ar_errors(memory: AnomalyMemory, x: np.ndarray) -> np.ndarray:
-    """(T, D) -> (T,): the norm of the autoregression's error at each step, NaN for the first
-    `order`; computed CHUNK_STEPS steps at a time, so its inputs never hold more."""
-    out, order = np.full(len(x), np.nan), memory.order
+def ar_errors(memory: AnomalyMemory, x: np.ndarray, start: int = 0, end: int | None = None) -> np.ndarray:
+    """(T, D) -> (end - start,): the norm of the autoregression's error at steps start..end, NaN
+    for the first `order` of the series; computed CHUNK_STEPS steps at a time, so its inputs never
+    hold more."""
+    end = len(x) if end is None else end
+    out, order = np.full(end - start, np.nan), memory.order
     mean, std = memory.ar_mean.cpu().numpy(), memory.ar_std.cpu().numpy()
     weights = memory.ar_weights.cpu().numpy()
-    for start in range(order, len(x), CHUNK_STEPS):
-        end = min(len(x), start + CHUNK_STEPS)
-        scaled = ((x[start - order : end] - mean) / std).astype(np.float32)  # the steps and the `order` before
+    for first in range(max(order, start), end, CHUNK_STEPS):
+        last = min(end, first + CHUNK_STEPS)
+        scaled = ((x[first - order : last] - mean) / std).astype(np.float32)  # the steps and the `order` before
         inputs, outputs = lagged(scaled, order)
-        out[start:end] = np.linalg.norm(inputs @ weights - outputs, axis=1)
+        out[first - start : last - start] = np.linalg.norm(inputs @ weights - outputs, axis=1)
     return out
 
 
+def margin_steps(encoder: nn.Module) -> int:
+    """Steps on either side that a step's features depend on (the conv body's half receptive
+    field, and one more for the change from the step before), at most MARGIN."""
+    body = getattr(encoder, "body", None)
+    seen = getattr(body, "context_steps", None)
+    return MARGIN if seen is None else min(MARGIN, seen + 1)
+
+
+def as_series(encoder: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """A series (T, D) as the encoder reads it in chunks: (1, T, D), standardised by the whole
+    series' statistics where the encoder standardises each series (not by each chunk's)."""
+    series = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]  # (1, T, D)
+    return normalize_each(series, None) if getattr(encoder, "series_norm", False) else series
+
+
 @torch.inference_mode()
-def step_features(encoder: nn.Module, x: np.ndarray, start: int = 0, end: int | None = None) -> torch.Tensor:
+def step_features(
+    encoder: nn.Module, x: np.ndarray, start: int = 0, end: int | None = None, series: torch.Tensor | None = None
+) -> torch.Tensor:
     """What the encoder's pooling sees at steps start..end of a series (T, D): (end - start, P).
 
-    Read in chunks of CHUNK_STEPS with MARGIN steps of context on either side, so that memory
-    stays bounded at any T and each step sees what it would in one pass over the whole series."""
+    Read in chunks of CHUNK_STEPS with `margin_steps` of context on either side, so that memory
+    stays bounded at any T and each step sees what it would in one pass over the whole series.
+    `series`: `as_series(encoder, x)`, when the caller reads the same series many times."""
     end = len(x) if end is None else end
     device = encoder.embed.weight.device
-    series = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]  # (1, T, D)
-    if getattr(encoder, "series_norm", False):  # the whole series' statistics, not each chunk's
-        series = normalize_each(series, None)
-    out = []
+    series = as_series(encoder, x) if series is None else series
+    margin, out = margin_steps(encoder), []
     for first in range(start, end, CHUNK_STEPS):
         last = min(end, first + CHUNK_STEPS)
-        lo, hi = max(0, first - MARGIN), min(len(x), last + MARGIN)
+        lo, hi = max(0, first - margin), min(len(x), last + margin)
         features = encoder.pooled_features(series[:, lo:hi].to(device), normalized=True)[0]  # (hi - lo, P)
         out.append(features[first - lo : last - lo])
     return torch.cat(out)
@@ -373,38 +396,59 @@ def _fit_ar(
     memory.ar_weights.copy_(torch.from_numpy(weights))
 
 
-def raw_distances(encoder: nn.Module, memory: AnomalyMemory, x: np.ndarray) -> np.ndarray:
-    """A series (T, D) -> (3, T): each step's distance to the nearest remembered step, its centred
-    window's to the nearest remembered window, and the autoregression's error; NaN where a part
-    has no value (a window's edges, the autoregression's first steps, a part that is off).
+class MemoryScorer:
+    """Scores one series (T, D) against the memory a slice of steps at a time (`run`), so that a
+    caller can do other work between slices; `scores` once every slice has run.
 
-    Windows start a quarter window apart, each standing for the steps nearest its centre:
-    neighbouring windows share most of their steps, and this part's cost drops 4-fold or more.
-    The series is read CHUNK_STEPS steps at a time (and a window's more), so that memory stays
-    bounded whatever its length."""
-    out = np.full((3, len(x)), np.nan)
-    window = int(memory.window)
-    stride = max(1, window // WINDOW_STRIDE_DIVISOR)
-    use_windows = bool(memory.scales[1] > 0) and len(x) >= window
-    last_start = len(x) - window  # of a whole window
-    window_distances = []
-    for start in range(0, len(x), CHUNK_STEPS):
-        end = min(len(x), start + CHUNK_STEPS)
-        features = step_features(encoder, x, start, min(len(x), end + window - 1))  # windows starting before `end`
-        out[0, start:end] = nearest_distance(features[: end - start], memory.steps).cpu().double().numpy()
-        first = -(-start // stride) * stride  # the first window start in this chunk
-        if use_windows and first < end and first <= last_start:
-            starts = len(range(first, min(end - 1, last_start) + 1, stride))
-            means = window_means(features[first - start :], window, stride)[:starts]
-            window_distances.append(nearest_distance(means, memory.windows).cpu().double().numpy())
-    if window_distances:
-        spread = np.repeat(np.concatenate(window_distances), stride)  # each window's, over `stride` steps
-        centre = window // 2 - stride // 2
-        spread = spread[: len(x) - centre]
-        out[1, centre : centre + len(spread)] = spread
-    if memory.scales[2] > 0:
-        out[2] = ar_errors(memory, x)
-    return out
+    Each slice holds, for its steps: the distance to the nearest remembered step; the distance of
+    the windows starting in it to the nearest remembered window, each window standing for the
+    steps nearest its centre; and the autoregression's error. Windows start a quarter window
+    apart: neighbouring windows share most of their steps, and this part's cost drops 4-fold or
+    more. A slice's cost is bounded (its steps, their margins and a window more), and so is its
+    memory, whatever the series' length."""
+
+    def __init__(
+        self, encoder: nn.Module, memory: AnomalyMemory, x: np.ndarray, slice_steps: int = CHUNK_STEPS
+    ) -> None:
+        self.encoder, self.memory, self.x = encoder, memory, x
+        self.series = as_series(encoder, x)  # (1, T, D)
+        self.slices = [(start, min(len(x), start + slice_steps)) for start in range(0, len(x), slice_steps)]
+        # (3, T): step, window and forecast distances; NaN where a part has no value (a window's
+        # edges, the autoregression's first steps, a part that is off)
+        self.distances = np.full((3, len(x)), np.nan)
+        self.window = int(memory.window)
+        self.stride = max(1, self.window // WINDOW_STRIDE_DIVISOR)
+        self.use_windows = bool(memory.scales[1] > 0) and len(x) >= self.window
+
+    @torch.inference_mode()
+    def run(self, start: int, end: int) -> None:
+        """Fill the distances of steps start..end (one of `slices`)."""
+        x, memory, window, stride = self.x, self.memory, self.window, self.stride
+        features = step_features(self.encoder, x, start, min(len(x), end + window - 1), self.series)  # and the windows'
+        self.distances[0, start:end] = nearest_distance(features[: end - start], memory.steps).cpu().double().numpy()
+        last_start = len(x) - window  # of a whole window
+        first = -(-start // stride) * stride  # the first window start in this slice
+        if self.use_windows and first < end and first <= last_start:
+            count = len(range(first, min(end - 1, last_start) + 1, stride))
+            means = window_means(features[first - start :], window, stride)[:count]
+            spread = np.repeat(nearest_distance(means, memory.windows).cpu().double().numpy(), stride)
+            at = first + window // 2 - stride // 2 + np.arange(len(spread))  # each window's `stride` steps
+            keep = at < len(x)
+            self.distances[1, at[keep]] = spread[keep]
+        if memory.scales[2] > 0:
+            self.distances[2, start:end] = ar_errors(memory, x, start, end)
+
+    def scores(self) -> np.ndarray:
+        """(T,): each step's anomaly score, the largest of its scaled distances."""
+        return _combine(self.distances, self.memory.scales)
+
+
+def raw_distances(encoder: nn.Module, memory: AnomalyMemory, x: np.ndarray) -> np.ndarray:
+    """A series (T, D) -> (3, T): MemoryScorer's distances, every slice run."""
+    scorer = MemoryScorer(encoder, memory, x)
+    for start, end in scorer.slices:
+        scorer.run(start, end)
+    return scorer.distances
 
 
 def _combine(distances: np.ndarray, scales: torch.Tensor) -> np.ndarray:

@@ -49,6 +49,9 @@ class DilatedConvBody(nn.Module):
             DilatedBlock(config.hidden_dim, config.kernel_size, 2**i) for i in range(config.num_layers)
         )
         self.out_dim = config.hidden_dim
+        # Steps on either side that one step's output reads: each block's two convolutions reach
+        # dilation * (kernel - 1) / 2 each way.
+        self.context_steps = (config.kernel_size - 1) * (2**config.num_layers - 1)
 
     def forward(
         self, h: torch.Tensor, lengths: torch.Tensor | None, keep: int = 0

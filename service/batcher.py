@@ -1,29 +1,38 @@
-"""Dynamic micro-batching: concurrent requests share forward passes.
+"""Dynamic micro-batching, with fair turns: concurrent requests share forward passes, and no
+request's size makes another wait long.
 
 Requests arrive as pieces: sequences whose lengths fall in one bucket (the engine picks the
 buckets). Pieces with the same key (model version, operation, length bucket) are concatenated, up
 to `max_batch` sequences and `max_steps` steps (sequences x the batch's longest length, which
-bounds the activations' memory), and run as one batch on the single inference thread; every
-waiting request gets its rows back. When every row has the same length the batch is the rows
-concatenated, unpadded, and costs about what one of its sequences would; otherwise rows are
-right-padded to the batch's longest and the batch function gets their lengths too. While a batch
-runs, the next one fills; `max_wait_s` bounds how long a lone request waits for company. Keys
-that `merge_group` maps alike (the engine's short length buckets) also share a pass while it stays
-within `small_pass` steps, padding included: a pass has a fixed cost that a few short rows do not
-pay for.
+bounds the activations' memory and how long one pass holds the thread), and run as one batch on
+the single inference thread; every waiting request gets its rows back. When every row has the same
+length the batch is the rows concatenated, unpadded, and costs about what one of its sequences
+would; otherwise rows are right-padded to the batch's longest and the batch function gets their
+lengths too. While a batch runs, the next one fills; `max_wait_s` bounds how long a lone request
+waits for company. Keys that `merge_group` maps alike (the engine's short length buckets) also
+share a pass while it stays within `small_pass` steps, padding included: a pass has a fixed cost
+that a few short rows do not pay for. Work that is not a forward pass of the batch function (a
+memory score's slice, per-step representations) is queued as a `call` and runs alone.
 
-The queue is bounded: past `max_queue` waiting requests, `submit` raises Overloaded at once
-instead of letting latency grow without limit. Each answered request records how long it waited
-and how long its batch ran (service/timing.py).
+Each request holds a Ticket from admission until it is answered. The thread's next pass starts
+with the ticket that has had the fewest steps run for it so far (then the smaller request, then
+the older): a large request runs as many bounded passes, and a small one that arrives meanwhile
+runs after the pass in progress instead of after the whole large request. The queue is bounded by
+requests, not pieces: past `max_queue` requests in progress, `admit` raises Overloaded at once,
+before anything is queued, and a request that ends early (an error, a client gone) takes its
+waiting pieces with it. Each answered piece records how long it waited and how long its batch ran
+(service/timing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +47,8 @@ Sequences = np.ndarray | list[np.ndarray]
 # Runs one batch on the inference thread: (key, payload of the first request, x (B, T, D), lengths
 # (B,) of right-padded rows, or None when every row is T steps long) -> (B, ...).
 BatchFn = Callable[[Hashable, Any, np.ndarray, np.ndarray | None], np.ndarray]
+
+_arrivals = itertools.count()
 
 
 def longest(x: Sequences) -> int:
@@ -60,12 +71,30 @@ def stack(parts: list[Sequences]) -> tuple[np.ndarray, np.ndarray | None]:
     return padded, lengths
 
 
+class Ticket:
+    """One request's place in the queue: its pieces waiting, in order, and the steps run for it."""
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost  # the steps the whole request will run, as its caller estimated them
+        self.arrival = next(_arrivals)
+        self.served = 0  # steps run for it so far (a shared pass counts its own rows, padded)
+        self.waiting: deque[_Pending] = deque()
+
+    @property
+    def turn(self) -> tuple[int, int, int]:
+        """Lower goes first: the least served, then the smaller, then the older."""
+        return self.served, self.cost, self.arrival
+
+
 @dataclass
 class _Pending:
+    ticket: Ticket
     key: Hashable
     payload: Any  # whatever the batch function needs beyond the arrays (the model version)
-    x: Sequences  # n sequences
-    future: asyncio.Future[np.ndarray]
+    x: Sequences | None  # n sequences; None for a call
+    future: asyncio.Future[Any]
+    call: Callable[[], Any] | None = None
+    cost: int = 0  # a call's steps, as its caller estimated them
     enqueued: float = field(default_factory=time.perf_counter)
     # When its batch started and finished on the inference thread (perf_counter).
     started: float = 0.0
@@ -73,7 +102,11 @@ class _Pending:
     steps: int = field(init=False)  # its longest sequence's
 
     def __post_init__(self) -> None:
-        self.steps = longest(self.x)
+        self.steps = 0 if self.x is None else longest(self.x)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.x is None else len(self.x)
 
 
 @dataclass(frozen=True)
@@ -103,7 +136,7 @@ class MicroBatcher:
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.max_steps = max_steps
         self.merge_group, self.small_pass = merge_group, small_pass
-        self._queue: deque[_Pending] = deque()
+        self._tickets: dict[int, Ticket] = {}  # admitted and not yet answered, by arrival
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._batches = self._sequences = 0
@@ -111,7 +144,7 @@ class MicroBatcher:
     @property
     def depth(self) -> int:
         """Requests waiting for a batch."""
-        return len(self._queue)
+        return sum(1 for ticket in self._tickets.values() if ticket.waiting)
 
     def capacity(self, length: int) -> int:
         """Most sequences of `length` steps one batch may hold (at least one)."""
@@ -128,37 +161,76 @@ class MicroBatcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        while self._queue:
-            self._queue.popleft().future.cancel()
+        for ticket in list(self._tickets.values()):
+            self._release(ticket)
 
-    async def submit(self, key: Hashable, payload: Any, x: Sequences) -> np.ndarray:
+    @contextmanager
+    def admitted(self, cost: int) -> Iterator[Ticket]:
+        """A ticket for one request of about `cost` steps, for its `submit`s and `call`s; on leaving,
+        whatever it left queued is dropped. Overloaded when max_queue requests are in progress."""
+        if len(self._tickets) >= self.max_queue:
+            raise Overloaded(f"{len(self._tickets)} requests are already in progress; retry shortly")
+        ticket = Ticket(cost)
+        self._tickets[ticket.arrival] = ticket
+        try:
+            yield ticket
+        finally:
+            self._release(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        self._tickets.pop(ticket.arrival, None)
+        while ticket.waiting:
+            ticket.waiting.popleft().future.cancel()
+
+    async def submit(self, key: Hashable, payload: Any, x: Sequences, ticket: Ticket | None = None) -> np.ndarray:
         """Rows of the batch function's output for the sequences `x`, once their batch has run.
 
         `x` must fit one batch: at most `capacity(T)` sequences, T its longest (the engine splits
-        larger ones). The wait and the batch's run are recorded for the calling request."""
-        if len(self._queue) >= self.max_queue:
-            raise Overloaded(f"{len(self._queue)} requests are already waiting; retry shortly")
-        pending = _Pending(key, payload, x, asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
+        larger ones). Without a ticket, `x` is a request of its own. The wait and the batch's run
+        are recorded for the calling request."""
+        if ticket is None:
+            with self.admitted(len(x) * longest(x)) as own:
+                return await self.submit(key, payload, x, own)
+        return await self._enqueue(_Pending(ticket, key, payload, x, asyncio.get_running_loop().create_future()))
+
+    async def call(self, fn: Callable[[], Any], cost: int, ticket: Ticket) -> Any:
+        """fn() on the inference thread, alone, in the ticket's turn; `cost` is its steps, about."""
+        future = asyncio.get_running_loop().create_future()
+        return await self._enqueue(_Pending(ticket, None, None, None, future, call=fn, cost=cost))
+
+    async def _enqueue(self, pending: _Pending) -> Any:
+        pending.ticket.waiting.append(pending)
         self._wake.set()
         out = await pending.future
         record(pending.started - pending.enqueued, pending.finished - pending.started)
         return out
 
+    def _next(self) -> Ticket | None:
+        """The ticket whose turn it is, among those with pieces waiting."""
+        waiting = [ticket for ticket in self._tickets.values() if ticket.waiting]
+        return min(waiting, key=lambda ticket: ticket.turn) if waiting else None
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if self._next() is None:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
             await self._wait_for_company()
             batch = self._take_batch()
+            if not batch:
+                continue
             try:
                 out = await loop.run_in_executor(self.executor, self._run, batch)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
+                continue
+            if batch[0].call is not None:
+                if not batch[0].future.done():
+                    batch[0].future.set_result(out)
                 continue
             self._batches += 1
             self._sequences += len(out)
@@ -167,25 +239,35 @@ class MicroBatcher:
             start = 0
             for pending in batch:
                 if not pending.future.done():  # the client may have gone away
-                    pending.future.set_result(out[start : start + len(pending.x)])
-                start += len(pending.x)
+                    pending.future.set_result(out[start : start + pending.rows])
+                start += pending.rows
 
-    def _run(self, batch: list[_Pending]) -> np.ndarray:
+    def _run(self, batch: list[_Pending]) -> Any:
         """On the inference thread: stack the batch (padding, if it must, here and not on the event
-        loop) and run it, noting when for each request."""
+        loop) and run it, or run the call, noting when for each request and crediting its ticket."""
         started = time.perf_counter()
-        x, lengths = stack([pending.x for pending in batch])
-        out = self.run_batch(batch[0].key, batch[0].payload, x, lengths)
+        first = batch[0]
+        if first.call is not None:
+            out = first.call()
+            first.ticket.served += first.cost
+        else:
+            x, lengths = stack([pending.x for pending in batch if pending.x is not None])
+            out = self.run_batch(first.key, first.payload, x, lengths)
+            for pending in batch:
+                pending.ticket.served += pending.rows * x.shape[1]
         finished = time.perf_counter()
         for pending in batch:
             pending.started, pending.finished = started, finished
         return out
 
     async def _wait_for_company(self) -> None:
-        """Give the oldest request until max_wait_s after it arrived for others to join it."""
-        oldest = self._queue[0]
-        while self._waiting_sequences(oldest.key) < self.capacity(oldest.steps):
-            left = oldest.enqueued + self.max_wait_s - time.perf_counter()
+        """Give the next piece until max_wait_s after it arrived for others to join it."""
+        ticket = self._next()
+        if ticket is None or ticket.waiting[0].call is not None:
+            return
+        first = ticket.waiting[0]
+        while self._waiting_sequences(first.key) < self.capacity(first.steps):
+            left = first.enqueued + self.max_wait_s - time.perf_counter()
             if left <= 0:
                 return
             self._wake.clear()
@@ -195,28 +277,34 @@ class MicroBatcher:
                 return
 
     def _waiting_sequences(self, key: Hashable) -> int:
-        return sum(len(p.x) for p in self._queue if p.key == key)
+        return sum(p.rows for t in self._tickets.values() for p in t.waiting if p.call is None and p.key == key)
 
     def _take_batch(self) -> list[_Pending]:
-        """The oldest request and every later one with its key that fits: at most capacity(T)
-        sequences, T the longest among them, since rows are padded to it. Then requests whose key
-        is in the oldest one's merge group join it, as long as the pass stays within `small_pass`
-        steps (sequences x its longest)."""
-        first = self._queue.popleft()
-        batch, size, steps = [first], len(first.x), first.steps
+        """The next piece of the ticket whose turn it is, and every other waiting piece with its key
+        that fits, tickets in turn order: at most capacity(T) sequences, T the longest among them,
+        since rows are padded to it. Then pieces whose key is in its merge group join it, as long
+        as the pass stays within `small_pass` steps (sequences x its longest). A call runs alone."""
+        ticket = self._next()
+        if ticket is None:
+            return []
+        first = ticket.waiting.popleft()
+        if first.call is not None:
+            return [first]
+        batch, size, steps = [first], first.rows, first.steps
+        in_turn = sorted((t for t in self._tickets.values() if t.waiting), key=lambda t: t.turn)
 
         def take(joins: Callable[[_Pending], bool]) -> None:
             nonlocal size, steps
-            keep: deque[_Pending] = deque()
-            while self._queue:
-                pending = self._queue.popleft()
-                padded_to = max(steps, pending.steps)
-                if joins(pending) and size + len(pending.x) <= self.capacity(padded_to):
-                    batch.append(pending)
-                    size, steps = size + len(pending.x), padded_to
-                else:
-                    keep.append(pending)
-            self._queue.extendleft(reversed(keep))
+            for other in in_turn:
+                keep: deque[_Pending] = deque()
+                for pending in other.waiting:
+                    padded_to = max(steps, pending.steps)
+                    if pending.call is None and joins(pending) and size + pending.rows <= self.capacity(padded_to):
+                        batch.append(pending)
+                        size, steps = size + pending.rows, padded_to
+                    else:
+                        keep.append(pending)
+                other.waiting = keep
 
         take(lambda pending: pending.key == first.key)
         merge = self.merge_group
@@ -224,7 +312,7 @@ class MicroBatcher:
             group = merge(first.key)
 
             def small(pending: _Pending) -> bool:  # the pass stays small with it, padding included
-                return (size + len(pending.x)) * max(steps, pending.steps) <= self.small_pass
+                return (size + pending.rows) * max(steps, pending.steps) <= self.small_pass
 
             take(lambda pending: merge(pending.key) == group and small(pending))
         return batch

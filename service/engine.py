@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -32,7 +32,7 @@ from sqlalchemy import text
 from jepa_model import JEPA, CheckpointError, ModelConfig, load_checkpoint
 from jepa_model.devices import resolve_device
 from jepa_model.jepa import EncoderName
-from jepa_model.memory import memory_scores
+from jepa_model.memory import MemoryScorer
 from jepa_model.serving import (
     Forward,
     RaggedForward,
@@ -43,7 +43,7 @@ from jepa_model.serving import (
     traced_ragged_forwards,
 )
 from jepa_model.surprise import step_scores, surprise, window_starts, windows
-from service.batcher import MicroBatcher, Sequences, longest
+from service.batcher import MicroBatcher, Sequences, Ticket, longest
 from training.artifacts import ArtifactStore
 from training.db import SessionFactory
 from training.errors import DomainError, InvalidInput, ModelUnavailable
@@ -142,6 +142,11 @@ def length_bucket(length: int) -> int:
     return (max(length, SHORT_BUCKET_LEN - 1) ** 2).bit_length() - 1
 
 
+def steps_of(sequences: Sequences) -> int:
+    """Steps in all the sequences: what a request costs the inference thread, about."""
+    return int(np.prod(sequences.shape[:2])) if isinstance(sequences, np.ndarray) else sum(map(len, sequences))
+
+
 def _as_piece(rows: list[np.ndarray]) -> Sequences:
     """(T_i, D) rows as the batcher takes them: one (n, T, D) array when they share a length."""
     return np.stack(rows) if len({len(row) for row in rows}) == 1 else rows
@@ -185,7 +190,7 @@ class InferenceEngine:
         cache_size: int = 8,
         threads: int = 1,
         max_batch: int = 256,
-        max_batch_steps: int = 65_536,
+        max_batch_steps: int = 8_192,
         max_wait_s: float = 0.002,
         max_queue: int = 512,
         resolve_ttl_s: float = 1.0,
@@ -388,15 +393,22 @@ class InferenceEngine:
             out = _by_exact_length(forwards.full[operation], inputs, lengths, served.repr_dim)
         return out.cpu().numpy()
 
-    async def _batched(self, served: ServedVersion, operation: str, sequences: Sequences) -> np.ndarray:
+    async def _batched(
+        self, served: ServedVersion, operation: str, sequences: Sequences, ticket: Ticket | None = None
+    ) -> np.ndarray:
         """Run `operation` ("target", "context" or "predict") on every sequence, batched with others.
 
         Each length bucket is cut into pieces that fit one forward pass, so a large request costs
-        several bounded passes instead of one pass whose activations grow with the request.
+        several bounded passes, taking turns with other requests, instead of one pass whose
+        activations, and whose hold on the thread, grow with the request.
         """
+        if ticket is None:
+            with self.batcher.admitted(steps_of(sequences)) as own:
+                return await self._batched(served, operation, sequences, own)
         parts = pieces(sequences, self.batcher.capacity)
         submits = [
-            self.batcher.submit((served.version_id, operation, length_bucket(longest(x))), served, x) for _, x in parts
+            self.batcher.submit((served.version_id, operation, length_bucket(longest(x))), served, x, ticket)
+            for _, x in parts
         ]
         results = await asyncio.gather(*submits)
         if len(parts) == 1 and isinstance(sequences, np.ndarray):
@@ -421,13 +433,17 @@ class InferenceEngine:
             raise InvalidInput(f"got {len(contexts)} contexts but {len(targets)} targets; they pair up one to one")
         if targets is None:
             return await self._batched(served, "predict", contexts), None
-        predicted, actual = await asyncio.gather(
-            self._batched(served, "predict", contexts), self._batched(served, "target", targets)
-        )
+        with self.batcher.admitted(steps_of(contexts) + steps_of(targets)) as ticket:
+            predicted, actual = await asyncio.gather(
+                self._batched(served, "predict", contexts, ticket), self._batched(served, "target", targets, ticket)
+            )
         return predicted, np.einsum("nr,nr->n", _unit(predicted), _unit(actual))
 
     async def similarity(self, served: ServedVersion, a: Sequences, b: Sequences, encoder: EncoderName) -> np.ndarray:
-        za, zb = await asyncio.gather(self._batched(served, encoder, a), self._batched(served, encoder, b))
+        with self.batcher.admitted(steps_of(a) + steps_of(b)) as ticket:
+            za, zb = await asyncio.gather(
+                self._batched(served, encoder, a, ticket), self._batched(served, encoder, b, ticket)
+            )
         return _unit(za) @ _unit(zb).T  # (A, B)
 
     async def encode_steps(
@@ -444,18 +460,15 @@ class InferenceEngine:
             )
 
         @torch.inference_mode()
-        def run() -> list[np.ndarray]:
-            model = self.load(served).model
-            out = []
-            for x in sequences:
-                z = model.encode_steps(torch.from_numpy(np.asarray(x))[None].to(self.device), encoder)[0]
-                out.append(_unit(z.cpu().numpy()) if normalize else z.cpu().numpy())
-            return out
+        def run(x: np.ndarray) -> np.ndarray:
+            z = self.load(served).model.encode_steps(torch.from_numpy(np.asarray(x))[None].to(self.device), encoder)[0]
+            return _unit(z.cpu().numpy()) if normalize else z.cpu().numpy()
 
-        try:
-            return await self.run(run)
-        except ValueError as exc:  # an encoder without per-step representations
-            raise InvalidInput(f"{served.label}: {exc}") from exc
+        with self.batcher.admitted(steps_of(sequences)) as ticket:
+            try:  # a sequence at a time, each a turn on the inference thread
+                return [await self.batcher.call(partial(run, x), len(x), ticket) for x in sequences]
+            except ValueError as exc:  # an encoder without per-step representations
+                raise InvalidInput(f"{served.label}: {exc}") from exc
 
     async def anomalies(
         self,
@@ -489,22 +502,27 @@ class InferenceEngine:
         """Each series' step scores (T_i,) from the version's anomaly memory; None for a version
         without one. InvalidInput when the series hold more than `max_points` numbers: the cost
         grows with every step."""
-        points = sum(len(x) for x in series) * served.input_dim
-
-        def run() -> Scored | None:
-            model = self.load(served).model
-            memory = model.memory
-            if memory is None or not memory.built:
-                return None
-            if points > max_points:
-                raise InvalidInput(
-                    f"these series hold {points} numbers in all; at most {max_points} (JEPA_MAX_SCORE_POINTS): "
-                    "send fewer or shorter series"
-                )
-            scores = [memory_scores(model.target_encoder, memory, np.asarray(x)) for x in series]
-            return Scored("memory", scores, [float(v) for v in memory.calibration], int(memory.window))
-
-        return await self.run(run)
+        model = (await self.run(self.load, served)).model
+        memory = model.memory
+        if memory is None or not memory.built:
+            return None
+        points = steps_of(series) * served.input_dim
+        if points > max_points:
+            raise InvalidInput(
+                f"these series hold {points} numbers in all; at most {max_points} (JEPA_MAX_SCORE_POINTS): "
+                "send fewer or shorter series"
+            )
+        # Each step is also compared with every remembered one: a slice of half a pass's steps
+        # takes about as long as a pass, and other requests take their turns between slices.
+        slice_steps = max(1, self.batcher.max_steps // 2)
+        scores = []
+        with self.batcher.admitted(steps_of(series)) as ticket:
+            for x in series:
+                scorer = MemoryScorer(model.target_encoder, memory, np.asarray(x), slice_steps)
+                for start, end in scorer.slices:
+                    await self.batcher.call(partial(scorer.run, start, end), end - start, ticket)
+                scores.append(scorer.scores())
+        return Scored("memory", scores, [float(v) for v in memory.calibration], int(memory.window))
 
     async def score(
         self, served: ServedVersion, series: Sequences, context_len: int, target_len: int, stride: int, max_points: int
@@ -527,9 +545,10 @@ class InferenceEngine:
         pairs = [windows(np.asarray(x), s, context_len, target_len) for x, s in zip(series, starts, strict=True)]
         contexts = np.concatenate([c for c, _ in pairs])  # (W, C, D)
         targets = np.concatenate([t for _, t in pairs])  # (W, L, D)
-        predicted, actual = await asyncio.gather(
-            self._batched(served, "predict", contexts), self._batched(served, "target", targets)
-        )
+        with self.batcher.admitted(steps_of(contexts) + steps_of(targets)) as ticket:
+            predicted, actual = await asyncio.gather(
+                self._batched(served, "predict", contexts, ticket), self._batched(served, "target", targets, ticket)
+            )
         scores = np.split(surprise(predicted, actual), np.cumsum([len(s) for s in starts])[:-1])
         return [
             step_scores(w, s, len(x), context_len, target_len) for w, s, x in zip(scores, starts, series, strict=True)

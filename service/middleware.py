@@ -13,10 +13,15 @@ a context switch per request, and on small requests the event loop's thread is t
   to its answer's first byte), in milliseconds (service.timing says how pieces add up).
 - The access log goes to the `jepa.access` logger, whose handler formats and writes on a thread
   of its own (training.logs.BackgroundHandler).
+- Disconnects: once an inference request's body is read, a client that disconnects before its
+  answer starts cancels the request (logged as 499). Nobody would read the answer, and a large
+  request would keep taking turns on the inference thread, and holding its place in
+  JEPA_MAX_QUEUE, for nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -31,6 +36,9 @@ from training.logs import BackgroundHandler, request_id
 
 SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID = b"x-request-id"
+# Paths whose work a disconnect cancels: inference, which can hold the inference thread for long.
+CANCELLED_ON_DISCONNECT = frozenset({"/encode", "/predict", "/similarity", "/score"})
+CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
 
 access_log = logging.getLogger("jepa.access")
 
@@ -65,6 +73,35 @@ def _ms(seconds: float) -> bytes:
     return f"{seconds * 1000:.3f}".encode()
 
 
+class _DisconnectWatch:
+    """Wraps `receive`: once the body has been read whole, waits for the client's disconnect and,
+    if it comes before the answer starts, cancels `task` (the one serving the request)."""
+
+    def __init__(self, receive: Receive, task: asyncio.Task[object]) -> None:
+        self.receive, self.task = receive, task
+        self.watcher: asyncio.Future[Message] | None = None
+        self.answering = self.cancelled = False
+
+    async def __call__(self) -> Message:
+        if self.watcher is not None:  # the app reads on after its body: what the watcher gets
+            return await asyncio.shield(self.watcher)
+        message = await self.receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.watcher = asyncio.ensure_future(self._watch())
+        return message
+
+    async def _watch(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.disconnect" and not self.answering:
+            self.cancelled = True
+            self.task.cancel()
+        return message
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -79,10 +116,17 @@ class RequestMiddleware:
         timing = RequestTiming()
         timing_token = request_timing.set(timing)
         status = 500
+        watch = None
+        if scope["method"] == "POST" and scope["path"] in CANCELLED_ON_DISCONNECT:
+            task = asyncio.current_task()
+            if task is not None:
+                receive = watch = _DisconnectWatch(receive, task)
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
+                if watch is not None:
+                    watch.answering = True
                 status = message["status"]
                 headers = [*message.get("headers", ()), (REQUEST_ID, rid.encode())]
                 if status == 200 and timing.inference_s > 0:
@@ -96,7 +140,14 @@ class RequestMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapped)
+        except asyncio.CancelledError:
+            if watch is None or not watch.cancelled:
+                raise
+            watch.task.uncancel()  # the client left: nothing to answer, and the server goes on
+            status = CLIENT_GONE
         finally:
+            if watch is not None:
+                watch.close()
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe_request(route, scope["method"], status, elapsed)

@@ -33,10 +33,14 @@ class Settings(StorageSettings):
     # 0 still batches: whatever queues up while the inference thread is busy goes in together.
     micro_batch: int = 1024
     # ... and at most this many steps (sequences x the batch's longest length) per forward pass, so
-    # activations stay bounded whatever the request's shape; longer sequences run alone.
-    micro_batch_steps: int = 65_536
+    # activations stay bounded whatever the request's shape; longer sequences run alone. It also
+    # bounds how long one pass holds the inference thread (about 0.1 s for the series preset on one
+    # CPU thread), and so how long a small request waits behind a large one: requests take turns
+    # pass by pass, the least served first (service/batcher.py).
+    micro_batch_steps: int = 8_192
     batch_wait_ms: float = 0.0
-    # Requests waiting for the inference thread; past this, 429 at once.
+    # Requests in progress on the inference thread (each counts once, however many passes it
+    # needs); past this, 429 at once, with nothing queued.
     max_queue: int = 256
     # How long a resolved name/version/alias is reused before the registry is asked again.
     resolve_ttl_s: float = 1.0

@@ -20,6 +20,7 @@ WITHOUT_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason
         ("bench.train_memory", ["--cases", "1"], "| data (N x T) | config | estimate MB |"),
         ("bench.access_log_cost", ["--rounds", "1", "--seconds", "0.5"], "| access log | single sequences"),
         ("bench.wakeups", ["--jobs", "1"], "| database, wake-up | queued"),  # PostgreSQL, as the suite has
+        ("bench.fairness", ["--smoke"], "| load | small p50 ms | small p99 ms |"),
         pytest.param(
             "bench.ray_scaling",
             ["--rounds", "1", "--cases", "small"],

@@ -10,8 +10,10 @@ from jepa_model.checkpoint import load_checkpoint, save_checkpoint
 from jepa_model.config import TrainConfig
 from jepa_model.memory import (
     DEFAULT_WINDOW,
+    MemoryScorer,
     build_memory,
     dominant_period,
+    margin_steps,
     memory_scores,
     nearest_distance,
     step_features,
@@ -65,13 +67,22 @@ def test_a_long_series_is_read_in_chunks_with_the_same_scores(monkeypatch: pytes
     series = sine(900, seed=4)
     whole = step_features(model.target_encoder, series)
     scores = memory_scores(model.target_encoder, model.memory, series)
+    # 4 blocks of kernel 3 see 61 steps, 30 each way; one more for the change from the step before.
+    assert margin_steps(model.target_encoder) == 31
     monkeypatch.setattr(memory_module, "CHUNK_STEPS", 200)
-    monkeypatch.setattr(memory_module, "MARGIN", 64)  # past the 4 blocks' receptive field of 61 steps
     chunked = step_features(model.target_encoder, series)
     assert chunked.shape == whole.shape == (900, model.config.pool_dim)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(step_features(model.target_encoder, series, 150, 420), whole[150:420])
     np.testing.assert_allclose(memory_scores(model.target_encoder, model.memory, series), scores, rtol=1e-4)
+    # Slices of any size, run in any order (a server interleaves them with other requests' work).
+    # Distances to near neighbours are differences of large squares, so a matrix product of another
+    # shape rounds them differently: scores of normal steps (well under 1) move by up to ~0.003.
+    for slice_steps in (1, 37, 256):
+        scorer = MemoryScorer(model.target_encoder, model.memory, series, slice_steps)
+        for start, end in reversed(scorer.slices):
+            scorer.run(start, end)
+        np.testing.assert_allclose(scorer.scores(), scores, rtol=1e-4, atol=0.01)
 
 
 def test_the_memory_scores_what_training_never_held_above_all_else() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from service.batcher import BatchFn, MicroBatcher, Sequences, stack
 from service.timing import RequestTiming, record, request_timing
 from tests.factories import random_sequences
+from training.errors import Overloaded
 
 Call = tuple[Hashable, tuple[int, ...], list[int] | None]
 
@@ -118,3 +119,75 @@ def test_keys_of_a_merge_group_share_a_pass_only_while_it_is_small() -> None:
     three = np.ones((3, 5, 2), np.float32)
     calls = asyncio.run(main(("s1", one), ("s2", three)))
     assert calls == [("s1", (1, 3, 2), None), ("s2", (3, 5, 2), None)]
+
+
+def test_a_small_request_runs_after_the_pass_in_progress_not_after_a_large_request() -> None:
+    calls: list[Call] = []
+    large = [np.ones((1, 4, 2), np.float32) for _ in range(6)]  # 6 passes of its own
+
+    async def main() -> list[Hashable]:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(_recording(calls, seconds=0.02), executor, max_wait_s=0.0, max_steps=4)
+            batcher.start()
+            try:
+                with batcher.admitted(24) as ticket:
+                    big = [asyncio.ensure_future(batcher.submit("big", None, x, ticket)) for x in large]
+                    await asyncio.sleep(0.03)  # its first pass is running
+                    await batcher.submit("small", None, np.ones((1, 3, 2), np.float32))
+                    await asyncio.gather(*big)
+            finally:
+                await batcher.stop()
+        return [key for key, _, _ in calls]
+
+    order = asyncio.run(main())
+    assert order.index("small") <= 2, order  # behind the pass in progress, not behind all 6
+
+
+def test_requests_in_progress_are_capped_and_a_refused_one_queues_nothing() -> None:
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(_recording([]), executor, max_queue=2)
+            with batcher.admitted(1), batcher.admitted(1):
+                try:
+                    with batcher.admitted(1):
+                        raise AssertionError("a third request was admitted")
+                except Overloaded:
+                    pass
+                assert batcher.depth == 0
+            with batcher.admitted(1) as ticket:  # both left: room again
+                future = asyncio.ensure_future(batcher.submit("k", None, np.ones((1, 2, 2), np.float32), ticket))
+                await asyncio.sleep(0)
+                assert batcher.depth == 1
+            await asyncio.sleep(0)
+            assert batcher.depth == 0 and future.cancelled()  # what a request leaves queued goes with it
+
+    asyncio.run(main())
+
+
+def test_many_pieces_of_one_request_count_once_against_the_cap() -> None:
+    async def main() -> list[np.ndarray]:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(_recording([]), executor, max_queue=1, max_steps=2)
+            batcher.start()
+            try:
+                with batcher.admitted(20) as ticket:
+                    pieces = [np.ones((1, 2, 2), np.float32) for _ in range(10)]
+                    return await asyncio.gather(*(batcher.submit("k", None, x, ticket) for x in pieces))
+            finally:
+                await batcher.stop()
+
+    assert len(asyncio.run(main())) == 10
+
+
+def test_a_call_runs_alone_in_its_turn_and_returns_its_value() -> None:
+    async def main() -> object:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(_recording([]), executor)
+            batcher.start()
+            try:
+                with batcher.admitted(5) as ticket:
+                    return await batcher.call(lambda: "done", 5, ticket)
+            finally:
+                await batcher.stop()
+
+    assert asyncio.run(main()) == "done"

@@ -134,6 +134,19 @@ def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
     assert refused and served and len(refused) + len(served) == 20
 
 
+def test_a_request_of_many_passes_counts_once_against_the_queue(run: Callable[..., Any]) -> None:
+    """A score whose windows make far more passes than JEPA_MAX_QUEUE is answered, not refused by
+    its own pieces (it once got 429 every time)."""
+
+    async def scenario(engine: InferenceEngine) -> list[np.ndarray]:
+        served = engine.resolve("toy", 1, None)
+        return await engine.score(served, random_sequences([400]), 8, 4, 1, 10**6)
+
+    sizes: list[int] = []
+    (scores,) = run(scenario, max_queue=2, max_batch_steps=64, on_batch=sizes.append)
+    assert len(sizes) > 2 * 2 and np.isfinite(scores[11:]).all()  # 389 windows, 8 or 5 to a pass
+
+
 def test_length_buckets_are_half_octaves_above_one_for_short_sequences() -> None:
     """Within a bucket the longest length is under sqrt(2) times the shortest: padding to it wastes
     less than 1.41x. Below SHORT_BUCKET_LEN steps a pass's fixed cost outweighs padding, so every
