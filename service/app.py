@@ -122,9 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Past this, 413 before the body is read whole: at once when Content-Length says so,
         # else as soon as the streamed bytes pass it.
         max_body_size=settings.max_body_bytes,
-        # /docs and /redoc come from service.docs_assets, which serves their assets itself (offline).
+        # /docs and /redoc come from service.docs_assets, which serves their assets itself (offline),
+        # and so does /openapi.json: all three need the key with JEPA_AUTH_READS, like any read.
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     # --- offline API docs (service/docs_assets.py) ---
     from service.docs_assets import mount_offline_docs

@@ -95,7 +95,14 @@ def test_reads_need_the_key_with_auth_reads_and_the_job_queue_is_bounded(start_s
             assert client.post(path, json=body, headers=AUTH).status_code == 404
             assert client.post(path, json=body, headers={"Authorization": f"bearer {KEY}"}).status_code == 404
         assert client.get("/health").status_code == 200
-        assert client.get("/openapi.json").status_code == 200  # the contract is public; the data is not
+        # Issue 26: the API's description and its pages are reads like any other.
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            refused = client.get(path)
+            assert refused.status_code == 401 and refused.json()["type"] == "unauthorized", path
+            assert client.get(path, headers=AUTH).status_code == 200, path
+        assert "/train" in client.get("/openapi.json", headers=AUTH).json()["paths"]
+        # The dashboard's page holds no data: it asks for the key and sends it with every fetch.
+        assert client.get("/").status_code == 200
 
         assert client.post("/train", json=TINY_TRAIN, headers=AUTH).status_code == 202
         refused = client.post("/train", json=TINY_TRAIN, headers=AUTH)
