@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from training import jobs, registry
@@ -33,14 +33,24 @@ CHECKPOINTS, DATASETS = "checkpoints", "datasets"
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def delete_version(session: Session, store: ArtifactStore, model: str, ref: VersionRef) -> str:
+def delete_version(session: Session, store: ArtifactStore, model: str, ref: VersionRef, keep_last: bool = False) -> str:
     """Delete a version's row; returns its artifact's path (relative to the data directory).
-    Conflict while an alias points at it: moving the alias first is the caller's decision."""
+    Conflict while an alias points at it: moving the alias first is the caller's decision. With
+    `keep_last` (the service's default model, unless forced), Conflict when it is the model's
+    last version: requests naming no model, and /ready, would have nothing to serve."""
     row = registry.get_version(session, model, ref)
     aliases = session.scalars(select(AliasRow.name).where(AliasRow.version_id == row.id)).all()
     if aliases:
         names = ", ".join(sorted(aliases))
         raise Conflict(f"model {model!r} v{row.number} is what alias {names} points at; move or delete it first")
+    others = session.scalar(
+        select(func.count()).select_from(VersionRow).where(VersionRow.model_id == row.model_id, VersionRow.id != row.id)
+    )
+    if keep_last and not others:
+        raise Conflict(
+            f"model {model!r} v{row.number} is the default model's only version: without it requests that name "
+            "no model, and /ready, fail until another is trained; train another first, or pass ?force=true"
+        )
     session.delete(row)
     store.forget(session, row.path)
     session.flush()
@@ -70,6 +80,11 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str) -> s
     store.forget(session, row.path)
     session.flush()
     return row.path
+
+
+def jobs_training(session: Session, model: str) -> list[str]:
+    """The ids of the queued or running jobs that train `model`."""
+    return [job.id for job in _active_jobs(session) if job.spec.get("model") == model]
 
 
 def _active_jobs(session: Session) -> list[JobRow]:

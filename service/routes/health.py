@@ -12,6 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import EngineDep, ReadAuth, SettingsDep, resolve_served
 from service.errors import database_unavailable, error_response
 from service.schemas import ErrorBody, Health, Readiness
+from service.settings import Settings
+from training import lifecycle
 from training.errors import ModelUnavailable, NotFound
 from training.worker import Worker
 
@@ -49,6 +51,22 @@ def disk_problem(data_dir: Path) -> str | None:
     return None
 
 
+def no_default_version(request: Request, settings: Settings) -> str:
+    """Why the default model has nothing to serve: a job is training it, or nothing will."""
+    model = settings.default_model
+    try:
+        with request.app.state.session_factory() as session:
+            training = lifecycle.jobs_training(session, model)
+    except SQLAlchemyError:
+        training = []
+    if training:
+        return f"default model {model!r} has no version yet; job {training[0]}, queued or running, trains it"
+    return (
+        f"default model {model!r} has no version, and no job is queued to train one: train one "
+        f"(POST /train with model {model!r}), or set JEPA_DEFAULT_MODEL to a model that has a version"
+    )
+
+
 @router.get(
     "/ready",
     response_model=Readiness,
@@ -69,8 +87,7 @@ async def ready(request: Request, engine: EngineDep, settings: SettingsDep) -> R
     except SQLAlchemyError as exc:
         return database_unavailable(exc)
     except NotFound:
-        detail = f"default model {settings.default_model!r} has no version yet; its first training job may be running"
-        return error_response(503, detail)
+        return error_response(503, await run_in_threadpool(no_default_version, request, settings))
     except ModelUnavailable as exc:
         return error_response(503, str(exc))
     return Readiness(status="ready", model=served.model, version=served.number)

@@ -1,11 +1,11 @@
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from jepa_model.checkpoint import checkpoint_problem
-from service.deps import SessionDep, SessionFactoryDep, StoreDep, WriteAuth
+from service.deps import SessionDep, SessionFactoryDep, SettingsDep, StoreDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
 from training import lifecycle, registry
 from training.db import in_transaction
@@ -92,9 +92,22 @@ def delete_alias(name: str, alias: str, session: SessionDep) -> Response:
 
 
 @router.delete("/models/{name}/versions/{version}", status_code=204, dependencies=[WriteAuth])
-def delete_version(name: str, version: str, factory: SessionFactoryDep, store: StoreDep) -> Response:
-    """Delete a version (by number or alias) and its checkpoint. 409 while an alias points at it.
-    Replicas stop serving it within JEPA_RESOLVE_TTL_S."""
-    path = in_transaction(factory, lambda s: lifecycle.delete_version(s, store, name, version))
+def delete_version(
+    name: str,
+    version: str,
+    factory: SessionFactoryDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    force: bool = Query(
+        False,
+        description="Delete the default model's only version all the same: requests that name no model, "
+        "and /ready, then fail until another is trained.",
+    ),
+) -> Response:
+    """Delete a version (by number or alias) and its checkpoint. 409 while an alias points at it,
+    and for the default model's (JEPA_DEFAULT_MODEL) only version unless `force=true`. Replicas
+    stop serving it within JEPA_RESOLVE_TTL_S."""
+    keep_last = name == settings.default_model and not force
+    path = in_transaction(factory, lambda s: lifecycle.delete_version(s, store, name, version, keep_last))
     lifecycle.remove_artifact(store.data_dir, path)  # after the commit: a crash leaves an orphan for `jepa gc`
     return Response(status_code=204)

@@ -142,3 +142,28 @@ def test_gc_removes_old_orphans_only(start_server: StartServer, tmp_path: Path) 
     assert not old.exists() and young.exists() and kept.exists()
     with server.client() as client:
         assert client.get(f"/models/del/versions/{version}").json()["available"] is True
+
+
+def test_the_default_models_only_version_is_kept_unless_forced_and_ready_says_why(start_server: StartServer) -> None:
+    """Issue 26: deleting it left /ready at 503 for good, saying a first job "may be running"
+    while nothing was queued."""
+    server = start_server(JEPA_BOOTSTRAP="0", JEPA_DEFAULT_MODEL="del")
+    with server.client() as client:
+        only = train_version(client)
+        refused = client.delete(f"/models/del/versions/{only}")
+        assert refused.status_code == 409 and "only version" in refused.json()["detail"]
+        assert "force=true" in refused.json()["detail"]
+        assert client.get("/ready").status_code == 200
+        assert client.delete(f"/models/del/versions/{only}?force=true").status_code == 204
+        ready = server.wait_for("/ready", 503, timeout=30)  # replicas resolve anew within JEPA_RESOLVE_TTL_S
+        assert "no job is queued to train one" in ready.json()["detail"]
+        assert "JEPA_DEFAULT_MODEL" in ready.json()["detail"]
+        second = train_version(client)  # another model's only version goes like any other
+        assert client.get("/ready").json()["version"] == second
+        other = train_version(client, "other")
+        assert client.delete(f"/models/other/versions/{other}").status_code == 204
+    quiet = start_server(JEPA_DEFAULT_MODEL="del", **QUIET)
+    with quiet.client() as client:
+        job = client.post("/train", json=toy_job()).json()["job_id"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and f"job {job}, queued or running, trains it" in ready.json()["detail"]
