@@ -126,3 +126,14 @@ def test_the_client_uploads_labels_with_arrays_ragged_lists_and_files(server: Se
         assert (from_file["classes"], plain["classes"]) == ([0, 1], None)
         with pytest.raises(BadRequest, match="got 5 labels for 6 sequences"):
             client.upload_dataset(waves, labels=labels[:5])
+
+
+def test_csv_labels_are_kept_as_written_unless_they_are_plain_integers(client: httpx.Client) -> None:
+    """Issue 26: "01", "1" and "+1" merged into one class, and an integer past 2^53 could not be sent."""
+    array = np.zeros((5, 2, 1), np.float32)
+    big = str(2**53 + 1)
+    response = client.post("/datasets", files={"file": ("l.csv", long_csv(array, ["01", "1", "+1", big, "1"]))})
+    assert response.status_code == 201, response.text
+    assert response.json()["classes"] == ["+1", "01", "1", big] and response.json()["num_classes"] == 4
+    integers = client.post("/datasets", files={"file": ("i.csv", long_csv(array[:2], ["10", "-2"]))})
+    assert integers.status_code == 201 and integers.json()["classes"] == [-2, 10]
