@@ -80,6 +80,19 @@ IdempotencyKeyOption = Annotated[
         "with the same key (after a timeout, say) answers as the first run did instead of acting twice.",
     ),
 ]
+# How long `jepa train` waits for its job and `jepa logs --follow` follows one, by default: past
+# it they stop with an error (the job carries on). One request's own limits are service.client's.
+WAIT_TIMEOUT_S = 24 * 3600.0
+WaitTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--wait-timeout",
+        min=0,
+        help="Seconds to wait for the job to end (train) or to follow its lines (logs --follow); past them "
+        "the command stops with an error and the job carries on.",
+    ),
+]
+MAX_RETRY_WAIT_S = 60.0  # the longest a 429's Retry-After makes `jepa encode` wait before retrying
 InitOption = Annotated[
     bool,
     typer.Option(
@@ -91,9 +104,18 @@ InitOption = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print `message` (plain text, not rich markup) on stderr and exit with `code`."""
-    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    """Print `message` (plain text, not rich markup) on stderr as one `error:` line, unwrapped and
+    its control characters escaped (it may quote a server), and exit with `code`."""
+    errors.print(f"[red]error:[/red] {_cell(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _cell(value: Any) -> str:
+    """`value` as text for the terminal: rich markup escaped, control characters written as \\x1b
+    and the like (newlines kept), so that a server's strings can neither style nor drive it."""
+    from service.client import printable
+
+    return escape(printable(str(value)))
 
 
 def _settings() -> Settings:
@@ -141,14 +163,19 @@ def _registry(settings: Settings, init: bool | None = None) -> SessionFactory:
 
 @contextlib.contextmanager
 def _remote(url: str, api_key: str | None) -> Iterator[JEPAClient]:
-    """A client for the server at `url`; its errors become one clear line and a non-zero exit."""
+    """A client for the server at `url`; its errors become one clear line and a non-zero exit.
+
+    The client refuses answers over its size limit, past its deadline, or not shaped as due
+    (BadResponse); anything else a strange answer might still raise here is the last guard's."""
     import httpx
 
-    from service.client import BadRequest, JEPAClient, JEPAError, JobFailed, Unauthorized
+    from service.client import BadRequest, BadResponse, JEPAClient, JEPAError, JobFailed, Unauthorized
 
     try:
         with JEPAClient(url, api_key=api_key) as client:
             yield client
+    except BadResponse as exc:
+        fail(f"unusable answer from {url}: {exc.detail}")
     except JobFailed as exc:
         fail(f"job {exc.job['id']} {exc.job['status']}: {exc.job.get('error')}")
     except Unauthorized as exc:
@@ -157,20 +184,26 @@ def _remote(url: str, api_key: str | None) -> Iterator[JEPAClient]:
         fail(f"{url} answered 401 Unauthorized: {_detail(exc.detail)}; pass it with --api-key or JEPA_API_KEY")
     except JEPAError as exc:
         fail(f"{url} answered {exc.status}: {_detail(exc.detail)}", 2 if isinstance(exc, BadRequest) else 1)
+    except httpx.RemoteProtocolError as exc:  # not HTTP, or cut off
+        fail(f"unusable answer from {url}: {type(exc).__name__}: {exc}")
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # the last guard, never a traceback
+        fail(f"unusable answer from {url}: {type(exc).__name__}: {exc}")
 
 
 def _detail(detail: Any) -> str:
     """A server's `detail`: a string, or FastAPI's list of validation errors."""
     if isinstance(detail, list):
-        return "; ".join(
+        text = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
-            if isinstance(e, dict)
+            if isinstance(e, dict) and isinstance(e.get("loc", ()), list | tuple)
             else str(e)
             for e in detail
         )
-    return str(detail)
+    else:
+        text = str(detail)
+    return text if len(text) <= 2000 else text[:2000] + f"... ({len(text)} characters)"
 
 
 @app.command()
@@ -333,6 +366,7 @@ def train(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="With --url: follow the job with a progress bar until it ends.")
     ] = True,
+    wait_timeout: WaitTimeoutOption = WAIT_TIMEOUT_S,
     init: InitOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -354,22 +388,26 @@ def train(
     if idempotency_key and not url:
         raise typer.BadParameter("only with --url: a local run is not retried", param_hint="--idempotency-key")
     if url:
-        _train_remote(url, api_key, body, wait, idempotency_key)
+        _train_remote(url, api_key, body, wait, idempotency_key, wait_timeout)
     else:
         _train_local(_settings(), body, init)
 
 
-def _train_remote(url: str, api_key: str | None, body: dict[str, Any], wait: bool, key: str | None) -> None:
+def _train_remote(
+    url: str, api_key: str | None, body: dict[str, Any], wait: bool, key: str | None, wait_timeout: float
+) -> None:
     with _remote(url, api_key) as client:
         job_id = client.train(body.get("dataset", {}), body.get("config"), body.get("model"), idempotency_key=key)
         console.print(f"job {job_id} queued on {url}")
         if not wait:
             return
         try:
-            job = client.wait_for_job(job_id, timeout=math.inf, poll_s=0.5, progress=True)
+            job = client.wait_for_job(job_id, timeout=wait_timeout, poll_s=0.5, progress=True)
         except KeyboardInterrupt:
             fail(f"stopped waiting; job {job_id} carries on on the server (POST /jobs/{job_id}/cancel stops it)", 130)
-        console.print(f"registered [bold]{escape(job['model'])}[/bold] version [bold]{job['version']}[/bold]")
+        except TimeoutError:
+            fail(f"job {job_id} did not finish within --wait-timeout {wait_timeout:g} s; it carries on on the server")
+        console.print(f"registered [bold]{_cell(job['model'])}[/bold] version [bold]{_cell(job['version'])}[/bold]")
 
 
 def _train_local(settings: Settings, body: dict[str, Any], init: bool) -> None:
@@ -603,7 +641,7 @@ def encode_remote(
     .npy batch), reassembled in the input's order; 429s are retried after their Retry-After."""
     import numpy as np
 
-    from service.client import Overloaded
+    from service.client import BadResponse, Overloaded
 
     limits = client.info()["limits"]
     features = sequences.shape[2] if not isinstance(sequences, list) else sequences[0].shape[1]
@@ -623,9 +661,13 @@ def encode_remote(
                 except Overloaded as exc:
                     if attempt == retries:
                         raise
-                    time.sleep(exc.retry_after or 1.0)
+                    time.sleep(min(exc.retry_after or 1.0, MAX_RETRY_WAIT_S))
             if result is None:
                 result = np.empty((len(sequences), z.shape[1]), dtype=np.float32)
+            if z.shape[1] != result.shape[1]:
+                raise BadResponse(
+                    200, f"POST /encode: embeddings of {z.shape[1]} numbers after ones of {result.shape[1]}"
+                )
             result[chunk] = z
     assert result is not None  # a file holds at least one sequence
     return result
@@ -861,7 +903,10 @@ def upload_dataset(
             row = client.upload_dataset(path, name=name or path.stem, idempotency_key=idempotency_key)
     else:
         row = _upload_local(_settings(), path, name or path.stem, init)
-    console.print(f"dataset [bold]{row['id']}[/bold]: {row['num_sequences']} sequences of {row['input_dim']} features")
+    console.print(
+        f"dataset [bold]{_cell(row['id'])}[/bold]: {_cell(row['num_sequences'])} sequences of "
+        f"{_cell(row['input_dim'])} features"
+    )
 
 
 def _upload_local(settings: Settings, path: Path, name: str, init: bool) -> dict[str, Any]:
@@ -888,8 +933,8 @@ def list_datasets(limit: LimitOption = 20, url: UrlOption = None, api_key: ApiKe
     rows = _fetch(url, api_key, lambda client: client.datasets(limit=limit), _local_datasets, limit)
     table = Table("id", "name", "sequences", "features", "lengths", "created")
     for d in rows:
-        table.add_row(d["id"], escape(d["name"]), str(d["num_sequences"]), str(d["input_dim"]),
-                      f"{d['min_len']}-{d['max_len']}", _when(d["created_at"]))  # fmt: skip
+        table.add_row(_cell(d["id"]), _cell(d["name"]), _cell(d["num_sequences"]), _cell(d["input_dim"]),
+                      _cell(f"{d['min_len']}-{d['max_len']}"), _cell(_when(d["created_at"])))  # fmt: skip
     console.print(table)
 
 
@@ -964,10 +1009,15 @@ def delete_dataset(dataset_id: str, url: UrlOption = None, api_key: ApiKeyOption
 def show_logs(
     job_id: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
+    wait_timeout: WaitTimeoutOption = WAIT_TIMEOUT_S,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Print a training job's log lines (GET /jobs/{id}/logs), every attempt, oldest first."""
+    """Print a training job's log lines (GET /jobs/{id}/logs), every attempt, oldest first.
+
+    Control characters in the lines are printed as escapes (\\x1b); each line is printed once,
+    whatever the server's paging cursor does."""
+    from service.client import JOB_STATES
     from training.models import JobStatus
 
     def page(since: int) -> tuple[dict[str, Any], str]:
@@ -977,17 +1027,27 @@ def show_logs(
         with _registry(_settings())() as session:
             return _local_logs(session, job_id, since), _local_job_status(session, job_id)
 
-    since = 0
+    deadline = time.monotonic() + wait_timeout
+    since = 0  # the newest line printed: lines come with increasing ids, and none at or before it is printed again
     while True:
         answer, status = page(since)
+        fresh = 0
         for line in answer["lines"]:
-            when = f"[dim]{line['created_at']} #{line['attempt']}[/dim]"
-            console.print(f"{when} {line['level']}: {escape(line['message'])}")
-        since = answer["next_since"]
-        if not follow or (status not in JobStatus.ACTIVE and not answer["lines"]):
+            if line["id"] <= since:
+                continue
+            when = f"[dim]{_cell(line['created_at'])} #{_cell(line['attempt'])}[/dim]"
+            console.print(f"{when} {_cell(line['level'])}: {_cell(line['message'])}", soft_wrap=True)
+            since, fresh = line["id"], fresh + 1
+        if answer["lines"] and not fresh:
+            fail(f"the server answered job {job_id}'s lines after {since} with lines already printed; stopped")
+        if status not in JOB_STATES:
+            fail(f"job {job_id} has status {status!r}, not one this command knows ({', '.join(JOB_STATES)})")
+        if not follow or (status not in JobStatus.ACTIVE and not fresh):
             return
-        if not answer["lines"]:
-            time.sleep(1.0)
+        if time.monotonic() >= deadline:
+            fail(f"stopped following job {job_id} after --wait-timeout {wait_timeout:g} s; it is still {status}")
+        if not fresh:
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
 
 
 def _local_logs(session: Any, job_id: str, since: int) -> dict[str, Any]:
@@ -1049,7 +1109,7 @@ def list_models(url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
     for m in rows:
         aliases = ", ".join(f"{alias}→v{number}" for alias, number in m["aliases"].items())
         latest = str(m["latest"]) if m["latest"] is not None else "-"
-        table.add_row(escape(m["name"]), str(len(m["versions"])), latest, escape(aliases) or "-")
+        table.add_row(_cell(m["name"]), str(len(m["versions"])), _cell(latest), _cell(aliases) or "-")
     console.print(table)
 
 
@@ -1060,10 +1120,12 @@ def list_jobs(limit: LimitOption = 20, url: UrlOption = None, api_key: ApiKeyOpt
     table = Table("job", "model", "status", "epoch", "loss", "version", "created")
     for job in rows:
         p = job["progress"] or {}
-        loss = f"{p['loss']:.4f}" if p.get("loss") is not None else "-"
+        loss = p.get("loss")
+        loss = f"{loss:.4f}" if isinstance(loss, int | float) and not isinstance(loss, bool) else "-"
         version = str(job["version"]) if job["version"] is not None else "-"
-        table.add_row(job["id"], escape(job["model"]), job["status"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}",
-                      loss, version, _when(job["created_at"]))  # fmt: skip
+        table.add_row(_cell(job["id"]), _cell(job["model"]), _cell(job["status"]),
+                      _cell(f"{p.get('epoch', 0)}/{p.get('epochs', '?')}"), loss, _cell(version),
+                      _cell(_when(job["created_at"])))  # fmt: skip
     console.print(table)
 
 
