@@ -237,7 +237,8 @@ class TrainConfig(JSONConfig):
     lr_schedule: str = option("constant", "constant or cosine", choices=("constant", "cosine"))
     momentum_end: float | None = option(None, "ramp the EMA momentum linearly to this over training", ge=0.0, le=1.0)
     loss: str = option("cosine", "distance from prediction to target", choices=LOSSES)
-    temperature: float = option(0.1, "for the infonce loss", gt=0.0, le=100.0)
+    # Logits are cosines over the temperature: below 0.01 (CLIP's floor) they overflow to inf and NaN.
+    temperature: float = option(0.1, "for the infonce loss", ge=0.01, le=100.0)
     target_norm: str = option(
         "none",
         "standardise target representations before the loss: layer per vector (I-JEPA), batch per dimension, "
@@ -300,6 +301,76 @@ class TrainConfig(JSONConfig):
                 f"workers={self.workers} needs a batch_size of at least {2 * self.workers}: each worker "
                 "trains on at least 2 rows of every batch"
             )
+
+
+def _out_of_bounds(config: ModelConfig | TrainConfig) -> list[str]:
+    """Each value of `config` outside the bounds or choices its option declares."""
+    problems = []
+    for option_field in fields(config):
+        value, meta = getattr(config, option_field.name), option_field.metadata
+        if value is None or isinstance(value, tuple):
+            continue
+        if meta.get("choices") and value not in meta["choices"]:
+            problems.append(f"{option_field.name} must be one of {meta['choices']}, got {value!r}")
+        elif isinstance(value, bool) and meta.get("choices") is None and set(meta) & {"ge", "gt", "le", "lt"}:
+            problems.append(f"{option_field.name} must be a number, got {value!r}")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            for key, holds, says in (
+                ("ge", lambda v, b: v >= b, "at least"),
+                ("gt", lambda v, b: v > b, "greater than"),
+                ("le", lambda v, b: v <= b, "at most"),
+                ("lt", lambda v, b: v < b, "less than"),
+            ):
+                if key in meta and not holds(value, meta[key]):
+                    problems.append(f"{option_field.name} must be {says} {meta[key]}, got {value!r}")
+    return problems
+
+
+def check_trainable(model: ModelConfig, train: TrainConfig, shortest: int, executor: str | None = None) -> None:
+    """ValueError naming every reason `model` and `train` cannot train on sequences of at least
+    `shortest` steps (by a worker with this JEPA_EXECUTOR, when given); None when they can.
+
+    The one check of a whole training config: each value within the bounds its option declares,
+    and the options that only fail together. POST /train runs it before anything is queued (422),
+    and a training job again before it trains, so a config never reaches the training loop to
+    fail there with a traceback. Each rule here is one that a config within the declared bounds
+    once broke at run time; tests/training/test_config_property.py looks for more.
+    """
+    problems = [*_out_of_bounds(model), *_out_of_bounds(train)]
+    if train.window_len > shortest:
+        problems.append(
+            f"context_len + target_len = {train.window_len} exceeds the shortest sequence's length {shortest}"
+        )
+    if model.objective == "window" and model.predictor_offsets and train.max_offset >= model.predictor_offsets:
+        # The predictor embeds offsets 0..predictor_offsets-1; a span further out has no embedding.
+        problems.append(
+            f"max_offset ({train.max_offset}) must be less than predictor_offsets ({model.predictor_offsets}): the "
+            f"predictor is told offsets 0 to {model.predictor_offsets - 1} only"
+        )
+    # Statistics over a batch's rows (mean, std) need at least two rows.
+    batch_statistics = [
+        name
+        for name, used in (
+            ("output_norm 'batch'", model.output_norm == "batch"),
+            ("target_norm 'batch'", train.target_norm == "batch"),
+            ("var_weight", train.var_weight > 0),
+            ("cov_weight", train.cov_weight > 0),
+            ("a step model's forecaster", model.objective == "steps"),
+        )
+        if used
+    ]
+    if train.batch_size < 2 and batch_statistics:
+        problems.append(
+            f"batch_size {train.batch_size} leaves no statistics over a batch for {', '.join(batch_statistics)}: "
+            "ask for a batch_size of at least 2"
+        )
+    if executor == "local" and train.workers > 1:
+        problems.append(
+            f"workers={train.workers} trains in {train.workers} processes, which needs JEPA_EXECUTOR=ray; this "
+            "service's workers train each job in one process on their own host (JEPA_EXECUTOR=local): ask for workers 1"
+        )
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 @dataclass(frozen=True)

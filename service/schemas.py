@@ -11,7 +11,14 @@ from pydantic.json_schema import SkipJsonSchema
 from jepa_model.jepa import EncoderName
 from jepa_model.surprise import SEGMENT_PERCENTILE, TOP_SEGMENTS
 from service.errors import ERROR_KINDS, ERROR_TYPES
-from training.spec import ModelName, ResolvedConfigs, TrainingSpec
+from training.spec import (
+    ModelName,
+    ResolvedConfigs,
+    StoredDatasetRef,
+    ToyDataset,
+    TrainingSpec,
+    refuse_server_set_fields,
+)
 
 # Strict: booleans and numeric strings are refused, not coerced. Non-finite values are refused too.
 Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -246,8 +253,15 @@ class TrainRequest(TrainingSpec):
     """A TrainingSpec whose model may be left to the service's default."""
 
     model: ModelName | None = Field(None, description="Model to add a version to; default JEPA_DEFAULT_MODEL.")
+    # A stored dataset by its id alone: the server fills in its shape, and refuses a sent one.
+    dataset: ToyDataset | StoredDatasetRef = Field(default_factory=ToyDataset)  # type: ignore[assignment]
     # Filled in by the server from the preset, the overrides and the data; GET /jobs/{id} shows it.
     resolved: SkipJsonSchema[ResolvedConfigs | None] = None
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _shape_set_by_the_server(cls, value: Any) -> Any:
+        return refuse_server_set_fields(value)
 
     @field_validator("resolved", mode="before")
     @classmethod

@@ -48,10 +48,12 @@ def _lock_the_queue(session: Session) -> None:
         session.execute(update(JobRow).where(false()).values(status=JobRow.status))
 
 
-def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None) -> JobRow:
+def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None, executor: str | None = None) -> JobRow:
     """Queue `spec`; with `max_queued`, refuse (Overloaded) once that many jobs are waiting.
 
-    With `max_queued`, the queue stays locked until the caller's transaction ends: commit soon.
+    Its configs are checked against its data first (InvalidInput), and, given the JEPA_EXECUTOR
+    of the workers that will claim it, against what they can run. With `max_queued`, the queue
+    stays locked until the caller's transaction ends: commit soon.
     """
     if max_queued is not None:
         _lock_the_queue(session)
@@ -59,7 +61,7 @@ def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None)
         if waiting >= max_queued:
             raise Overloaded(f"{waiting} training jobs are already queued (JEPA_MAX_QUEUED_JOBS); retry later")
     spec = resolve_spec(session, spec)
-    epochs = spec.configs()[1].epochs
+    epochs = spec.configs(executor)[1].epochs
     job = JobRow(
         id=uuid.uuid4().hex,
         model_name=spec.model,

@@ -9,16 +9,29 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from jepa_model import DEFAULT_PRESET, PRESET_NAMES, ModelConfig, ToySequenceDataset, TrainConfig, resolve_configs
 from jepa_model.budget import TrainingEstimate, estimate_training
-from jepa_model.config import ENCODER_NAMES, derive_windows, pick_preset
+from jepa_model.config import ENCODER_NAMES, check_trainable, derive_windows, pick_preset
 from training.errors import InvalidInput
 
 EncoderName = Literal[ENCODER_NAMES]  # type: ignore[valid-type]
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+# Strict: `true` is not 1, nor "3" three. Floats take integers (1 is 1.0), never NaN or infinity.
+Integer = Annotated[int, Strict()]
+Real = Annotated[float, Strict(), AllowInfNan(False)]
 
 
 class ToyDataset(BaseModel):
@@ -28,10 +41,10 @@ class ToyDataset(BaseModel):
 
     kind: Literal["toy"] = "toy"
     pattern: Literal["circle", "linear", "mixed"] = "mixed"
-    num_samples: int = Field(1000, ge=8, le=200_000)
-    seq_len: int = Field(20, ge=2, le=4096)
-    noise: float = Field(0.1, ge=0.0, le=10.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    num_samples: Integer = Field(1000, ge=8, le=200_000)
+    seq_len: Integer = Field(20, ge=2, le=4096)
+    noise: Real = Field(0.1, ge=0.0, le=10.0)
+    seed: Integer | None = Field(None, ge=0, le=2**32 - 1)
 
     def build(self) -> ToySequenceDataset:
         return ToySequenceDataset(self.num_samples, self.seq_len, self.pattern, self.noise, self.seed)
@@ -42,14 +55,45 @@ class ToyDataset(BaseModel):
         return ToySequenceDataset(num_samples, self.seq_len, self.pattern, self.noise, seed)
 
 
-class StoredDataset(BaseModel):
-    """A dataset uploaded with POST /datasets, by id."""
+DATASET_ID = r"^[0-9a-f]{32}$"
+
+
+class StoredDatasetRef(BaseModel):
+    """A dataset uploaded with POST /datasets, by id: what a request names. The server fills in
+    its shape (StoredDataset) from the registry."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["stored"] = "stored"
-    id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    # Filled in from the stored dataset when the job is queued; values sent are replaced.
+    id: str = Field(pattern=DATASET_ID)
+
+
+# The fields of StoredDataset that the server fills in; a request that sends them is refused.
+SERVER_SET_DATASET_FIELDS = ("input_dim", "min_len", "max_len", "num_sequences")
+
+
+def refuse_server_set_fields(value: Any) -> Any:
+    """A request's dataset, refused (ValueError) when it sets what the server fills in from the
+    registry: windows fitted to a sent min_len would otherwise be checked against it, not the data."""
+    if isinstance(value, dict) and value.get("kind") == "stored":
+        sent = [name for name in SERVER_SET_DATASET_FIELDS if value.get(name) is not None]
+        if sent:
+            raise ValueError(
+                f"{', '.join(sent)} {'is' if len(sent) == 1 else 'are'} set by the server from the stored dataset: "
+                "send only its kind and id"
+            )
+        return {name: v for name, v in value.items() if name not in SERVER_SET_DATASET_FIELDS}
+    return value
+
+
+class StoredDataset(BaseModel):
+    """A dataset uploaded with POST /datasets, by id, as a job records it: with its shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["stored"] = "stored"
+    id: str = Field(pattern=DATASET_ID)
+    # Filled in from the stored dataset when the job is queued (training.datasets.resolve_spec).
     input_dim: int | None = Field(None, ge=1, description="set by the server")
     min_len: int | None = Field(None, ge=1, description="set by the server")
     max_len: int | None = Field(None, ge=1, description="set by the server")
@@ -94,6 +138,7 @@ def _settable(config: type) -> dict[str, Any]:
             kind: Any = Literal[meta["choices"]]
         else:  # `int | None` in the dataclass: a request's null already means "the preset's value"
             kind = next(t for t in get_args(hints[option.name]) or (hints[option.name],) if t is not type(None))
+            kind = {int: Integer, float: Real}.get(kind, kind)
         bounds = {k: meta[k] for k in ("ge", "gt", "le", "lt") if k in meta}
         settable[option.name] = (kind | None, Field(None, description=meta["doc"], **bounds))
     return settable
@@ -133,10 +178,18 @@ class TrainingSpec(BaseModel):
                 self.resolved = ResolvedConfigs(model=model.to_dict(), train=train.to_dict())
         return self
 
-    def configs(self) -> tuple[ModelConfig, TrainConfig]:
+    def configs(self, executor: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+        """The configs this job trains, checked again (check_trainable) against its data and, when
+        given, the JEPA_EXECUTOR of the workers that will run it: InvalidInput says why not."""
         if self.resolved is None:
-            return build_configs(self.dataset, self.config)  # raises: the dataset is not resolved yet
-        return ModelConfig.from_dict(self.resolved.model), TrainConfig.from_dict(self.resolved.train)
+            model, train = build_configs(self.dataset, self.config)  # raises: the dataset is not resolved yet
+        else:
+            model, train = ModelConfig.from_dict(self.resolved.model), TrainConfig.from_dict(self.resolved.train)
+        try:
+            check_configs(self.dataset, model, train, executor)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return model, train
 
     def estimate(self) -> TrainingEstimate:
         """The memory its training will need (a resolved stored dataset, or toy data)."""
@@ -162,13 +215,24 @@ def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelCon
     if width is None:
         raise ValueError(f"dataset {dataset.id!r} has not been resolved against the registry")
     model, train = resolve_configs(options.preset, options.overrides(), (width, longest or 0))
-    return ModelConfig(**{**model.to_dict(), "input_dim": width}), train
+    model = ModelConfig(**{**model.to_dict(), "input_dim": width})
+    check_configs(dataset, model, train)
+    return model, train
+
+
+def check_configs(dataset: DatasetSpec, model: ModelConfig, train: TrainConfig, executor: str | None = None) -> None:
+    """ValueError when `model` and `train` cannot train on `dataset` (jepa_model's check_trainable)."""
+    _, shortest, _ = data_shape(dataset)
+    if shortest is not None:
+        check_trainable(model, train, shortest, executor)
 
 
 def data_shape(dataset: DatasetSpec) -> tuple[int | None, int | None, int | None]:
     """(features, shortest, longest sequence); Nones for a stored dataset not yet resolved."""
     if isinstance(dataset, ToyDataset):
         return 2, dataset.seq_len, dataset.seq_len
+    if not isinstance(dataset, StoredDataset):  # a request's StoredDatasetRef: only the server knows
+        return None, None, None
     # Jobs queued before max_len was recorded know only the shortest.
     return dataset.input_dim, dataset.min_len, dataset.max_len or dataset.min_len
 

@@ -19,11 +19,13 @@ def train(
     idempotency_key: IdempotencyKey = None,
 ) -> TrainAccepted:
     """Queue a training job; a worker process trains it and registers a new version."""
-    spec = TrainingSpec(model=body.model or settings.default_model, dataset=body.dataset, config=body.config)
+    # The dataset as the request named it; a stored one's shape is filled in from the registry.
+    dataset = body.dataset.model_dump()
+    spec = TrainingSpec(model=body.model or settings.default_model, dataset=dataset, config=body.config)
 
     def enqueue() -> idempotency.Answer:
         resolve_spec(session, spec).check_memory(settings.train_memory_mb)
-        job = jobs.enqueue(session, spec, max_queued=settings.max_queued_jobs)
+        job = jobs.enqueue(session, spec, max_queued=settings.max_queued_jobs, executor=settings.executor)
         accepted = TrainAccepted(job_id=job.id, status=job.status)
         return idempotency.Answer(202, accepted.model_dump(mode="json"), f"/jobs/{job.id}")
 

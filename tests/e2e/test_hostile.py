@@ -306,6 +306,51 @@ CASES = [
     Case("unknown field with a 10 KB name", "POST", "/encode", 422, json={**ONE, "x" * 10_000: 1}),
     Case("model name of 10 KB", "POST", "/encode", 422, json={**ONE, "model": "m" * 10_000}),
     Case("alias of 10 KB", "PUT", "/models/trajectories/aliases/" + "a" * 10_000, 422, json={"version": 1}),
+    # Training configs that once failed in the worker.
+    Case(
+        "train workers=2 on a local executor",
+        "POST",
+        "/train",
+        422,
+        json={"model": "h", "dataset": {"seq_len": 20}, "config": {"workers": 2}},
+        says="JEPA_EXECUTOR=ray",
+    ),
+    Case(
+        "train max_offset 4096 on 20 steps",
+        "POST",
+        "/train",
+        422,
+        json={"model": "h", "dataset": {"seq_len": 20}, "config": {"max_offset": 4096}},
+        says="predictor_offsets",
+    ),
+    Case(
+        "train batch norm of one row",
+        "POST",
+        "/train",
+        422,
+        json={"model": "h", "dataset": {"seq_len": 20}, "config": {"batch_size": 1, "output_norm": "batch"}},
+        says="batch_size",
+    ),
+    Case(
+        "train infonce at temperature 1e-300",
+        "POST",
+        "/train",
+        422,
+        json={"model": "h", "dataset": {"seq_len": 20}, "config": {"loss": "infonce", "temperature": 1e-300}},
+        says="temperature",
+    ),
+    Case("train steps true", "POST", "/train", 422, json={"model": "h", "config": {"steps": True}}, says="steps"),
+    Case(
+        "train on a stored dataset with a spoofed min_len",
+        "POST",
+        "/train",
+        422,
+        json={
+            "dataset": {"kind": "stored", "id": "0" * 32, "min_len": 4096, "max_len": 4096, "input_dim": 2},
+            "config": {"context_len": 90, "target_len": 20},
+        },
+        says="set by the server",
+    ),
 ]
 
 

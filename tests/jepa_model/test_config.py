@@ -1,7 +1,9 @@
+from dataclasses import fields, replace
+
 import pytest
 
 from jepa_model import DEFAULT_PRESET, PRESET_NAMES, PRESETS, ModelConfig, TrainConfig, pick_preset, resolve_configs
-from jepa_model.config import derive_windows
+from jepa_model.config import check_trainable, derive_windows
 
 
 def test_the_seed_preset_is_the_seeds_recipe() -> None:
@@ -76,3 +78,60 @@ def test_each_data_parallel_worker_needs_two_rows_of_every_batch() -> None:
         TrainConfig(workers=4, batch_size=7)
     with pytest.raises(ValueError, match="workers"):
         TrainConfig(workers=0)
+
+
+def test_every_preset_is_trainable_on_data_its_windows_fit() -> None:
+    for preset in PRESETS.values():
+        check_trainable(preset.model, preset.train, preset.train.window_len, executor="local")
+
+
+# Each of these once got a 202 from POST /train and then failed in the worker (issue 26).
+@pytest.mark.parametrize(
+    ("model", "train", "says"),
+    [
+        (
+            PRESETS["trajectory"].model,
+            replace(PRESETS["trajectory"].train, max_offset=4096),
+            r"max_offset \(4096\) must be less than predictor_offsets \(5\)",
+        ),
+        (
+            replace(PRESETS["seed"].model, output_norm="batch"),
+            replace(PRESETS["seed"].train, batch_size=1),
+            "batch_size 1 leaves no statistics over a batch for output_norm 'batch'",
+        ),
+        (PRESETS["seed"].model, replace(PRESETS["seed"].train, loss="infonce", temperature=1e-300), "temperature"),
+        (PRESETS["seed"].model, replace(PRESETS["seed"].train, steps=True), "steps must be a number"),
+        (PRESETS["seed"].model, replace(PRESETS["seed"].train, context_len=30), "exceeds the shortest sequence"),
+    ],
+)
+def test_configs_that_fail_at_run_time_are_refused_by_the_one_check(
+    model: ModelConfig, train: TrainConfig, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        check_trainable(model, train, shortest=20)
+
+
+def test_data_parallel_workers_are_refused_only_where_the_executor_cannot_run_them() -> None:
+    model, train = PRESETS["seed"].model, replace(PRESETS["seed"].train, workers=2)
+    check_trainable(model, train, 20, executor="ray")
+    check_trainable(model, train, 20)  # executor unknown: the worker that claims it says
+    with pytest.raises(ValueError, match="needs JEPA_EXECUTOR=ray"):
+        check_trainable(model, train, 20, executor="local")
+
+
+def test_a_batch_of_one_trains_where_nothing_needs_batch_statistics() -> None:
+    check_trainable(PRESETS["seed"].model, replace(PRESETS["seed"].train, batch_size=1), 20)
+    for train in (
+        replace(PRESETS["seed"].train, batch_size=1, target_norm="batch"),
+        replace(PRESETS["seed"].train, batch_size=1, var_weight=0.1),
+        replace(PRESETS["series"].train, batch_size=1),  # the forecaster standardises over the batch
+    ):
+        model = PRESETS["series"].model if train.steps else PRESETS["seed"].model
+        with pytest.raises(ValueError, match="batch_size 1 leaves no statistics"):
+            check_trainable(model, train, 20)
+
+
+def test_the_temperature_has_a_floor_where_its_logits_stay_finite() -> None:
+    bound = {f.name: f.metadata for f in fields(TrainConfig)}["temperature"]
+    assert bound["ge"] == 0.01
+    check_trainable(PRESETS["seed"].model, replace(PRESETS["seed"].train, loss="infonce", temperature=0.01), 20)

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import update
 
 from jepa_model import PRESETS, ModelConfig, TrainConfig, load_checkpoint
 from tests.factories import tiny_spec
 from training import jobs
 from training.db import SessionFactory, in_transaction
+from training.errors import InvalidInput
+from training.models import JobRow
 from training.runner import run_job
 from training.settings import StorageSettings
 from training.spec import TrainingSpec, TrainOptions
@@ -40,6 +43,15 @@ def test_every_option_but_the_server_set_ones_is_a_bounded_documented_field() ->
         {"min_context_len": 20},
         {"pooling": "max_mean"},
         {"kernel_size": 4},
+        # Each of these once got a 202 and then failed in the worker (issue 26).
+        {"max_offset": 4096},  # IndexError: past the predictor's offset embedding
+        {"batch_size": 1, "output_norm": "batch"},  # "Expected more than 1 value per channel"
+        {"loss": "infonce", "temperature": 1e-300},  # infinite logits, then "SVD did not converge"
+        {"steps": True},  # taken for 1
+        {"epochs": True},
+        {"lr": True},
+        {"steps": "3"},
+        {"lr": float("nan")},
     ],
 )
 def test_options_that_cannot_work_together_are_refused_when_queued(config: dict) -> None:
@@ -81,3 +93,41 @@ def test_a_queued_job_trains_what_was_resolved_even_after_a_preset_changes(
         assert version is not None
         path, sha = version.path, version.sha256
     assert load_checkpoint(settings.data_dir / path, sha).model_config.hidden_dim == queued_width
+
+
+def test_the_runner_checks_a_queued_jobs_configs_again_before_training(
+    factory: SessionFactory, settings: StorageSettings
+) -> None:
+    # A job queued by an older release, whose configs the one check now refuses.
+    spec = tiny_spec()
+    assert spec.resolved is not None
+    spec.resolved.train["max_offset"], spec.resolved.model["predictor_offsets"] = 4096, 5
+    with pytest.raises(InvalidInput, match="max_offset"):
+        spec.configs()
+    stale = TrainingSpec.model_validate(spec.model_dump(mode="json"))  # as the runner loads it
+    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, tiny_spec()).id)
+    in_transaction(
+        factory,
+        lambda s: s.execute(update(JobRow).where(JobRow.id == job_id).values(spec=stale.model_dump(mode="json"))),
+    )
+    jobs.claim(factory, job_id, "test")
+    with pytest.raises(InvalidInput, match="must be less than predictor_offsets"):  # not an IndexError in torch
+        run_job(factory, settings, job_id)
+
+
+def test_enqueue_refuses_data_parallel_workers_that_a_local_executor_cannot_run(factory: SessionFactory) -> None:
+    spec = tiny_spec(workers=2)
+    with pytest.raises(InvalidInput, match="JEPA_EXECUTOR=ray"):
+        in_transaction(factory, lambda s: jobs.enqueue(s, spec, executor="local"))
+    assert in_transaction(factory, lambda s: jobs.enqueue(s, spec, executor="ray").id)
+
+
+def test_a_stored_dataset_shape_is_the_servers() -> None:
+    from training.spec import SERVER_SET_DATASET_FIELDS, StoredDataset, refuse_server_set_fields
+
+    named = {"kind": "stored", "id": "a" * 32}
+    assert refuse_server_set_fields({**named, "min_len": None}) == named
+    for field in SERVER_SET_DATASET_FIELDS:
+        with pytest.raises(ValueError, match=f"{field} is set by the server"):
+            refuse_server_set_fields({**named, field: 4096})
+    assert set(SERVER_SET_DATASET_FIELDS) == set(StoredDataset.model_fields) - {"kind", "id"}
