@@ -326,9 +326,12 @@ def _out_of_bounds(config: ModelConfig | TrainConfig) -> list[str]:
     return problems
 
 
-def check_trainable(model: ModelConfig, train: TrainConfig, shortest: int, executor: str | None = None) -> None:
+def check_trainable(
+    model: ModelConfig, train: TrainConfig, shortest: int, executor: str | None = None, pieces: bool = False
+) -> None:
     """ValueError naming every reason `model` and `train` cannot train on sequences of at least
     `shortest` steps (by a worker with this JEPA_EXECUTOR, when given); None when they can.
+    `pieces`: `shortest` is that of the pieces training reads a dataset's long series as.
 
     The one check of a whole training config: each value within the bounds its option declares,
     and the options that only fail together. POST /train runs it before anything is queued (422),
@@ -340,6 +343,11 @@ def check_trainable(model: ModelConfig, train: TrainConfig, shortest: int, execu
     if train.window_len > shortest:
         problems.append(
             f"context_len + target_len = {train.window_len} exceeds the shortest sequence's length {shortest}"
+            + (
+                " (training reads this dataset's long series as pieces, the shortest of them this long)"
+                if pieces
+                else ""
+            )
         )
     if model.objective == "window" and model.predictor_offsets and train.max_offset >= model.predictor_offsets:
         # The predictor embeds offsets 0..predictor_offsets-1; a span further out has no embedding.

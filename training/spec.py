@@ -24,6 +24,7 @@ from pydantic import (
 from jepa_model import DEFAULT_PRESET, PRESET_NAMES, ModelConfig, ToySequenceDataset, TrainConfig, resolve_configs
 from jepa_model.budget import TrainingEstimate, estimate_training
 from jepa_model.config import ENCODER_NAMES, check_trainable, derive_windows, pick_preset
+from jepa_model.data import FEW_SEQUENCES, PIECE_STEPS, SHORTEST_PIECE, needs_pieces
 from training.errors import InvalidInput
 
 EncoderName = Literal[ENCODER_NAMES]  # type: ignore[valid-type]
@@ -222,9 +223,27 @@ def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelCon
 
 def check_configs(dataset: DatasetSpec, model: ModelConfig, train: TrainConfig, executor: str | None = None) -> None:
     """ValueError when `model` and `train` cannot train on `dataset` (jepa_model's check_trainable)."""
-    _, shortest, _ = data_shape(dataset)
-    if shortest is not None:
-        check_trainable(model, train, shortest, executor)
+    _, shortest, longest = data_shape(dataset)
+    if shortest is None or longest is None:
+        return
+    count = dataset.num_samples if isinstance(dataset, ToyDataset) else getattr(dataset, "num_sequences", None)
+    trained = shortest_trained(shortest, longest, count)
+    check_trainable(model, train, trained, executor, pieces=trained < shortest)
+
+
+def shortest_trained(shortest: int, longest: int, count: int | None) -> int:
+    """The fewest steps of any sequence training reads from a dataset of `count` sequences of
+    `shortest` to `longest` steps: its shortest, or, where it reads long series as pieces
+    (jepa_model.data.training_pieces), the shortest piece there can be. Where the lengths between
+    the shortest and the longest are unknown, a series of 2 * SHORTEST_PIECE steps is assumed."""
+    count = FEW_SEQUENCES if count is None else count  # jobs queued before counts were recorded
+    if not needs_pieces([shortest] * (min(count, FEW_SEQUENCES) - 1) + [longest]):  # as many as it tells by
+        return shortest
+    if shortest >= 2 * SHORTEST_PIECE:  # every series is cut, the shortest into the shortest pieces
+        return min(PIECE_STEPS, shortest // 2)
+    # The shortest stays whole; the longest, and any series of 2 * SHORTEST_PIECE steps or more, is cut.
+    cut = min(PIECE_STEPS, longest // 2) if count <= 2 else SHORTEST_PIECE
+    return min(shortest, cut)
 
 
 def data_shape(dataset: DatasetSpec) -> tuple[int | None, int | None, int | None]:

@@ -5,19 +5,22 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import update
 
 from jepa_model import PRESETS, ModelConfig, TrainConfig, load_checkpoint
-from tests.factories import tiny_spec
+from jepa_model.data import needs_pieces, training_pieces
+from tests.factories import stored_dataset, tiny_spec
 from training import jobs
+from training.datasets import resolve_spec
 from training.db import SessionFactory, in_transaction
 from training.errors import InvalidInput
 from training.models import JobRow
 from training.runner import run_job
 from training.settings import StorageSettings
-from training.spec import TrainingSpec, TrainOptions
+from training.spec import TrainingSpec, TrainOptions, shortest_trained
 
 SERVER_SET = {"input_dim", "input_mean", "input_std"}
 
@@ -131,3 +134,33 @@ def test_a_stored_dataset_shape_is_the_servers() -> None:
         with pytest.raises(ValueError, match=f"{field} is set by the server"):
             refuse_server_set_fields({**named, field: 4096})
     assert set(SERVER_SET_DATASET_FIELDS) == set(StoredDataset.model_fields) - {"kind", "id"}
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[20] * 10, [2000, 2000], [100, 2000], [100, 130, 5000], [130] * 3, [5000] * 8, [64, 127], [128], [300, 127, 128]],
+)
+def test_the_check_knows_the_shortest_piece_that_training_reads(lengths: list[int]) -> None:
+    sequences = [np.zeros((n, 1), np.float32) for n in lengths]
+    read = training_pieces(sequences)[0] if needs_pieces(lengths) else sequences
+    fewest = min(len(x) for x in read)
+    bound = shortest_trained(min(lengths), max(lengths), len(lengths))
+    assert bound <= fewest  # never more than any piece has
+    if len(lengths) <= 2 or min(lengths) >= 128 or not needs_pieces(lengths):
+        assert bound == fewest  # exact where the lengths between the shortest and the longest are known
+
+
+def test_windows_longer_than_the_pieces_of_long_series_are_refused_when_queued(
+    factory: SessionFactory, tmp_path: Path
+) -> None:
+    # Two 2,000-step series train as pieces of 512 steps; windows of 610 once failed in the worker.
+    row = stored_dataset(factory, tmp_path, [np.zeros((2000, 1), np.float32)] * 2)
+    request = {"model": "m", "dataset": {"kind": "stored", "id": row.id}, "config": {"steps": 1}}
+    with factory() as session:
+        for context_len, refused in ((600, True), (500, False)):
+            spec = TrainingSpec.model_validate({**request, "config": {"context_len": context_len, "target_len": 10}})
+            if refused:
+                with pytest.raises(InvalidInput, match="610 exceeds the shortest sequence's length 512 .* pieces"):
+                    resolve_spec(session, spec)
+            else:
+                assert resolve_spec(session, spec).configs()[1].window_len == 510
