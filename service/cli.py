@@ -971,14 +971,19 @@ def delete_version(
     version: Annotated[str, typer.Argument(help="Version number.")],
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete the default model's only version too (/ready then fails).")
+    ] = False,
 ) -> None:
-    """Delete a version and its checkpoint; refused while an alias points at it."""
+    """Delete a version and its checkpoint; refused while an alias points at it, and for the
+    default model's only version without --force."""
     from training import lifecycle
 
     def local(session: Any, store: Any) -> str:
-        return lifecycle.delete_version(session, store, model, version)
+        keep_last = model == _settings().default_model and not force
+        return lifecycle.delete_version(session, store, model, version, keep_last=keep_last)
 
-    _delete(url, api_key, lambda client: client.delete_version(model, version), local)
+    _delete(url, api_key, lambda client: client.delete_version(model, version, force=force), local)
     console.print(f"deleted {model} v{version}")
 
 

@@ -510,6 +510,10 @@ def _reading(answer: _Answer) -> Iterator[None]:
         raise answer.bad(str(exc)) from None
 
 
+def _force(force: bool) -> dict[str, str]:
+    return {"force": "true"} if force else {}
+
+
 def _key_header(idempotency_key: str | None) -> dict[str, str]:
     return {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
 
@@ -678,9 +682,10 @@ class JEPAClient(_Requests):
     def set_alias(self, model: str, alias: str, version: int | str) -> dict[str, Any]:
         return self._json(self._call("PUT", f"/models/{model}/aliases/{alias}", json={"version": version}), dict)
 
-    def delete_version(self, model: str, version: int | str) -> None:
-        """Delete a version and its checkpoint; JEPAError (409) while an alias points at it."""
-        self._json(self._call("DELETE", f"/models/{model}/versions/{version}"))
+    def delete_version(self, model: str, version: int | str, force: bool = False) -> None:
+        """Delete a version and its checkpoint; Conflict (409) while an alias points at it, or when
+        it is the default model's only version and not `force`."""
+        self._json(self._call("DELETE", f"/models/{model}/versions/{version}", params=_force(force)))
 
     def delete_job(self, job_id: str) -> None:
         """Delete a finished job; JEPAError (409) while it is queued or running."""
@@ -830,8 +835,8 @@ class AsyncJEPAClient(_Requests):
         answer = await self._call("PUT", f"/models/{model}/aliases/{alias}", json={"version": version})
         return self._json(answer, dict)
 
-    async def delete_version(self, model: str, version: int | str) -> None:
-        self._json(await self._call("DELETE", f"/models/{model}/versions/{version}"))
+    async def delete_version(self, model: str, version: int | str, force: bool = False) -> None:
+        self._json(await self._call("DELETE", f"/models/{model}/versions/{version}", params=_force(force)))
 
     async def delete_job(self, job_id: str) -> None:
         self._json(await self._call("DELETE", f"/jobs/{job_id}"))

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
+from service.client import Conflict, JEPAClient
 from tests.e2e.servers import StartServer, server_env, wait_for_job
 from tests.factories import TINY_CONFIG
 
@@ -154,7 +156,10 @@ def test_the_default_models_only_version_is_kept_unless_forced_and_ready_says_wh
         assert refused.status_code == 409 and "only version" in refused.json()["detail"]
         assert "force=true" in refused.json()["detail"]
         assert client.get("/ready").status_code == 200
-        assert client.delete(f"/models/del/versions/{only}?force=true").status_code == 204
+        with JEPAClient(server.base_url) as jepa:  # the client's way: Conflict, then force
+            with pytest.raises(Conflict, match="only version"):
+                jepa.delete_version("del", only)
+            jepa.delete_version("del", only, force=True)
         ready = server.wait_for("/ready", 503, timeout=30)  # replicas resolve anew within JEPA_RESOLVE_TTL_S
         assert "no job is queued to train one" in ready.json()["detail"]
         assert "JEPA_DEFAULT_MODEL" in ready.json()["detail"]

@@ -168,6 +168,17 @@ def test_train_and_encode_on_an_uploaded_dataset_locally(tmp_path: Path) -> None
     assert missing.returncode == 2 and "not found" in missing.stderr
     assert len(job_rows(data_dir)) == 2  # neither refusal queued a job
 
+    # The default model keeps its last version unless forced, locally as over HTTP.
+    def delete(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**jepa_env(data_dir), "JEPA_DEFAULT_MODEL": "walks"}
+        return subprocess.run([sys.executable, "-m", "service.cli", "delete", "version", "walks", *args],
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert delete("1").returncode == 0
+    last = delete("2")
+    assert last.returncode == 2 and "only version" in last.stderr, last.stderr
+    assert delete("2", "--force").returncode == 0
+
 
 def test_a_failing_local_train_marks_its_job_failed(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
