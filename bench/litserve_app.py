@@ -6,7 +6,7 @@ served by LitServe (https://github.com/Lightning-AI/LitServe) with its dynamic b
 Tuned as LitServe recommends for a small, fast model: requests from several clients are
 collected for at most `--batch-timeout` seconds (or `--max-batch-size` requests) and go through
 one forward pass per sequence length (the traced forward takes equal lengths, as in the service;
-long batches are cut at the service's 65,536 steps), one torch thread per inference worker, the
+long batches are cut at the service's 8,192 steps), one torch thread per inference worker, the
 response encoded with orjson in the inference worker, and no access log (`log_level="warning"`).
 `--workers N` runs N inference workers and N API server processes (LitServe's default pairing).
 The request is the service's JSON shape, `{"sequences": [[[...]]]}`, equal lengths or not; the
@@ -27,7 +27,7 @@ from starlette.responses import Response
 from jepa_model import load_checkpoint
 from jepa_model.serving import traced_forwards
 
-MAX_STEPS = 65_536  # sequences x length per forward pass, as the service's JEPA_MICRO_BATCH_STEPS
+MAX_STEPS = 8_192  # sequences x length per forward pass, as the service's JEPA_MICRO_BATCH_STEPS
 
 
 class EncodeAPI(ls.LitAPI):

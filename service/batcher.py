@@ -15,9 +15,9 @@ that a few short rows do not pay for. Work that is not a forward pass of the bat
 memory score's slice, per-step representations) is queued as a `call` and runs alone.
 
 Each request holds a Ticket from admission until it is answered. The thread's next pass starts
-with the ticket that has had the fewest steps run for it so far (then the smaller request, then
-the older): a large request runs as many bounded passes, and a small one that arrives meanwhile
-runs after the pass in progress instead of after the whole large request. The queue is bounded by
+with the ticket that has had the fewest steps run for it so far (then the older): a large request
+runs as many bounded passes, and a small one that arrives meanwhile runs after the pass in
+progress instead of after the whole large request. The queue is bounded by
 requests, not pieces: past `max_queue` requests in progress, `admit` raises Overloaded at once,
 before anything is queued, and a request that ends early (an error, a client gone) takes its
 waiting pieces with it. Each answered piece records how long it waited and how long its batch ran
@@ -74,16 +74,17 @@ def stack(parts: list[Sequences]) -> tuple[np.ndarray, np.ndarray | None]:
 class Ticket:
     """One request's place in the queue: its pieces waiting, in order, and the steps run for it."""
 
-    def __init__(self, cost: int) -> None:
-        self.cost = cost  # the steps the whole request will run, as its caller estimated them
+    def __init__(self) -> None:
         self.arrival = next(_arrivals)
         self.served = 0  # steps run for it so far (a shared pass counts its own rows, padded)
         self.waiting: deque[_Pending] = deque()
 
     @property
-    def turn(self) -> tuple[int, int, int]:
-        """Lower goes first: the least served, then the smaller, then the older."""
-        return self.served, self.cost, self.arrival
+    def turn(self) -> tuple[int, int]:
+        """Lower goes first: the least served, then the older. Not the smaller: under steady load
+        a long sequence would wait behind every shorter one that arrives after it (64 clients of
+        10-500 steps each saw p99 grow from 0.4 s to 3.4 s)."""
+        return self.served, self.arrival
 
 
 @dataclass
@@ -165,12 +166,12 @@ class MicroBatcher:
             self._release(ticket)
 
     @contextmanager
-    def admitted(self, cost: int) -> Iterator[Ticket]:
-        """A ticket for one request of about `cost` steps, for its `submit`s and `call`s; on leaving,
-        whatever it left queued is dropped. Overloaded when max_queue requests are in progress."""
+    def admitted(self) -> Iterator[Ticket]:
+        """A ticket for one request, for its `submit`s and `call`s; on leaving, whatever it left
+        queued is dropped. Overloaded when max_queue requests are in progress."""
         if len(self._tickets) >= self.max_queue:
             raise Overloaded(f"{len(self._tickets)} requests are already in progress; retry shortly")
-        ticket = Ticket(cost)
+        ticket = Ticket()
         self._tickets[ticket.arrival] = ticket
         try:
             yield ticket
@@ -189,7 +190,7 @@ class MicroBatcher:
         larger ones). Without a ticket, `x` is a request of its own. The wait and the batch's run
         are recorded for the calling request."""
         if ticket is None:
-            with self.admitted(len(x) * longest(x)) as own:
+            with self.admitted() as own:
                 return await self.submit(key, payload, x, own)
         return await self._enqueue(_Pending(ticket, key, payload, x, asyncio.get_running_loop().create_future()))
 

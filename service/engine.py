@@ -113,6 +113,9 @@ class Forwards:
 # on a pass of 256 sequences of 1-127 steps.
 SHORT_BUCKET_LEN = 64
 
+# A memory score's slices hold JEPA_MICRO_BATCH_STEPS / this many steps: see score_memory.
+MEMORY_SLICE_DIVISOR = 4
+
 
 # Lengths under this many steps (the short bucket and the two half-octaves above it) share a pass
 # while it stays within SMALL_PASS_STEPS steps (sequences x the longest, about 8 of 127 steps):
@@ -403,7 +406,7 @@ class InferenceEngine:
         activations, and whose hold on the thread, grow with the request.
         """
         if ticket is None:
-            with self.batcher.admitted(steps_of(sequences)) as own:
+            with self.batcher.admitted() as own:
                 return await self._batched(served, operation, sequences, own)
         parts = pieces(sequences, self.batcher.capacity)
         submits = [
@@ -433,14 +436,14 @@ class InferenceEngine:
             raise InvalidInput(f"got {len(contexts)} contexts but {len(targets)} targets; they pair up one to one")
         if targets is None:
             return await self._batched(served, "predict", contexts), None
-        with self.batcher.admitted(steps_of(contexts) + steps_of(targets)) as ticket:
+        with self.batcher.admitted() as ticket:
             predicted, actual = await asyncio.gather(
                 self._batched(served, "predict", contexts, ticket), self._batched(served, "target", targets, ticket)
             )
         return predicted, np.einsum("nr,nr->n", _unit(predicted), _unit(actual))
 
     async def similarity(self, served: ServedVersion, a: Sequences, b: Sequences, encoder: EncoderName) -> np.ndarray:
-        with self.batcher.admitted(steps_of(a) + steps_of(b)) as ticket:
+        with self.batcher.admitted() as ticket:
             za, zb = await asyncio.gather(
                 self._batched(served, encoder, a, ticket), self._batched(served, encoder, b, ticket)
             )
@@ -464,7 +467,7 @@ class InferenceEngine:
             z = self.load(served).model.encode_steps(torch.from_numpy(np.asarray(x))[None].to(self.device), encoder)[0]
             return _unit(z.cpu().numpy()) if normalize else z.cpu().numpy()
 
-        with self.batcher.admitted(steps_of(sequences)) as ticket:
+        with self.batcher.admitted() as ticket:
             try:  # a sequence at a time, each a turn on the inference thread
                 return [await self.batcher.call(partial(run, x), len(x), ticket) for x in sequences]
             except ValueError as exc:  # an encoder without per-step representations
@@ -512,11 +515,12 @@ class InferenceEngine:
                 f"these series hold {points} numbers in all; at most {max_points} (JEPA_MAX_SCORE_POINTS): "
                 "send fewer or shorter series"
             )
-        # Each step is also compared with every remembered one: a slice of half a pass's steps
-        # takes about as long as a pass, and other requests take their turns between slices.
-        slice_steps = max(1, self.batcher.max_steps // 2)
+        # Each step is also compared with every remembered step and window: a slice of a quarter
+        # of a pass's steps takes about as long as a pass (2,048 steps, 70-90 ms on the series
+        # preset), and other requests take their turns between slices.
+        slice_steps = max(1, self.batcher.max_steps // MEMORY_SLICE_DIVISOR)
         scores = []
-        with self.batcher.admitted(steps_of(series)) as ticket:
+        with self.batcher.admitted() as ticket:
             for x in series:
                 scorer = MemoryScorer(model.target_encoder, memory, np.asarray(x), slice_steps)
                 for start, end in scorer.slices:
@@ -545,7 +549,7 @@ class InferenceEngine:
         pairs = [windows(np.asarray(x), s, context_len, target_len) for x, s in zip(series, starts, strict=True)]
         contexts = np.concatenate([c for c, _ in pairs])  # (W, C, D)
         targets = np.concatenate([t for _, t in pairs])  # (W, L, D)
-        with self.batcher.admitted(steps_of(contexts) + steps_of(targets)) as ticket:
+        with self.batcher.admitted() as ticket:
             predicted, actual = await asyncio.gather(
                 self._batched(served, "predict", contexts, ticket), self._batched(served, "target", targets, ticket)
             )

@@ -130,7 +130,7 @@ def test_a_small_request_runs_after_the_pass_in_progress_not_after_a_large_reque
             batcher = MicroBatcher(_recording(calls, seconds=0.02), executor, max_wait_s=0.0, max_steps=4)
             batcher.start()
             try:
-                with batcher.admitted(24) as ticket:
+                with batcher.admitted() as ticket:
                     big = [asyncio.ensure_future(batcher.submit("big", None, x, ticket)) for x in large]
                     await asyncio.sleep(0.03)  # its first pass is running
                     await batcher.submit("small", None, np.ones((1, 3, 2), np.float32))
@@ -147,14 +147,14 @@ def test_requests_in_progress_are_capped_and_a_refused_one_queues_nothing() -> N
     async def main() -> None:
         with ThreadPoolExecutor(1) as executor:
             batcher = MicroBatcher(_recording([]), executor, max_queue=2)
-            with batcher.admitted(1), batcher.admitted(1):
+            with batcher.admitted(), batcher.admitted():
                 try:
-                    with batcher.admitted(1):
+                    with batcher.admitted():
                         raise AssertionError("a third request was admitted")
                 except Overloaded:
                     pass
                 assert batcher.depth == 0
-            with batcher.admitted(1) as ticket:  # both left: room again
+            with batcher.admitted() as ticket:  # both left: room again
                 future = asyncio.ensure_future(batcher.submit("k", None, np.ones((1, 2, 2), np.float32), ticket))
                 await asyncio.sleep(0)
                 assert batcher.depth == 1
@@ -170,7 +170,7 @@ def test_many_pieces_of_one_request_count_once_against_the_cap() -> None:
             batcher = MicroBatcher(_recording([]), executor, max_queue=1, max_steps=2)
             batcher.start()
             try:
-                with batcher.admitted(20) as ticket:
+                with batcher.admitted() as ticket:
                     pieces = [np.ones((1, 2, 2), np.float32) for _ in range(10)]
                     return await asyncio.gather(*(batcher.submit("k", None, x, ticket) for x in pieces))
             finally:
@@ -185,7 +185,7 @@ def test_a_call_runs_alone_in_its_turn_and_returns_its_value() -> None:
             batcher = MicroBatcher(_recording([]), executor)
             batcher.start()
             try:
-                with batcher.admitted(5) as ticket:
+                with batcher.admitted() as ticket:
                     return await batcher.call(lambda: "done", 5, ticket)
             finally:
                 await batcher.stop()
