@@ -104,7 +104,7 @@ CASES = [
     ),
     Case("no key", "POST", "/train", 401, "API key", json=TINY_TRAIN),
     Case("wrong key", "POST", "/train", 401, "API key", json=TINY_TRAIN, headers={"Authorization": "Bearer wrong"}),
-    Case("not ready", "GET", "/ready", 503, "no version yet"),
+    Case("not ready", "GET", "/ready", 503, "no job is queued to train one"),
 ]
 
 
