@@ -16,7 +16,6 @@ from __future__ import annotations
 import array
 import contextlib
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -43,6 +42,7 @@ from jepa_model.metrics import embed_sequences
 from training import idempotency
 from training.arrays import load_npy, read_npy_header
 from training.artifacts import ArtifactStore
+from training.db import STORAGE_FULL
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull, preview
 from training.models import DatasetRow
 from training.spec import StoredDataset, TrainingSpec
@@ -471,10 +471,6 @@ def store_dataset(
         _remove_written(data_dir / relative)  # no row will ever name it
         raise
     return row
-
-
-# A write fails with these when the disk, the user's quota, or the largest file allowed is full.
-STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ the caller allows, JEPA_DB_RETRY_S for a training job's writes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 import threading
@@ -100,6 +101,11 @@ def is_unreachable(exc: BaseException) -> bool:
         message = str(exc.orig).lower()
         return any(sign in message for sign in SQLITE_UNAVAILABLE)
     return isinstance(exc, OperationalError)
+
+
+# A file write fails with these when the disk, the user's quota, or the largest file allowed is
+# full; the database's own full disk is `is_storage_full`.
+STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def is_storage_full(exc: BaseException) -> bool:

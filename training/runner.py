@@ -13,7 +13,6 @@ the `error` it records names paths relative to the data directory, never the ser
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import logging
 import logging.config
@@ -42,6 +41,7 @@ from jepa_model.train import EpochCallback, EpochReport, Monitor, TrainResult, p
 from training import datasets, jobs, plots
 from training.artifacts import open_store
 from training.db import (
+    STORAGE_FULL,
     DatabaseUnreachable,
     SessionFactory,
     create_db_engine,
@@ -65,8 +65,6 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 HELD_OUT_SEQUENCES = 1024
 # Below this mean per-dimension std of normalised embeddings, the log raises a collapse alarm.
 COLLAPSE_STD = 0.01
-# A write fails with these when the disk, the user's quota, or the largest file allowed is full.
-STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class JobLost(RuntimeError):
