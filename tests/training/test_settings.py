@@ -1,3 +1,4 @@
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def test_training_runs_locally_unless_the_ray_executor_is_asked_for(monkeypatch)
     for name in ("JEPA_EXECUTOR", "JEPA_RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     assert (StorageSettings().executor, StorageSettings().ray_address) == ("local", None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra: pip install '.[ray]'")
+def test_the_ray_executor_needs_the_clusters_address(monkeypatch) -> None:
+    # Only with Ray installed: without it, the missing package is what the executor is refused for.
+    monkeypatch.delenv("JEPA_RAY_ADDRESS", raising=False)
     with pytest.raises(ValidationError, match="JEPA_EXECUTOR=ray needs JEPA_RAY_ADDRESS"):
         StorageSettings(executor="ray")
 
