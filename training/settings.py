@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -64,6 +65,25 @@ class StorageSettings(BaseSettings):
                 raise ValueError("JEPA_EXECUTOR=ray needs JEPA_RAY_ADDRESS, the Ray cluster's address (host:port)")
         return self
 
+    def process_env(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """`inherited` with every StorageSettings field set to this object's value, for a child
+        process that rebuilds its settings from the environment (the worker's training process).
+
+        Derived from the fields, so one added later reaches the child too. Paths and the database
+        URL are resolved, so a relative data_dir means the same directory in the child; an unset
+        field is removed, so the child does not read a stale value its parent was built without.
+        The values may hold a password (database_url): hand them to the child, never to a log."""
+        env = dict(inherited)
+        prefix = self.model_config.get("env_prefix", "")
+        for name in StorageSettings.model_fields:
+            key = f"{prefix}{name}".upper()
+            value = self.resolved_database_url if name == "database_url" else getattr(self, name)
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = _env_value(value)
+        return env
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -73,3 +93,14 @@ class StorageSettings(BaseSettings):
     @property
     def safe_database_url(self) -> str:
         return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+
+def _env_value(value: object) -> str:
+    """A setting's value as its environment variable spells it."""
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, str | int | float):  # bools are ints: "True"/"False" parse back
+        return str(value)
+    raise TypeError(f"no environment spelling for a setting of type {type(value).__name__}")

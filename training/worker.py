@@ -184,7 +184,7 @@ class Worker:
         log.info("worker %s starts job %s", self.id, job_id)
         child = subprocess.Popen(
             [sys.executable, "-m", "training.runner", job_id, self.id],
-            env={**os.environ, **self._child_env()},
+            env=self.settings.process_env(os.environ),
         )
         try:
             if not self._supervise(child, job_id):
@@ -247,18 +247,6 @@ class Worker:
             log.warning("could not re-queue job %s (%s); stale recovery will", job_id, type(exc).__name__)
             return
         log.info("job %s re-queued: worker %s is stopping", job_id, self.id)
-
-    def _child_env(self) -> dict[str, str]:
-        # The child rebuilds StorageSettings from the environment: hand it the resolved values.
-        return {
-            "JEPA_DATA_DIR": str(self.settings.data_dir.resolve()),
-            "JEPA_DATABASE_URL": self.settings.resolved_database_url,
-            "JEPA_TRAIN_THREADS": str(self.settings.train_threads),
-            "JEPA_LOG_FORMAT": self.settings.log_format,
-            "JEPA_DB_RETRY_S": str(self.settings.db_retry_s),
-            "JEPA_EXECUTOR": self.settings.executor,
-            **({"JEPA_RAY_ADDRESS": self.settings.ray_address} if self.settings.ray_address else {}),
-        }
 
     def start_thread(self) -> threading.Thread:
         self.thread = threading.Thread(target=self.run, name="jepa-worker", daemon=True)

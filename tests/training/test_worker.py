@@ -264,3 +264,32 @@ def test_a_file_size_limit_fails_a_real_training_process_cleanly(fresh_postgres_
         assert not [p for p in data_dir.rglob("*") if p.is_file()]
     finally:
         engine.dispose()
+
+
+def test_the_training_process_rebuilds_every_storage_setting_of_its_worker(tmp_path: Path, monkeypatch) -> None:
+    # The child's environment was once listed by hand and missed artifact_store, device and
+    # job_max_attempts: a worker built with the database store trained children on the file store.
+    monkeypatch.chdir(tmp_path)
+    parent = StorageSettings(
+        data_dir=Path("relative"),
+        artifact_store="database",
+        device="cpu",
+        job_max_attempts=7,
+        train_memory_mb=123,
+        retain_jobs_days=2.5,
+        log_format="text",
+        db_retry_s=4.5,
+    )
+    inherited = {"PATH": "/usr/bin", "JEPA_RAY_ADDRESS": "10.0.0.1:6379", "JEPA_DEVICE": "cuda"}
+    env = parent.process_env(inherited)
+    resolved = {"data_dir": (tmp_path / "relative").resolve(), "database_url": parent.resolved_database_url}
+    assert env["PATH"] == "/usr/bin"
+    assert "JEPA_RAY_ADDRESS" not in env  # unset in the parent: the inherited value must not reach the child
+
+    for name in [name for name in os.environ if name.upper().startswith("JEPA_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir("/")  # the child runs elsewhere: a relative data_dir must not move
+    child = StorageSettings()
+    assert child.model_dump() == {**parent.model_dump(), **resolved}
