@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import EngineDep, ReadAuth, SettingsDep, resolve_served
 from service.errors import database_unavailable, error_response
-from service.schemas import ErrorBody, Health, Readiness
+from service.schemas import ERROR_RESPONSES, ErrorBody, Health, Readiness
 from service.settings import Settings
 from training import lifecycle
 from training.errors import ModelUnavailable, NotFound
@@ -32,7 +32,9 @@ async def health() -> Health:
 
 # With JEPA_AUTH_READS, a read like any other: the scraper sends the key (Prometheus'
 # `authorization` scrape setting). The probes above and below stay open for orchestrators.
-@router.get("/metrics", response_class=PlainTextResponse, dependencies=[ReadAuth])
+@router.get(
+    "/metrics", response_class=PlainTextResponse, dependencies=[ReadAuth], responses={401: ERROR_RESPONSES[401]}
+)
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics: requests by route and status, latencies, batch sizes, queue depth,
     model load times, and training jobs by status."""
