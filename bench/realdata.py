@@ -166,7 +166,6 @@ class Registry:
     def train(self, spec_data: dict[str, Any]) -> Trained:
         """Queue the job as POST /train does, then claim and run it here as a worker's child does."""
         from training import jobs
-        from training.datasets import resolve_spec
         from training.db import in_transaction
         from training.errors import InvalidInput
         from training.registry import get_version
@@ -174,8 +173,9 @@ class Registry:
         from training.spec import TrainingSpec
 
         def enqueue(session: Any) -> str:
-            resolve_spec(session, spec).check_memory(self.settings.train_memory_mb)
-            return jobs.enqueue(session, spec).id
+            resolved = jobs.resolve_spec(session, spec)
+            resolved.check_memory(self.settings.train_memory_mb)
+            return jobs.enqueue(session, resolved).id
 
         try:
             spec = TrainingSpec.model_validate(spec_data)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 from sqlalchemy import select
@@ -45,7 +44,6 @@ from training.artifacts import ArtifactStore
 from training.db import STORAGE_FULL
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull, preview
 from training.models import DatasetRow
-from training.spec import StoredDataset, TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -535,24 +533,6 @@ def load_dataset(data_dir: Path, row: DatasetRow) -> tuple[list[np.ndarray], Lab
     if len(codes) and codes.max() >= len(classes):
         raise DatasetCorrupt(f"dataset {row.id!r} has labels that do not fit its sequences")
     return sequences, Labels(codes=codes.astype(np.int64), classes=classes)
-
-
-def resolve_spec(session: Session, spec: TrainingSpec) -> TrainingSpec:
-    """`spec` with its stored dataset's shape filled in, checked again now that it is known."""
-    if not isinstance(spec.dataset, StoredDataset):
-        return spec
-    row = get_dataset(session, spec.dataset.id)
-    data = spec.model_dump(mode="json")
-    data["dataset"] |= {
-        "input_dim": row.input_dim,
-        "min_len": row.min_len,
-        "max_len": row.max_len,
-        "num_sequences": row.num_sequences,
-    }
-    try:
-        return TrainingSpec.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput("; ".join(error["msg"] for error in exc.errors())) from None
 
 
 def split_held_out(

@@ -16,16 +16,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import false, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from training import wakeups
-from training.datasets import resolve_spec
+from training.datasets import get_dataset
 from training.db import SessionFactory, in_transaction
-from training.errors import Conflict, JobNotFound, Overloaded
+from training.errors import Conflict, InvalidInput, JobNotFound, Overloaded
 from training.models import JobEpochRow, JobRow, JobStatus, VersionRow, utcnow
 from training.registry import has_versions
-from training.spec import TrainingSpec
+from training.spec import StoredDataset, TrainingSpec
 
 
 def worker_id() -> str:
@@ -48,19 +49,38 @@ def _lock_the_queue(session: Session) -> None:
         session.execute(update(JobRow).where(false()).values(status=JobRow.status))
 
 
-def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None, executor: str | None = None) -> JobRow:
-    """Queue `spec`; with `max_queued`, refuse (Overloaded) once that many jobs are waiting.
+def resolve_spec(session: Session, spec: TrainingSpec) -> TrainingSpec:
+    """`spec` with its stored dataset's shape filled in from the registry, checked again now that
+    it is known (InvalidInput); a toy dataset's spec as it is. DatasetNotFound for an unknown id."""
+    if not isinstance(spec.dataset, StoredDataset):
+        return spec
+    row = get_dataset(session, spec.dataset.id)
+    data = spec.model_dump(mode="json")
+    data["dataset"] |= {
+        "input_dim": row.input_dim,
+        "min_len": row.min_len,
+        "max_len": row.max_len,
+        "num_sequences": row.num_sequences,
+    }
+    try:
+        return TrainingSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(error["msg"] for error in exc.errors())) from None
 
-    Its configs are checked against its data first (InvalidInput), and, given the JEPA_EXECUTOR
-    of the workers that will claim it, against what they can run. With `max_queued`, the queue
-    stays locked until the caller's transaction ends: commit soon.
+
+def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None, executor: str | None = None) -> JobRow:
+    """Queue `spec`, already resolved (`resolve_spec`: a stored dataset's spec that is not raises
+    ValueError); with `max_queued`, refuse (Overloaded) once that many jobs are waiting.
+
+    Given the JEPA_EXECUTOR of the workers that will claim it, its configs are checked against
+    what they can run (InvalidInput). With `max_queued`, the queue stays locked until the
+    caller's transaction ends: commit soon.
     """
     if max_queued is not None:
         _lock_the_queue(session)
         waiting = session.scalar(select(func.count(JobRow.id)).where(JobRow.status == JobStatus.QUEUED)) or 0
         if waiting >= max_queued:
             raise Overloaded(f"{waiting} training jobs are already queued (JEPA_MAX_QUEUED_JOBS); retry later")
-    spec = resolve_spec(session, spec)
     epochs = spec.configs(executor)[1].epochs
     job = JobRow(
         id=uuid.uuid4().hex,

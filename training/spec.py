@@ -94,7 +94,7 @@ class StoredDataset(BaseModel):
 
     kind: Literal["stored"] = "stored"
     id: str = Field(pattern=DATASET_ID)
-    # Filled in from the stored dataset when the job is queued (training.datasets.resolve_spec).
+    # Filled in from the stored dataset when the job is queued (training.jobs.resolve_spec).
     input_dim: int | None = Field(None, ge=1, description="set by the server")
     min_len: int | None = Field(None, ge=1, description="set by the server")
     max_len: int | None = Field(None, ge=1, description="set by the server")

@@ -4,7 +4,6 @@ from service.deps import IdempotencyKey, SessionDep, SettingsDep, WriteAuth
 from service.routes.replay import with_headers
 from service.schemas import TrainAccepted, TrainRequest
 from training import idempotency, jobs
-from training.datasets import resolve_spec
 from training.spec import TrainingSpec
 
 router = APIRouter(tags=["training"])
@@ -24,8 +23,9 @@ def train(
     spec = TrainingSpec(model=body.model or settings.default_model, dataset=dataset, config=body.config)
 
     def enqueue() -> idempotency.Answer:
-        resolve_spec(session, spec).check_memory(settings.train_memory_mb)
-        job = jobs.enqueue(session, spec, max_queued=settings.max_queued_jobs, executor=settings.executor)
+        resolved = jobs.resolve_spec(session, spec)
+        resolved.check_memory(settings.train_memory_mb)
+        job = jobs.enqueue(session, resolved, max_queued=settings.max_queued_jobs, executor=settings.executor)
         accepted = TrainAccepted(job_id=job.id, status=job.status)
         return idempotency.Answer(202, accepted.model_dump(mode="json"), f"/jobs/{job.id}")
 

@@ -20,6 +20,7 @@ from training import datasets
 from training.artifacts import FileStore
 from training.db import SessionFactory
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull
+from training.jobs import resolve_spec
 from training.spec import TrainingSpec
 
 
@@ -100,9 +101,9 @@ def test_a_spec_on_a_stored_dataset_takes_its_shape(factory: SessionFactory, tmp
         return TrainingSpec.model_validate({"model": "m", "dataset": {"id": row.id}, "config": config})
 
     with factory() as s:
-        assert datasets.resolve_spec(s, spec(4)).configs()[0].input_dim == 3
+        assert resolve_spec(s, spec(4)).configs()[0].input_dim == 3
         with pytest.raises(InvalidInput, match="shortest sequence's length 6"):
-            datasets.resolve_spec(s, spec(5))
+            resolve_spec(s, spec(5))
 
 
 def test_the_held_out_split_is_a_tenth_and_disjoint() -> None:
@@ -565,5 +566,5 @@ def test_a_series_embedding_too_narrow_for_its_pooled_blocks_is_refused_with_the
 
     with factory() as s:
         with pytest.raises(InvalidInput, match="ask for at least 648, or pool_blocks 0"):
-            datasets.resolve_spec(s, spec(repr_dim=64))
-        assert datasets.resolve_spec(s, spec(repr_dim=64, pool_blocks=0)).configs()[0].step_dim == 8
+            resolve_spec(s, spec(repr_dim=64))
+        assert resolve_spec(s, spec(repr_dim=64, pool_blocks=0)).configs()[0].step_dim == 8

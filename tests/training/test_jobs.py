@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from tests.e2e.proxy import TCPProxy
-from tests.factories import add_version, tiny_spec
+from tests.factories import add_version, random_sequences, stored_dataset, tiny_spec
 from training import jobs
 from training.db import (
     PG_IDLE_IN_TRANSACTION_S,
@@ -26,6 +26,7 @@ from training.db import (
 from training.errors import Conflict, JobNotFound, Overloaded
 from training.migrate import upgrade_to_head
 from training.models import JobRow, JobStatus, utcnow
+from training.spec import TrainingSpec
 
 
 def enqueue(factory: SessionFactory, model: str = "toy") -> str:
@@ -139,6 +140,19 @@ def test_a_job_that_left_running_cannot_succeed(factory: SessionFactory) -> None
     assert jobs.requeue(factory, job_id, "shutting down")
     assert not in_transaction(factory, lambda s: jobs.mark_succeeded(s, job_id, {}))
     assert status(factory, job_id).status == JobStatus.QUEUED
+
+
+def test_enqueue_takes_a_spec_already_resolved_against_its_stored_dataset(
+    factory: SessionFactory, tmp_path: Path
+) -> None:
+    row = stored_dataset(factory, tmp_path, random_sequences([12, 16], dim=3))
+    spec = TrainingSpec.model_validate({"model": "m", "dataset": {"kind": "stored", "id": row.id}})
+    with pytest.raises(ValueError, match="has not been resolved"):  # POST /train resolves once, before enqueue
+        in_transaction(factory, lambda s: jobs.enqueue(s, spec))
+    with factory.begin() as s:
+        resolved = jobs.resolve_spec(s, spec)
+        job = jobs.enqueue(s, resolved)
+        assert job.spec == resolved.model_dump(mode="json") and job.spec["dataset"]["input_dim"] == 3
 
 
 def test_the_default_model_is_queued_only_when_nothing_serves_it(factory: SessionFactory, tmp_path: Path) -> None:

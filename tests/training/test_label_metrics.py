@@ -8,7 +8,7 @@ import pytest
 import training.runner as runner
 from jepa_model import SequenceDataset
 from tests.factories import TINY_CONFIG, sines_and_squares, stored_dataset
-from training import datasets, jobs
+from training import jobs
 from training.db import SessionFactory, in_transaction
 from training.runner import run_job
 from training.settings import StorageSettings
@@ -30,7 +30,7 @@ def settings(database_url: str, tmp_path: Path) -> StorageSettings:
 
 def train_on(factory: SessionFactory, settings: StorageSettings, dataset_id: str, model: str) -> dict:
     spec = TrainingSpec.model_validate({"model": model, "dataset": {"id": dataset_id}, "config": TINY_CONFIG})
-    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, datasets.resolve_spec(s, spec)).id)
+    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, jobs.resolve_spec(s, spec)).id)
     jobs.claim(factory, job_id, "test")
     run_job(factory, settings, job_id)
     with factory() as s:

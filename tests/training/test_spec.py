@@ -14,9 +14,9 @@ from jepa_model import PRESETS, ModelConfig, TrainConfig, load_checkpoint
 from jepa_model.data import needs_pieces, training_pieces
 from tests.factories import stored_dataset, tiny_spec
 from training import jobs
-from training.datasets import resolve_spec
 from training.db import SessionFactory, in_transaction
 from training.errors import InvalidInput
+from training.jobs import resolve_spec
 from training.models import JobRow
 from training.runner import run_job
 from training.settings import StorageSettings
