@@ -30,11 +30,17 @@ async def health() -> Health:
     return Health(status="ok")
 
 
+# Spelled out rather than {"model": ErrorBody}: FastAPI files a model under the route's own media
+# type, text/plain here, while the 401 is JSON like every error.
+JSON_401 = {
+    "description": ERROR_RESPONSES[401]["description"],
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 # With JEPA_AUTH_READS, a read like any other: the scraper sends the key (Prometheus'
 # `authorization` scrape setting). The probes above and below stay open for orchestrators.
-@router.get(
-    "/metrics", response_class=PlainTextResponse, dependencies=[ReadAuth], responses={401: ERROR_RESPONSES[401]}
-)
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[ReadAuth], responses={401: JSON_401})
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics: requests by route and status, latencies, batch sizes, queue depth,
     model load times, and training jobs by status."""

@@ -301,14 +301,20 @@ def assert_success(route: RouteContext, call: Call, response: Response) -> None:
         assert response.content
 
 
-def assert_error(route: RouteContext, status: int, response: Response) -> None:
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def assert_error(app: FastAPI, key: tuple[str, str], status: int, response: Response) -> None:
+    """A typed ErrorBody, whose status /openapi.json documents for the route, as JSON."""
     assert response.status_code == status, response.text[:1000]
     assert_matches(ErrorBody, response)
     assert response.json()["type"] == KIND_BY_STATUS[status].type
+    route = declared_routes(app)[key]
     # 405 is never documented: a documented operation is a route with its method.
     if status != 405 and is_api_route(route) and route.include_in_schema:
-        documented = {int(code) for code in route.responses if str(code).isdigit()}
-        assert status in documented, f"{status} is not among the statuses documented for the route"
+        documented = app.openapi()["paths"][key[1]][key[0].lower()]["responses"]
+        assert str(status) in documented, f"{status} is not among the statuses documented for the route"
+        assert documented[str(status)].get("content", {}).get("application/json", {}).get("schema") == ERROR_SCHEMA
 
 
 def send(client: TestClient, method: str, request: Request, authorized: bool = True) -> Response:
@@ -337,7 +343,7 @@ def test_each_route_refuses_a_missing_key_with_a_typed_401(
 ) -> None:
     app, client, world = served
     response = send(client, key[0], CALLS[key][0].request(world), authorized=False)
-    assert_error(declared_routes(app)[key], 401, response)
+    assert_error(app, key, 401, response)
 
 
 @pytest.mark.parametrize("refusal", REFUSALS, ids=lambda r: f"{route_id(r.route)} {r.status}")
@@ -346,7 +352,7 @@ def test_each_family_refuses_with_a_typed_error_body(
 ) -> None:
     app, client, world = served
     response = send(client, refusal.method, refusal.request(world))
-    assert_error(declared_routes(app)[refusal.route], refusal.status, response)
+    assert_error(app, refusal.route, refusal.status, response)
 
 
 def test_every_route_is_called(served: tuple[FastAPI, TestClient, World]) -> None:
