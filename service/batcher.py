@@ -34,12 +34,15 @@ from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.timing import record
 from training.errors import Overloaded
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 # Sequences as they come in: one (n, T, D) array when all have the same length, else a list of
 # (T_i, D) arrays.
@@ -120,22 +123,40 @@ class BatchStats:
         return self.sequences / max(self.batches, 1)
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """How requests share forward passes. Their values are the service's settings (micro_batch,
+    batch_wait_ms, max_queue, micro_batch_steps: service/settings.py explains each); `from_settings`
+    is how the service builds them, so no second default exists here."""
+
+    max_batch: int  # sequences per forward pass
+    max_wait_s: float  # how long a lone request waits for company
+    max_queue: int  # requests in progress before Overloaded
+    max_steps: int  # sequences x the batch's longest length, per forward pass
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchLimits:
+        return cls(
+            max_batch=settings.micro_batch,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            max_steps=settings.micro_batch_steps,
+        )
+
+
 class MicroBatcher:
     def __init__(
         self,
         run_batch: BatchFn,
         executor: Executor,
-        max_batch: int = 256,
-        max_wait_s: float = 0.002,
-        max_queue: int = 512,
+        limits: BatchLimits,
         on_batch: Callable[[int], None] | None = None,
-        max_steps: int = 1 << 62,
         merge_group: Callable[[Hashable], Hashable] | None = None,
         small_pass: int = 0,
     ) -> None:
         self.run_batch, self.executor, self.on_batch = run_batch, executor, on_batch
-        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
-        self.max_steps = max_steps
+        self.max_batch, self.max_wait_s = limits.max_batch, limits.max_wait_s
+        self.max_queue, self.max_steps = limits.max_queue, limits.max_steps
         self.merge_group, self.small_pass = merge_group, small_pass
         self._tickets: dict[int, Ticket] = {}  # admitted and not yet answered, by arrival
         self._wake = asyncio.Event()

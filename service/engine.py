@@ -43,7 +43,7 @@ from jepa_model.serving import (
     traced_ragged_forwards,
 )
 from jepa_model.surprise import step_scores, surprise, window_starts, windows
-from service.batcher import MicroBatcher, Sequences, Ticket, longest
+from service.batcher import BatchLimits, MicroBatcher, Sequences, Ticket, longest
 from training.artifacts import ArtifactStore
 from training.db import SessionFactory
 from training.errors import DomainError, InvalidInput, ModelUnavailable
@@ -190,20 +190,20 @@ class InferenceEngine:
         self,
         factory: SessionFactory,
         store: ArtifactStore,
-        cache_size: int = 8,
-        threads: int = 1,
-        max_batch: int = 256,
-        max_batch_steps: int = 8_192,
-        max_wait_s: float = 0.002,
-        max_queue: int = 512,
-        resolve_ttl_s: float = 1.0,
+        *,
+        batching: BatchLimits,
+        cache_size: int,
+        threads: int,
+        resolve_ttl_s: float,
+        device: str,
         trace: bool = True,
         on_batch: Callable[[int], None] | None = None,
         on_load: Callable[[float], None] | None = None,
-        device: str = "auto",
     ) -> None:
-        """on_batch gets each forward pass's size, on_load each checkpoint's load time (seconds).
-        `device` is "auto" (CUDA when torch sees it), "cpu" or "cuda"; ValueError for an unusable one."""
+        """Its limits are the service's settings, with no defaults of their own: `from_settings`
+        builds it. on_batch gets each forward pass's size, on_load each checkpoint's load time
+        (seconds). `device` is "auto" (CUDA when torch sees it), "cpu" or "cuda"; ValueError for an
+        unusable one."""
         self.factory = factory
         self.store = store
         self.cache_size = max(cache_size, 1)
@@ -220,11 +220,8 @@ class InferenceEngine:
         self.batcher = MicroBatcher(
             self._run_batch,
             self._executor,
-            max_batch,
-            max_wait_s,
-            max_queue,
+            batching,
             on_batch,
-            max_steps=max_batch_steps,
             merge_group=merge_group,
             small_pass=SMALL_PASS_STEPS,
         )
@@ -237,13 +234,10 @@ class InferenceEngine:
         """The engine as `jepa serve` builds it from `settings`; `overrides` replace single
         arguments (a bench's thread count, the app's metrics hooks)."""
         options: dict[str, Any] = {
+            "batching": BatchLimits.from_settings(settings),
             "cache_size": settings.model_cache_size,
             "threads": settings.inference_threads,
-            "max_batch": settings.micro_batch,
-            "max_batch_steps": settings.micro_batch_steps,
-            "max_wait_s": settings.batch_wait_ms / 1000,
             "device": settings.device,
-            "max_queue": settings.max_queue,
             "resolve_ttl_s": settings.resolve_ttl_s,
         }
         return cls(factory, store, **{**options, **overrides})

@@ -6,12 +6,18 @@ from typing import Any
 
 import numpy as np
 
-from service.batcher import BatchFn, MicroBatcher, Sequences, stack
+from service.batcher import BatchFn, BatchLimits, MicroBatcher, Sequences, stack
+from service.settings import Settings
 from service.timing import RequestTiming, record, request_timing
 from tests.factories import random_sequences
 from training.errors import Overloaded
 
 Call = tuple[Hashable, tuple[int, ...], list[int] | None]
+
+
+def limits(**settings: Any) -> BatchLimits:
+    """The service's batching settings, with these changed: the batcher has no defaults of its own."""
+    return BatchLimits.from_settings(Settings(**settings))
 
 
 def test_equal_lengths_are_stacked_without_padding() -> None:
@@ -55,7 +61,7 @@ def test_a_batch_holds_what_fits_in_its_steps_once_padded_to_its_longest() -> No
     async def main() -> list[np.ndarray]:
         with ThreadPoolExecutor(1) as executor:
             # 24 steps a pass: a and c (4 x 4 steps) fit together; b would pad all five rows to 8.
-            batcher = MicroBatcher(_recording(calls), executor, max_wait_s=0.05, max_steps=24)
+            batcher = MicroBatcher(_recording(calls), executor, limits(batch_wait_ms=50, micro_batch_steps=24))
             return await _serve(batcher, ("k", a), ("k", b), ("k", c))
 
     out_a, out_b, out_c = asyncio.run(main())
@@ -73,7 +79,7 @@ def test_each_request_records_its_wait_and_its_batch_run() -> None:
 
     async def main() -> list[RequestTiming]:
         with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(_recording([], seconds=0.2), executor, max_wait_s=0.0)
+            batcher = MicroBatcher(_recording([], seconds=0.2), executor, limits(batch_wait_ms=0))
             batcher.start()
             try:
                 # Different keys: two batches, the second waiting for the first to run.
@@ -107,7 +113,9 @@ def test_keys_of_a_merge_group_share_a_pass_only_while_it_is_small() -> None:
         calls: list[Call] = []
         with ThreadPoolExecutor(1) as executor:
             # A small pass: at most 12 steps, counting each row at the pass's longest.
-            batcher = MicroBatcher(_recording(calls), executor, max_wait_s=0.05, merge_group=group, small_pass=12)
+            batcher = MicroBatcher(
+                _recording(calls), executor, limits(batch_wait_ms=50), merge_group=group, small_pass=12
+            )
             await _serve(batcher, *submissions)
         return calls
 
@@ -127,7 +135,9 @@ def test_a_small_request_runs_after_the_pass_in_progress_not_after_a_large_reque
 
     async def main() -> list[Hashable]:
         with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(_recording(calls, seconds=0.02), executor, max_wait_s=0.0, max_steps=4)
+            batcher = MicroBatcher(
+                _recording(calls, seconds=0.02), executor, limits(batch_wait_ms=0, micro_batch_steps=4)
+            )
             batcher.start()
             try:
                 with batcher.admitted() as ticket:
@@ -146,7 +156,7 @@ def test_a_small_request_runs_after_the_pass_in_progress_not_after_a_large_reque
 def test_requests_in_progress_are_capped_and_a_refused_one_queues_nothing() -> None:
     async def main() -> None:
         with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(_recording([]), executor, max_queue=2)
+            batcher = MicroBatcher(_recording([]), executor, limits(max_queue=2))
             with batcher.admitted(), batcher.admitted():
                 try:
                     with batcher.admitted():
@@ -167,7 +177,7 @@ def test_requests_in_progress_are_capped_and_a_refused_one_queues_nothing() -> N
 def test_many_pieces_of_one_request_count_once_against_the_cap() -> None:
     async def main() -> list[np.ndarray]:
         with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(_recording([]), executor, max_queue=1, max_steps=2)
+            batcher = MicroBatcher(_recording([]), executor, limits(max_queue=1, micro_batch_steps=2))
             batcher.start()
             try:
                 with batcher.admitted() as ticket:
@@ -182,7 +192,7 @@ def test_many_pieces_of_one_request_count_once_against_the_cap() -> None:
 def test_a_call_runs_alone_in_its_turn_and_returns_its_value() -> None:
     async def main() -> object:
         with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(_recording([]), executor)
+            batcher = MicroBatcher(_recording([]), executor, limits())
             batcher.start()
             try:
                 with batcher.admitted() as ticket:

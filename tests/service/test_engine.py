@@ -13,6 +13,7 @@ from jepa_model import JEPA, ModelConfig, TrainConfig, __version__, save_checkpo
 from jepa_model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from service import engine as engine_module
 from service.engine import SHORT_BUCKET_LEN, InferenceEngine, length_bucket, pieces
+from service.settings import Settings
 from service.timing import RequestTiming, request_timing
 from tests.factories import add_version, random_sequences
 from tests.jepa_model.test_serving import CONFIGS
@@ -31,9 +32,10 @@ def run(factory: SessionFactory, tmp_path: Path) -> Callable[..., Any]:
         for seed in range(3):
             add_version(s, tmp_path, "toy", seed=seed)
 
-    def run_scenario(scenario: Scenario, **options: Any) -> Any:
+    def run_scenario(scenario: Scenario, on_batch: Callable[[int], None] | None = None, **settings: Any) -> Any:
         async def main() -> Any:
-            engine = InferenceEngine(factory, FileStore(tmp_path), cache_size=2, **options)
+            configured = Settings(**{"model_cache_size": 2, **settings})
+            engine = InferenceEngine.from_settings(factory, FileStore(tmp_path), configured, on_batch=on_batch)
             engine.start()
             try:
                 return await scenario(engine)
@@ -93,7 +95,7 @@ def test_batched_requests_get_exactly_what_they_would_get_alone(run: Callable[..
         together = await asyncio.gather(*(engine.encode(served, r, "target", False) for r in requests))
         return alone, list(together), engine.batcher.stats.batches - before
 
-    alone, together, batches = run(scenario, max_wait_s=0.01)
+    alone, together, batches = run(scenario, batch_wait_ms=10)
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert batches <= 4  # 29 requests x 2 lengths, shared passes (at most 256 sequences each)
@@ -111,7 +113,7 @@ def test_forward_passes_are_capped_in_steps_and_answers_do_not_change(run: Calla
         return capped, whole, sizes
 
     sizes: list[int] = []
-    capped, whole, sizes = run(scenario, max_batch_steps=240, on_batch=sizes.append)
+    capped, whole, sizes = run(scenario, micro_batch_steps=240, on_batch=sizes.append)
     np.testing.assert_allclose(capped, whole, atol=1e-5)
     # 240 steps a pass: 2 sequences of 100 steps at a time, then the 40 of 3 (another length
     # bucket); uncapped, one pass per bucket.
@@ -128,7 +130,7 @@ def test_a_full_queue_refuses_at_once(run: Callable[..., Any]) -> None:
             return_exceptions=True,
         )
 
-    results = run(scenario, max_queue=4, max_wait_s=0.05)
+    results = run(scenario, max_queue=4, batch_wait_ms=50)
     refused = [r for r in results if isinstance(r, Overloaded)]
     served = [r for r in results if isinstance(r, np.ndarray)]
     assert refused and served and len(refused) + len(served) == 20
@@ -143,7 +145,7 @@ def test_a_request_of_many_passes_counts_once_against_the_queue(run: Callable[..
         return await engine.score(served, random_sequences([400]), 8, 4, 1, 10**6)
 
     sizes: list[int] = []
-    (scores,) = run(scenario, max_queue=2, max_batch_steps=64, on_batch=sizes.append)
+    (scores,) = run(scenario, max_queue=2, micro_batch_steps=64, on_batch=sizes.append)
     assert len(sizes) > 2 * 2 and np.isfinite(scores[11:]).all()  # 389 windows, 8 or 5 to a pass
 
 
@@ -285,13 +287,11 @@ def test_after_a_quiet_spell_an_alias_change_is_seen_by_the_next_request(
 def test_an_engine_from_settings_takes_every_serving_option_and_overrides(
     factory: SessionFactory, tmp_path: Path
 ) -> None:
-    from service.settings import Settings
-
     settings = Settings(micro_batch=7, micro_batch_steps=700, batch_wait_ms=3.0, max_queue=9, model_cache_size=4)
-    engine = InferenceEngine.from_settings(factory, FileStore(tmp_path), settings, max_queue=11)
+    engine = InferenceEngine.from_settings(factory, FileStore(tmp_path), settings, cache_size=11)
     batcher = engine.batcher
     assert (batcher.max_batch, batcher.max_steps, batcher.max_wait_s) == (7, 700, 0.003)
-    assert (batcher.max_queue, engine.cache_size) == (11, 4)
+    assert (batcher.max_queue, engine.cache_size) == (9, 11)
 
 
 def test_short_buckets_of_one_version_and_operation_merge_and_longer_ones_do_not() -> None:
@@ -339,7 +339,7 @@ def test_anomalies_use_the_memory_where_a_version_has_one(factory: SessionFactor
             await engine.anomalies(toy, toy_series, "memory", None, None, 1, 10**6)
 
     async def main() -> None:
-        engine = InferenceEngine(factory, FileStore(tmp_path))
+        engine = InferenceEngine.from_settings(factory, FileStore(tmp_path), Settings())
         engine.start()
         try:
             await scenario(engine)
