@@ -65,6 +65,7 @@ def option(
     lt: float | None = None,
     choices: tuple[str, ...] | None = None,
     server: bool = False,
+    steps: bool = False,
 ) -> Any:
     """A config field: its default, what it does, and the values a training request may give it.
 
@@ -72,9 +73,20 @@ def option(
     OpenAPI schema and the CLI's `--set` are generated from it (training/spec.py), and `server`
     marks the fields the server fills in from the data, which requests cannot set. Adding an
     option is a change to this file only.
+
+    `steps` marks a length in steps of a sequence. Those have no upper bound here: the longest
+    sequence is the service's setting (JEPA_MAX_SEQ_LEN), which check_trainable takes as max_len,
+    so raising it raises them too. The other bounds are the model's own, whatever the service.
+    `choices` are checked whenever a config is made (__post_init__), the bounds by check_trainable.
     """
     bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
-    metadata = {"doc": doc, "choices": choices, "server": server, **{k: v for k, v in bounds.items() if v is not None}}
+    metadata = {
+        "doc": doc,
+        "choices": choices,
+        "server": server,
+        "steps": steps,
+        **{k: v for k, v in bounds.items() if v is not None},
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -174,10 +186,7 @@ class ModelConfig(JSONConfig):
         return self.step_dim if self.objective == "steps" else self.repr_dim
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.output_norm not in NORMS:
-            raise ValueError(f"output_norm must be 'none', 'layer' or 'batch', got {self.output_norm!r}")
+        _check_choices(self)
         encoders = ENCODERS[self.objective]
         if self.encoder not in encoders:
             raise ValueError(
@@ -225,8 +234,8 @@ class TrainConfig(JSONConfig):
     epochs: int = option(50, "passes over the data (when steps is unset)", ge=1, le=10_000)
     batch_size: int = option(32, "sequences per optimizer step", ge=1, le=65_536)
     lr: float = option(1e-3, "learning rate", gt=0.0, le=10.0)
-    context_len: int = option(8, "context window length; unset: derived from the shortest sequence", ge=1, le=4096)
-    target_len: int = option(4, "target window length; unset: derived from the shortest sequence", ge=1, le=4096)
+    context_len: int = option(8, "context window length; unset: derived from the shortest sequence", ge=1, steps=True)
+    target_len: int = option(4, "target window length; unset: derived from the shortest sequence", ge=1, steps=True)
     momentum: float = option(0.99, "EMA momentum of the target encoder", ge=0.0, le=1.0)
     seed: int | None = option(
         None, "seeds the run: the same seed, data and config train the same model", ge=0, le=2**32 - 1
@@ -247,9 +256,9 @@ class TrainConfig(JSONConfig):
     )
     num_targets: int = option(1, "target spans per sequence and step", ge=1, le=64)
     num_contexts: int = option(1, "contexts drawn per sequence and step, each with its own spans", ge=1, le=64)
-    max_offset: int = option(0, "a span starts 0..max_offset steps after its context ends", ge=0, le=4096)
+    max_offset: int = option(0, "a span starts 0..max_offset steps after its context ends", ge=0, steps=True)
     min_context_len: int | None = option(
-        None, "vary the context length from this up to what fits (at most context_len)", ge=1, le=4096
+        None, "vary the context length from this up to what fits (at most context_len)", ge=1, steps=True
     )
     var_weight: float = option(0.0, "VICReg variance term on context representations", ge=0.0, le=1000.0)
     cov_weight: float = option(0.0, "VICReg covariance term on context representations", ge=0.0, le=1000.0)
@@ -258,10 +267,12 @@ class TrainConfig(JSONConfig):
     steps: int | None = option(
         None, "a budget in optimizer steps, whatever the dataset's size; unset: epochs passes", ge=1, le=1_000_000
     )
-    max_crop_len: int = option(256, "step models: each sequence trains on a random crop of at most this", ge=2, le=4096)
+    max_crop_len: int = option(
+        256, "step models: each sequence trains on a random crop of at most this", ge=2, steps=True
+    )
     mask_ratio: float = option(0.5, "step models: the share of a crop hidden from the context encoder", gt=0.0, lt=1.0)
     mask_block_len: int | None = option(
-        None, "step models: the mean length of a hidden block; unset: a tenth of the crop", ge=1, le=4096
+        None, "step models: the mean length of a hidden block; unset: a tenth of the crop", ge=1, steps=True
     )
     # Where the job runs, not what it learns: the global batch_size and lr mean the same whatever it is.
     workers: int = option(
@@ -278,11 +289,8 @@ class TrainConfig(JSONConfig):
         return self.context_len + self.target_len
 
     def __post_init__(self) -> None:
+        _check_choices(self)
         checks = {
-            "optimizer": self.optimizer in ("adam", "adamw"),
-            "lr_schedule": self.lr_schedule in ("constant", "cosine"),
-            "loss": self.loss in LOSSES,
-            "target_norm": self.target_norm in NORMS,
             "num_targets": self.num_targets >= 1,
             "num_contexts": self.num_contexts >= 1,
             "max_offset": self.max_offset >= 0,
@@ -303,16 +311,25 @@ class TrainConfig(JSONConfig):
             )
 
 
-def _out_of_bounds(config: ModelConfig | TrainConfig) -> list[str]:
-    """Each value of `config` outside the bounds or choices its option declares."""
+def _check_choices(config: ModelConfig | TrainConfig) -> None:
+    """ValueError for a value outside the choices its option declares: the one place choices are
+    checked, when the config is made, so no config object holds one."""
+    for option_field in fields(config):
+        choices, value = option_field.metadata.get("choices"), getattr(config, option_field.name)
+        if choices and value not in choices:
+            raise ValueError(f"{option_field.name} must be one of {choices}, got {value!r}")
+
+
+def _out_of_bounds(config: ModelConfig | TrainConfig, max_len: int | None) -> list[str]:
+    """Each value of `config` outside the bounds its option declares, and, given `max_len`, each
+    length in steps longer than that."""
     problems = []
     for option_field in fields(config):
         value, meta = getattr(config, option_field.name), option_field.metadata
         if value is None or isinstance(value, tuple):
             continue
-        if meta.get("choices") and value not in meta["choices"]:
-            problems.append(f"{option_field.name} must be one of {meta['choices']}, got {value!r}")
-        elif isinstance(value, bool) and meta.get("choices") is None and set(meta) & {"ge", "gt", "le", "lt"}:
+        bounds = {**meta, **({"le": max_len} if meta.get("steps") and max_len is not None else {})}
+        if isinstance(value, bool) and meta.get("choices") is None and set(bounds) & {"ge", "gt", "le", "lt"}:
             problems.append(f"{option_field.name} must be a number, got {value!r}")
         elif isinstance(value, int | float) and not isinstance(value, bool):
             for key, holds, says in (
@@ -321,17 +338,27 @@ def _out_of_bounds(config: ModelConfig | TrainConfig) -> list[str]:
                 ("le", lambda v, b: v <= b, "at most"),
                 ("lt", lambda v, b: v < b, "less than"),
             ):
-                if key in meta and not holds(value, meta[key]):
-                    problems.append(f"{option_field.name} must be {says} {meta[key]}, got {value!r}")
+                if key in bounds and not holds(value, bounds[key]):
+                    setting = " (JEPA_MAX_SEQ_LEN)" if key == "le" and meta.get("steps") else ""
+                    problems.append(f"{option_field.name} must be {says} {bounds[key]}{setting}, got {value!r}")
     return problems
 
 
 def check_trainable(
-    model: ModelConfig, train: TrainConfig, shortest: int, executor: str | None = None, pieces: bool = False
+    model: ModelConfig,
+    train: TrainConfig,
+    shortest: int,
+    executor: str | None = None,
+    pieces: bool = False,
+    *,
+    max_len: int | None,
 ) -> None:
     """ValueError naming every reason `model` and `train` cannot train on sequences of at least
     `shortest` steps (by a worker with this JEPA_EXECUTOR, when given); None when they can.
     `pieces`: `shortest` is that of the pieces training reads a dataset's long series as.
+    `max_len`: the longest sequence the service reads at once (JEPA_MAX_SEQ_LEN), which bounds
+    the options counted in steps; None only where the caller checks them later with it (a
+    request validated before the service's settings are at hand).
 
     The one check of a whole training config: each value within the bounds its option declares,
     and the options that only fail together. POST /train runs it before anything is queued (422),
@@ -339,7 +366,7 @@ def check_trainable(
     fail there with a traceback. Each rule here is one that a config within the declared bounds
     once broke at run time; tests/training/test_config_property.py looks for more.
     """
-    problems = [*_out_of_bounds(model), *_out_of_bounds(train)]
+    problems = [*_out_of_bounds(model, max_len), *_out_of_bounds(train, max_len)]
     if train.window_len > shortest:
         problems.append(
             f"context_len + target_len = {train.window_len} exceeds the shortest sequence's length {shortest}"

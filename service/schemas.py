@@ -105,11 +105,19 @@ class ScoreOptions(InferenceRequest):
         "window's target under the model's prediction from its context (context_len, target_len, stride). "
         "auto: memory where the version has one (step models trained by this release), else forecast.",
     )
+    # Each window is read whole, as any sequence is: at most JEPA_MAX_SEQ_LEN steps, a setting, so
+    # the /score route holds them to it (no bound of its own here).
     context_len: int | None = Field(
-        None, ge=1, le=4096, description="Steps of context before each target; default: the version's context_len."
+        None,
+        ge=1,
+        description="Steps of context before each target, at most the service's max_seq_len (/info); default: the "
+        "version's context_len.",
     )
     target_len: int | None = Field(
-        None, ge=1, le=4096, description="Steps in each target window; default: the version's target_len."
+        None,
+        ge=1,
+        description="Steps in each target window, at most the service's max_seq_len (/info); default: the version's "
+        "target_len.",
     )
     stride: int = Field(
         1,

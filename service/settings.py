@@ -73,12 +73,12 @@ class Settings(StorageSettings):
     header_timeout_s: float = 10.0
     # Bodies past this many bytes get 413 before they are read whole (uploads included).
     max_body_bytes: int = 64 * 1024 * 1024
-    # Per inference request: at most this many sequences, each at most this many steps, and at
-    # most max_request_points numbers (N x T x D over all of the request's sequences). The points
-    # cap is what bounds a request's memory: a JSON body is refused before it is parsed when it
-    # could hold more values than that allows, and an .npy body before its array is allocated.
+    # Per inference request: at most this many sequences, each at most max_seq_len steps (one
+    # setting for serving and training: training/settings.py), and at most max_request_points
+    # numbers (N x T x D over all of the request's sequences). The points cap is what bounds a
+    # request's memory: a JSON body is refused before it is parsed when it could hold more values
+    # than that allows, and an .npy body before its array is allocated.
     max_batch: int = 4096
-    max_seq_len: int = 4096
     max_request_points: int = 2_097_152
     # /similarity answers |a| x |b| cosines; past this many, 422 (a 4096 x 4096 matrix is 165 MB of JSON).
     max_similarity_pairs: int = 1_048_576

@@ -23,7 +23,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from safetensors.numpy import save as save_safetensors
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jepa_model import SequenceDataset, label_probes
+from jepa_model import ModelConfig, SequenceDataset, label_probes
 from jepa_model.checkpoint import atomic_write
 from jepa_model.data import SHORTEST_PIECE, needs_pieces, training_pieces
 from jepa_model.jepa import JEPA
@@ -44,19 +44,27 @@ from training.artifacts import ArtifactStore
 from training.db import STORAGE_FULL
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull, preview
 from training.models import DatasetRow
+from training.settings import StorageSettings
+
+# A dataset's points have as many features as a model takes: ModelConfig's bound on input_dim.
+MODEL_MAX_FEATURES = next(option.metadata["le"] for option in fields(ModelConfig) if option.name == "input_dim")
 
 
 @dataclass(frozen=True)
 class DatasetLimits:
-    max_features: int = 64
+    max_features: int = MODEL_MAX_FEATURES
     max_sequences: int = 200_000
-    # A series of up to 2^20 steps: training reads series over 4,096 steps as overlapping pieces
-    # (jepa_model.data.training_pieces), and /score reads them whole.
-    max_len: int = 1_048_576
+    # Each series' steps: JEPA_MAX_DATASET_LEN, whose default this is; the upload route passes the
+    # service's value (`from_settings`).
+    max_len: int = StorageSettings.model_fields["max_dataset_len"].default
     max_points: int = 20_000_000  # steps over all sequences
     # Training: batch-normalised encoders need batches of two; one series long enough to be cut
     # into pieces will do.
     min_sequences: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> DatasetLimits:
+        return cls(max_len=settings.max_dataset_len)
 
 
 LIMITS = DatasetLimits()
@@ -111,14 +119,14 @@ def check_sequences(sequences: Sequence[np.ndarray], limits: DatasetLimits = LIM
     return checked
 
 
-def parse_json(sequences: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarray]:
+def parse_json(sequences: Sequence[Sequence[Sequence[float]]], limits: DatasetLimits = LIMITS) -> list[np.ndarray]:
     arrays = []
     for i, seq in enumerate(sequences):
         try:
             arrays.append(np.asarray(seq, dtype=np.float64))
         except (ValueError, TypeError):
             raise InvalidInput(f"sequences[{i}] must be a list of points with the same number of features") from None
-    return check_sequences(arrays)
+    return check_sequences(arrays, limits)
 
 
 NPY_FILE = "the file"

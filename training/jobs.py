@@ -68,20 +68,26 @@ def resolve_spec(session: Session, spec: TrainingSpec) -> TrainingSpec:
         raise InvalidInput("; ".join(error["msg"] for error in exc.errors())) from None
 
 
-def enqueue(session: Session, spec: TrainingSpec, max_queued: int | None = None, executor: str | None = None) -> JobRow:
+def enqueue(
+    session: Session,
+    spec: TrainingSpec,
+    max_queued: int | None = None,
+    executor: str | None = None,
+    max_len: int | None = None,
+) -> JobRow:
     """Queue `spec`, already resolved (`resolve_spec`: a stored dataset's spec that is not raises
     ValueError); with `max_queued`, refuse (Overloaded) once that many jobs are waiting.
 
-    Given the JEPA_EXECUTOR of the workers that will claim it, its configs are checked against
-    what they can run (InvalidInput). With `max_queued`, the queue stays locked until the
-    caller's transaction ends: commit soon.
+    Given the JEPA_EXECUTOR of the workers that will claim it and JEPA_MAX_SEQ_LEN (`max_len`),
+    its configs are checked against what they can run (InvalidInput). With `max_queued`, the
+    queue stays locked until the caller's transaction ends: commit soon.
     """
     if max_queued is not None:
         _lock_the_queue(session)
         waiting = session.scalar(select(func.count(JobRow.id)).where(JobRow.status == JobStatus.QUEUED)) or 0
         if waiting >= max_queued:
             raise Overloaded(f"{waiting} training jobs are already queued (JEPA_MAX_QUEUED_JOBS); retry later")
-    epochs = spec.configs(executor)[1].epochs
+    epochs = spec.configs(executor, max_len)[1].epochs
     job = JobRow(
         id=uuid.uuid4().hex,
         model_name=spec.model,

@@ -41,6 +41,16 @@ class StorageSettings(BaseSettings):
     # A training job whose estimated memory (jepa_model/budget.py: parameters with their optimizer
     # state, a batch's activations, the data) exceeds this many MB is refused when submitted.
     train_memory_mb: int = 4096
+    # The longest sequence a model reads at once, in training or serving: each sequence of an
+    # inference request (POST /encode, /predict, /similarity), a toy dataset's seq_len, every
+    # training option counted in steps (context_len, target_len, max_crop_len...) and /score's
+    # forecast windows. The API reads it from here, and the training process too, so raising it
+    # raises it everywhere.
+    max_seq_len: int = Field(default=4096, ge=2)
+    # An uploaded dataset's series, each of at most this many steps: longer than max_seq_len, since
+    # training reads long series as overlapping pieces (jepa_model.data.training_pieces) and /score
+    # reads them whole (JEPA_MAX_SCORE_LEN).
+    max_dataset_len: int = Field(default=1_048_576, ge=2)
     # "json": one JSON object per line (what log pipelines want), or "text" for reading by eye.
     log_format: Literal["json", "text"] = "json"
     # Where models train and serve: `auto` uses CUDA when torch sees it, else the CPU. `cuda`

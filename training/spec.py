@@ -43,7 +43,8 @@ class ToyDataset(BaseModel):
     kind: Literal["toy"] = "toy"
     pattern: Literal["circle", "linear", "mixed"] = "mixed"
     num_samples: Integer = Field(1000, ge=8, le=200_000)
-    seq_len: Integer = Field(20, ge=2, le=4096)
+    # At most JEPA_MAX_SEQ_LEN, a setting: check_configs holds it to the service's value.
+    seq_len: Integer = Field(20, ge=2, description="steps per sequence: at most the service's max_seq_len (/info)")
     noise: Real = Field(0.1, ge=0.0, le=10.0)
     seed: Integer | None = Field(None, ge=0, le=2**32 - 1)
 
@@ -179,15 +180,17 @@ class TrainingSpec(BaseModel):
                 self.resolved = ResolvedConfigs(model=model.to_dict(), train=train.to_dict())
         return self
 
-    def configs(self, executor: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+    def configs(self, executor: str | None = None, max_len: int | None = None) -> tuple[ModelConfig, TrainConfig]:
         """The configs this job trains, checked again (check_trainable) against its data and, when
-        given, the JEPA_EXECUTOR of the workers that will run it: InvalidInput says why not."""
+        given, the JEPA_EXECUTOR of the workers that will run it and their JEPA_MAX_SEQ_LEN
+        (`max_len`, which bounds the lengths in steps): InvalidInput says why not. Queueing a job
+        (jobs.enqueue) and training it (training.runner) pass both."""
         if self.resolved is None:
             model, train = build_configs(self.dataset, self.config)  # raises: the dataset is not resolved yet
         else:
             model, train = ModelConfig.from_dict(self.resolved.model), TrainConfig.from_dict(self.resolved.train)
         try:
-            check_configs(self.dataset, model, train, executor)
+            check_configs(self.dataset, model, train, executor, max_len=max_len)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         return model, train
@@ -217,18 +220,26 @@ def build_configs(dataset: DatasetSpec, options: TrainOptions) -> tuple[ModelCon
         raise ValueError(f"dataset {dataset.id!r} has not been resolved against the registry")
     model, train = resolve_configs(options.preset, options.overrides(), (width, longest or 0))
     model = ModelConfig(**{**model.to_dict(), "input_dim": width})
-    check_configs(dataset, model, train)
+    # The request is validated before the service's settings are at hand: queueing the job checks
+    # the lengths against JEPA_MAX_SEQ_LEN (TrainingSpec.configs).
+    check_configs(dataset, model, train, max_len=None)
     return model, train
 
 
-def check_configs(dataset: DatasetSpec, model: ModelConfig, train: TrainConfig, executor: str | None = None) -> None:
-    """ValueError when `model` and `train` cannot train on `dataset` (jepa_model's check_trainable)."""
+def check_configs(
+    dataset: DatasetSpec, model: ModelConfig, train: TrainConfig, executor: str | None = None, *, max_len: int | None
+) -> None:
+    """ValueError when `model` and `train` cannot train on `dataset` (jepa_model's check_trainable),
+    or, given `max_len` (JEPA_MAX_SEQ_LEN), when a toy dataset's sequences are longer than that."""
     _, shortest, longest = data_shape(dataset)
     if shortest is None or longest is None:
         return
-    count = dataset.num_samples if isinstance(dataset, ToyDataset) else getattr(dataset, "num_sequences", None)
+    toy = isinstance(dataset, ToyDataset)
+    if toy and max_len is not None and dataset.seq_len > max_len:
+        raise ValueError(f"dataset.seq_len must be at most {max_len} (JEPA_MAX_SEQ_LEN), got {dataset.seq_len}")
+    count = dataset.num_samples if toy else getattr(dataset, "num_sequences", None)
     trained = shortest_trained(shortest, longest, count)
-    check_trainable(model, train, trained, executor, pieces=trained < shortest)
+    check_trainable(model, train, trained, executor, pieces=trained < shortest, max_len=max_len)
 
 
 def shortest_trained(shortest: int, longest: int, count: int | None) -> int:

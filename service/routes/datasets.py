@@ -56,7 +56,9 @@ def dataset_out(row: DatasetRow) -> DatasetOut:
     return DatasetOut.model_validate(row, from_attributes=True)
 
 
-def _parse_json_upload(body: bytes, limits: RequestLimits) -> tuple[str, list[np.ndarray], datasets.Labels | None]:
+def _parse_json_upload(
+    body: bytes, limits: RequestLimits, stored: datasets.DatasetLimits
+) -> tuple[str, list[np.ndarray], datasets.Labels | None]:
     data = parse_json(body, limits.max_json_values)
     raw = data.pop("sequences", None)
     try:
@@ -65,17 +67,17 @@ def _parse_json_upload(body: bytes, limits: RequestLimits) -> tuple[str, list[np
         raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     if not isinstance(raw, list) or not only_numbers(raw):
         raise InvalidInput("sequences must be a list of sequences [N][T][D] of numbers")
-    sequences = datasets.parse_json(raw)
+    sequences = datasets.parse_json(raw, stored)
     return meta.name, sequences, None if meta.labels is None else datasets.parse_labels(meta.labels, len(sequences))
 
 
 async def _read_upload(
-    request: Request, max_part_size: int, limits: RequestLimits
+    request: Request, max_part_size: int, limits: RequestLimits, stored: datasets.DatasetLimits
 ) -> tuple[str, list[np.ndarray], datasets.Labels | None]:
     kind = media_type(request)
     if kind == "application/json":
         body = await request.body()
-        return await off_loop_if_large(body, _parse_json_upload, body, limits)
+        return await off_loop_if_large(body, _parse_json_upload, body, limits, stored)
     if kind == "multipart/form-data":
         form = await request.form(max_part_size=max_part_size)  # a long `labels` field is no file
         for part in ("file", "name", "labels"):  # one of two would otherwise be used, silently
@@ -88,9 +90,9 @@ async def _read_upload(
         data = await upload.read()
         labels = None
         if filename.endswith(".npy"):
-            sequences = await run_in_threadpool(datasets.parse_npy, data)
+            sequences = await run_in_threadpool(datasets.parse_npy, data, stored)
         elif filename.endswith(".csv"):
-            sequences, labels = await run_in_threadpool(datasets.parse_csv_labelled, data)
+            sequences, labels = await run_in_threadpool(datasets.parse_csv_labelled, data, stored)
         else:
             raise UnsupportedMediaType(f"upload a .npy or .csv file, got {preview(upload.filename)}")
         if label_part is not None:
@@ -124,7 +126,8 @@ async def create_dataset(
     `labels` part (a JSON array) beside the file. They are never trained on; a version trained on
     a labelled dataset reports `label_probe_accuracy` and `label_knn_accuracy` on held-out sequences.
     """
-    name, sequences, labels = await _read_upload(request, settings.max_body_bytes, limits)
+    stored = datasets.DatasetLimits.from_settings(settings)
+    name, sequences, labels = await _read_upload(request, settings.max_body_bytes, limits, stored)
 
     def save() -> idempotency.Answer:
         row = datasets.store_dataset(session, store, name, sequences, labels)

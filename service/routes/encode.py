@@ -1,9 +1,8 @@
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.deps import Inference, InferenceDep, read_inference
-from service.engine import ServedVersion
+from service.engine import ServedVersion, nan_padded
 from service.payloads import Sequences, respond, wants_npy
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import EncodeOptions, EncodeRequest, EncodeResponse
@@ -38,8 +37,5 @@ async def per_step(
     )
     payload = {"model": served.model, "version": served.number, "dim": served.step_dim, "per_step": steps}
     if wants_npy(request):
-        padded = np.full((len(steps), max(len(z) for z in steps), served.step_dim), np.nan, dtype=np.float32)
-        for row, z in zip(padded, steps, strict=True):
-            row[: len(z)] = z
-        payload["per_step"] = padded
+        payload["per_step"] = nan_padded(steps)
     return respond(request, payload, "per_step")

@@ -35,6 +35,8 @@ async def info(settings: SettingsDep, factory: SessionFactoryDep) -> Info:
         limits={
             "max_batch": settings.max_batch,
             "max_seq_len": settings.max_seq_len,
+            "max_dataset_len": settings.max_dataset_len,
+            "max_score_len": settings.max_score_len,
             "max_request_points": settings.max_request_points,
             "max_similarity_pairs": settings.max_similarity_pairs,
             "max_body_bytes": settings.max_body_bytes,

@@ -1,14 +1,15 @@
 import dataclasses
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from jepa_model.surprise import summarize
 from service.deps import InferenceDep, read_inference
+from service.engine import nan_padded
 from service.payloads import respond, wants_npy
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import ScoreOptions, ScoreRequest, ScoreResponse
+from training.errors import InvalidInput
 
 router = APIRouter(tags=["inference"])
 
@@ -36,6 +37,7 @@ async def score(request: Request, inference: InferenceDep) -> Response:
     options, served, arrays = await read_inference(
         request, ScoreOptions, {"series": True}, dataclasses.replace(inference, limits=long_series)
     )
+    _check_windows(options, inference.settings.max_seq_len)
     scored = await inference.engine.anomalies(
         served,
         arrays["series"],
@@ -46,7 +48,7 @@ async def score(request: Request, inference: InferenceDep) -> Response:
         inference.settings.max_score_points,
     )
     if wants_npy(request):
-        steps = _padded(scored.scores)
+        steps = nan_padded(scored.scores)
         return respond(request, {"model": served.model, "version": served.number, "steps": steps}, "steps")
     payload = {
         "model": served.model,
@@ -62,8 +64,10 @@ async def score(request: Request, inference: InferenceDep) -> Response:
     return respond(request, payload, "series")
 
 
-def _padded(scores: list[np.ndarray]) -> np.ndarray:
-    out = np.full((len(scores), max(len(s) for s in scores)), np.nan, dtype=np.float32)
-    for row, steps in zip(out, scores, strict=True):
-        row[: len(steps)] = steps
-    return out
+def _check_windows(options: ScoreOptions, max_len: int) -> None:
+    """InvalidInput for a forecast window longer than JEPA_MAX_SEQ_LEN: each is read whole, as any
+    sequence the service encodes is, however long the series around it."""
+    for name in ("context_len", "target_len"):
+        value = getattr(options, name)
+        if value is not None and value > max_len:
+            raise InvalidInput(f"{name} must be at most {max_len} (JEPA_MAX_SEQ_LEN), got {value}")

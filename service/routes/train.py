@@ -25,7 +25,13 @@ def train(
     def enqueue() -> idempotency.Answer:
         resolved = jobs.resolve_spec(session, spec)
         resolved.check_memory(settings.train_memory_mb)
-        job = jobs.enqueue(session, resolved, max_queued=settings.max_queued_jobs, executor=settings.executor)
+        job = jobs.enqueue(
+            session,
+            resolved,
+            max_queued=settings.max_queued_jobs,
+            executor=settings.executor,
+            max_len=settings.max_seq_len,
+        )
         accepted = TrainAccepted(job_id=job.id, status=job.status)
         return idempotency.Answer(202, accepted.model_dump(mode="json"), f"/jobs/{job.id}")
 

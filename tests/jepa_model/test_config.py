@@ -5,6 +5,9 @@ import pytest
 from jepa_model import DEFAULT_PRESET, PRESET_NAMES, PRESETS, ModelConfig, TrainConfig, pick_preset, resolve_configs
 from jepa_model.config import check_trainable, derive_windows
 
+# The longest sequence, as the service passes it (JEPA_MAX_SEQ_LEN): jepa_model has no default of its own.
+MAX_LEN = 4096
+
 
 def test_the_seed_preset_is_the_seeds_recipe() -> None:
     seed = PRESETS["seed"]
@@ -82,7 +85,7 @@ def test_each_data_parallel_worker_needs_two_rows_of_every_batch() -> None:
 
 def test_every_preset_is_trainable_on_data_its_windows_fit() -> None:
     for preset in PRESETS.values():
-        check_trainable(preset.model, preset.train, preset.train.window_len, executor="local")
+        check_trainable(preset.model, preset.train, preset.train.window_len, executor="local", max_len=MAX_LEN)
 
 
 # Each of these once got a 202 from POST /train and then failed in the worker (issue 26).
@@ -108,19 +111,19 @@ def test_configs_that_fail_at_run_time_are_refused_by_the_one_check(
     model: ModelConfig, train: TrainConfig, says: str
 ) -> None:
     with pytest.raises(ValueError, match=says):
-        check_trainable(model, train, shortest=20)
+        check_trainable(model, train, shortest=20, max_len=MAX_LEN)
 
 
 def test_data_parallel_workers_are_refused_only_where_the_executor_cannot_run_them() -> None:
     model, train = PRESETS["seed"].model, replace(PRESETS["seed"].train, workers=2)
-    check_trainable(model, train, 20, executor="ray")
-    check_trainable(model, train, 20)  # executor unknown: the worker that claims it says
+    check_trainable(model, train, 20, executor="ray", max_len=MAX_LEN)
+    check_trainable(model, train, 20, max_len=MAX_LEN)  # executor unknown: the worker that claims it says
     with pytest.raises(ValueError, match="needs JEPA_EXECUTOR=ray"):
-        check_trainable(model, train, 20, executor="local")
+        check_trainable(model, train, 20, executor="local", max_len=MAX_LEN)
 
 
 def test_a_batch_of_one_trains_where_nothing_needs_batch_statistics() -> None:
-    check_trainable(PRESETS["seed"].model, replace(PRESETS["seed"].train, batch_size=1), 20)
+    check_trainable(PRESETS["seed"].model, replace(PRESETS["seed"].train, batch_size=1), 20, max_len=MAX_LEN)
     for train in (
         replace(PRESETS["seed"].train, batch_size=1, target_norm="batch"),
         replace(PRESETS["seed"].train, batch_size=1, var_weight=0.1),
@@ -128,10 +131,28 @@ def test_a_batch_of_one_trains_where_nothing_needs_batch_statistics() -> None:
     ):
         model = PRESETS["series"].model if train.steps else PRESETS["seed"].model
         with pytest.raises(ValueError, match="batch_size 1 leaves no statistics"):
-            check_trainable(model, train, 20)
+            check_trainable(model, train, 20, max_len=MAX_LEN)
 
 
 def test_the_temperature_has_a_floor_where_its_logits_stay_finite() -> None:
     bound = {f.name: f.metadata for f in fields(TrainConfig)}["temperature"]
     assert bound["ge"] == 0.01
-    check_trainable(PRESETS["seed"].model, replace(PRESETS["seed"].train, loss="infonce", temperature=0.01), 20)
+    infonce = replace(PRESETS["seed"].train, loss="infonce", temperature=0.01)
+    check_trainable(PRESETS["seed"].model, infonce, 20, max_len=MAX_LEN)
+
+
+def test_lengths_in_steps_are_bounded_by_the_longest_sequence_passed_in_and_nothing_else() -> None:
+    model, train = PRESETS["series"].model, replace(PRESETS["series"].train, max_crop_len=6000, steps=1)
+    with pytest.raises(ValueError, match=r"max_crop_len must be at most 4096 \(JEPA_MAX_SEQ_LEN\), got 6000"):
+        check_trainable(model, train, 10_000, max_len=4096)
+    check_trainable(model, train, 10_000, max_len=8192)
+    steps = {f.name for f in fields(TrainConfig) if f.metadata["steps"]}
+    assert steps == {"context_len", "target_len", "max_offset", "min_context_len", "max_crop_len", "mask_block_len"}
+    assert not any("le" in f.metadata for f in fields(TrainConfig) if f.name in steps)  # no second bound
+
+
+def test_a_choice_outside_its_options_is_refused_when_the_config_is_made() -> None:
+    with pytest.raises(ValueError, match=r"loss must be one of \('cosine', .*\), got 'l3'"):
+        replace(PRESETS["seed"].train, loss="l3")
+    with pytest.raises(ValueError, match="output_norm must be one of"):
+        replace(PRESETS["seed"].model, output_norm="group")
