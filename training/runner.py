@@ -154,7 +154,7 @@ def run_job(
     else:  # the Ray cluster's workers, not this host, have the GPUs: only an explicit cuda asks for them
         device = torch.device("cuda" if settings.device == "cuda" else "cpu")
     spec = retry_unreachable(lambda: load_spec(factory, job_id), window, f"loading job {job_id}")
-    model_config, train_config = spec.configs()
+    model_config, train_config = spec.configs(max_len=settings.max_seq_len)
     dataset, held_out, labels = retry_unreachable(
         lambda: load_data(factory, settings, spec), window, f"loading job {job_id}'s data"
     )
