@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from jepa_model.data import SequenceDataset, ToySequenceDataset, batch_sequences
 from jepa_model.jepa import JEPA
 from jepa_model.train import sample_windows
+from jepa_model.vectors import unit_rows
 
 BLOCK = 256
 
@@ -67,8 +68,7 @@ def retrieval_hits(queries: np.ndarray, keys: np.ndarray, metric: str = "cosine"
     for start in range(0, n, min(block, n)):
         q, k = queries[start : start + block], keys[start : start + block]
         if metric == "cosine":
-            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-            k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
+            q, k = unit_rows(q), unit_rows(k)
             nearest = (q @ k.T).argmax(axis=1)
         else:
             nearest = ((q[:, None, :] - k[None, :, :]) ** 2).sum(-1).argmin(axis=1)
@@ -90,7 +90,7 @@ def rankme(z: np.ndarray) -> float:
 
 def normalized_std(z: np.ndarray) -> float:
     """Mean per-dimension std of L2-normalised embeddings: 0 when collapsed, ~1/sqrt(R) when spread."""
-    unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(z)
     return float(unit.std(axis=0).mean())
 
 

@@ -13,12 +13,14 @@ the training distribution's held-out data, recorded with each version when it is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from jepa_model.jepa import JEPA
+from jepa_model.vectors import row_cosines
 
 # The calibration: surprise at percentiles 0, 1, ..., 100 of held-out windows ...
 CALIBRATION_POINTS = 101
@@ -49,8 +51,7 @@ def windows(series: np.ndarray, starts: np.ndarray, context_len: int, target_len
 
 def surprise(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """(W, R) and (W, R) -> 1 - cosine (W,), in [0, 2]."""
-    unit = lambda z: z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    return 1.0 - np.einsum("wr,wr->w", unit(predicted), unit(actual))
+    return 1.0 - row_cosines(predicted, actual)
 
 
 def step_scores(scores: np.ndarray, starts: np.ndarray, length: int, context_len: int, target_len: int) -> np.ndarray:
@@ -63,6 +64,44 @@ def step_scores(scores: np.ndarray, starts: np.ndarray, length: int, context_len
     return out
 
 
+@dataclass(frozen=True)
+class ForecastPlan:
+    """The forecast scoring of some series, in two halves around the forward passes: the windows
+    to embed (`windows`), then each step's score from their embeddings (`step_scores`). The
+    service embeds them through its batched passes, `series_surprise` eagerly: the same scores."""
+
+    lengths: list[int]  # each series' steps
+    starts: list[np.ndarray]  # each series' window starts (W_i,); empty where none fits
+    context_len: int
+    target_len: int
+
+    @classmethod
+    def of(cls, lengths: list[int], context_len: int, target_len: int, stride: int) -> ForecastPlan:
+        starts = [window_starts(n, context_len, target_len, stride) for n in lengths]
+        return cls(list(lengths), starts, context_len, target_len)
+
+    @property
+    def count(self) -> int:
+        """Windows over all the series."""
+        return sum(len(s) for s in self.starts)
+
+    def windows(self, series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Every series' windows in order: contexts (W, C, D) and targets (W, L, D)."""
+        pairs = [
+            windows(np.asarray(x), s, self.context_len, self.target_len)
+            for x, s in zip(series, self.starts, strict=True)
+        ]
+        return np.concatenate([c for c, _ in pairs]), np.concatenate([t for _, t in pairs])
+
+    def step_scores(self, window_scores: np.ndarray) -> list[np.ndarray]:
+        """All the windows' surprise (W,), in `windows`' order -> each series' step scores (T_i,)."""
+        per_series = np.split(window_scores, np.cumsum([len(s) for s in self.starts])[:-1])
+        return [
+            step_scores(w, s, n, self.context_len, self.target_len)
+            for w, s, n in zip(per_series, self.starts, self.lengths, strict=True)
+        ]
+
+
 @torch.inference_mode()
 def window_surprise(
     model: JEPA, series: np.ndarray, context_len: int, target_len: int, stride: int, batch: int = 512
@@ -72,7 +111,7 @@ def window_surprise(
     model.eval()
     starts = window_starts(len(series), context_len, target_len, stride)
     out = []
-    for first in range(0, len(starts), batch):
+    for first in range(0, len(starts), batch):  # a batch of windows at a time: bounded memory
         contexts, targets = windows(series, starts[first : first + batch], context_len, target_len)
         predicted = model.predict(torch.from_numpy(np.ascontiguousarray(contexts, dtype=np.float32)))
         actual = model.encode(torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)))
@@ -82,9 +121,8 @@ def window_surprise(
 
 def series_surprise(model: JEPA, series: np.ndarray, context_len: int, target_len: int, stride: int = 1) -> np.ndarray:
     """One series' step scores (T,), eagerly: what POST /score answers for it (NaN in the warm-up)."""
-    windows = window_surprise(model, series, context_len, target_len, stride)
-    starts = window_starts(len(series), context_len, target_len, stride)
-    return step_scores(windows, starts, len(series), context_len, target_len)
+    plan = ForecastPlan.of([len(series)], context_len, target_len, stride)
+    return plan.step_scores(window_surprise(model, series, context_len, target_len, stride))[0]
 
 
 def calibration_of(model: JEPA, sequences: list[np.ndarray], context_len: int, target_len: int) -> list[float] | None:

@@ -42,7 +42,8 @@ from jepa_model.serving import (
     traced_forwards,
     traced_ragged_forwards,
 )
-from jepa_model.surprise import step_scores, surprise, window_starts, windows
+from jepa_model.surprise import ForecastPlan, surprise
+from jepa_model.vectors import row_cosines, unit_rows
 from service.batcher import BatchLimits, MicroBatcher, Sequences, Ticket, longest
 from training.artifacts import ArtifactStore
 from training.db import SessionFactory
@@ -421,7 +422,7 @@ class InferenceEngine:
         self, served: ServedVersion, sequences: Sequences, encoder: EncoderName, normalize: bool
     ) -> np.ndarray:
         z = await self._batched(served, encoder, sequences)  # (N, R)
-        return _unit(z) if normalize else z
+        return unit_rows(z) if normalize else z
 
     async def predict(
         self, served: ServedVersion, contexts: Sequences, targets: Sequences | None
@@ -434,14 +435,14 @@ class InferenceEngine:
             predicted, actual = await asyncio.gather(
                 self._batched(served, "predict", contexts, ticket), self._batched(served, "target", targets, ticket)
             )
-        return predicted, np.einsum("nr,nr->n", _unit(predicted), _unit(actual))
+        return predicted, row_cosines(predicted, actual)
 
     async def similarity(self, served: ServedVersion, a: Sequences, b: Sequences, encoder: EncoderName) -> np.ndarray:
         with self.batcher.admitted() as ticket:
             za, zb = await asyncio.gather(
                 self._batched(served, encoder, a, ticket), self._batched(served, encoder, b, ticket)
             )
-        return _unit(za) @ _unit(zb).T  # (A, B)
+        return unit_rows(za) @ unit_rows(zb).T  # (A, B)
 
     async def encode_steps(
         self, served: ServedVersion, sequences: Sequences, encoder: EncoderName, normalize: bool, max_numbers: int
@@ -459,7 +460,7 @@ class InferenceEngine:
         @torch.inference_mode()
         def run(x: np.ndarray) -> np.ndarray:
             z = self.load(served).model.encode_steps(torch.from_numpy(np.asarray(x))[None].to(self.device), encoder)[0]
-            return _unit(z.cpu().numpy()) if normalize else z.cpu().numpy()
+            return unit_rows(z.cpu().numpy()) if normalize else z.cpu().numpy()
 
         with self.batcher.admitted() as ticket:
             try:  # a sequence at a time, each a turn on the inference thread
@@ -528,29 +529,24 @@ class InferenceEngine:
         """Each series' step scores (T_i,): its windows' surprise (jepa_model.surprise), NaN for the
         warm-up. InvalidInput when a series is shorter than one window, or the windows would hold
         more than `max_points` numbers."""
-        starts = [window_starts(len(x), context_len, target_len, stride) for x in series]
-        if short := [i for i, s in enumerate(starts) if len(s) == 0]:
+        plan = ForecastPlan.of([len(x) for x in series], context_len, target_len, stride)
+        if short := [i for i, s in enumerate(plan.starts) if len(s) == 0]:
             raise InvalidInput(
                 f"series[{short[0]}] has {len(series[short[0]])} steps; scoring needs at least context_len + "
                 f"target_len = {context_len + target_len}"
             )
-        points = sum(len(s) for s in starts) * (context_len + target_len) * served.input_dim
+        points = plan.count * (context_len + target_len) * served.input_dim
         if points > max_points:
             raise InvalidInput(
                 f"these series make windows of {points} numbers in all; at most {max_points} (JEPA_MAX_SCORE_POINTS): "
                 "use a larger stride, or send fewer or shorter series"
             )
-        pairs = [windows(np.asarray(x), s, context_len, target_len) for x, s in zip(series, starts, strict=True)]
-        contexts = np.concatenate([c for c, _ in pairs])  # (W, C, D)
-        targets = np.concatenate([t for _, t in pairs])  # (W, L, D)
+        contexts, targets = plan.windows(list(series))  # (W, C, D), (W, L, D)
         with self.batcher.admitted() as ticket:
             predicted, actual = await asyncio.gather(
                 self._batched(served, "predict", contexts, ticket), self._batched(served, "target", targets, ticket)
             )
-        scores = np.split(surprise(predicted, actual), np.cumsum([len(s) for s in starts])[:-1])
-        return [
-            step_scores(w, s, len(x), context_len, target_len) for w, s, x in zip(scores, starts, series, strict=True)
-        ]
+        return plan.step_scores(surprise(predicted, actual))
 
 
 @dataclass(frozen=True)
@@ -583,8 +579,3 @@ def _by_exact_length(forward: Forward, x: torch.Tensor, lengths: np.ndarray, rep
         rows = torch.from_numpy(np.flatnonzero(lengths == n)).to(x.device)
         out[rows] = forward(x[rows, : int(n)])
     return out
-
-
-def _unit(z: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (a zero row stays zero), as F.normalize does."""
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
