@@ -1,28 +1,9 @@
 """The dashboard at / in headless Chromium: load it, launch a job, watch it finish."""
 
-import os
-import shutil
 from pathlib import Path
 
-import pytest
-
+from tests.e2e.browsers import chromium  # noqa: F401 - the `browser` fixture
 from tests.e2e.servers import StartServer
-
-CHROMIUM = os.environ.get("JEPA_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI and missing at {CHROMIUM} (.ci/run installs Debian's)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def open_dashboard(start_server: StartServer, browser):  # type: ignore[no-untyped-def]

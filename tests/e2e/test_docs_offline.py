@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
+from tests.e2e.browsers import chromium  # noqa: F401 - the `browser` fixture
 from tests.e2e.servers import Server, StartServer
 
-CHROMIUM = os.environ.get("JEPA_TEST_CHROMIUM", "/usr/bin/chromium")
 ASSET_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -41,20 +39,6 @@ def test_docs_pages_load_only_assets_the_server_serves(start_server: StartServer
         # The spec the page names is this server's, and public like the page.
         spec = re.search(r"""(?:url: '|spec-url=")([^'"]+)""", response.text)
         assert spec is not None and client.get(spec.group(1)).json()["openapi"].startswith("3.")
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI and missing at {CHROMIUM} (.ci/run installs Debian's)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def test_swagger_ui_renders_the_api_with_the_network_cut_off(start_server: StartServer, browser) -> None:  # type: ignore[no-untyped-def]

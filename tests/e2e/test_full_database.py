@@ -8,7 +8,6 @@ filled tmpfs under its data directory (skipped where the test cannot mount one).
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sqlalchemy import Engine, event
 
 from service.app import create_app
 from service.settings import Settings
+from tests.e2e.disks import tmpfs
 from tests.e2e.servers import StartServer
 from tests.factories import add_version
 
@@ -66,15 +66,8 @@ def test_a_full_sqlite_database_answers_507_for_train_and_alias_writes(tmp_path:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB tmpfs the test can fill. Needs root (mount)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=False)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root): the in-process test covers SQLITE_FULL")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "disk", 16, "the in-process test covers SQLITE_FULL") as disk:
+        yield disk
 
 
 def test_a_real_server_whose_database_disk_fills_answers_507(start_server: StartServer, small_disk: Path) -> None:

@@ -7,7 +7,6 @@ import io
 import json
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.e2e.disks import tmpfs
 from tests.e2e.servers import Server, StartServer, wait_for_job
 from tests.factories import TINY_CONFIG
 
@@ -118,15 +118,8 @@ def test_a_version_whose_config_no_longer_loads_is_unavailable(start_server: Sta
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 48 MB tmpfs: a disk the test can fill. Needs root (mount)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount_point)], check=False)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root): the disk-full path is covered by unit tests")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "disk", 48, "the disk-full path is covered by unit tests") as disk:
+        yield disk
 
 
 def test_an_upload_on_a_full_disk_gets_507_and_leaves_nothing_behind(
