@@ -13,6 +13,8 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
 from service.engine import InferenceEngine, Sequences, ServedVersion
+from service.errors import Unauthorized, UnsupportedMediaType
+from service.idempotency import KEY_PATTERN
 from service.json_arrays import MIN_BODY_BYTES, parse_inference_json
 from service.payloads import (
     NPY,
@@ -31,8 +33,7 @@ from service.payloads import (
 from service.settings import Settings
 from training.artifacts import ArtifactStore
 from training.db import SessionFactory
-from training.errors import InvalidInput, Unauthorized, UnsupportedMediaType
-from training.idempotency import KEY_PATTERN
+from training.errors import InvalidInput
 from training.registry import VersionRef
 
 

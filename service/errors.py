@@ -28,9 +28,16 @@ from training.errors import (
     NotFound,
     Overloaded,
     StorageFull,
-    Unauthorized,
-    UnsupportedMediaType,
 )
+
+
+# Errors only a request can meet; training's own are in training.errors.
+class UnsupportedMediaType(DomainError):
+    """The body's media type is not one the route reads."""
+
+
+class Unauthorized(DomainError):
+    """A request that needs the API key came without it, or with a wrong one."""
 
 
 @dataclass(frozen=True)

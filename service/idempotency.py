@@ -14,15 +14,18 @@ connection) sends the same `Idempotency-Key`, and the work is done once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from training.datasets import Labels
 from training.errors import Conflict
 from training.models import IdempotencyRow, utcnow
 
@@ -43,6 +46,17 @@ def fingerprint(parts: Iterable[bytes]) -> str:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def upload_fingerprint(name: str, sequences: Sequence[np.ndarray], labels: Labels | None) -> str:
+    """What identifies a dataset upload: its name, its sequences and its labels, however they were
+    sent (JSON, .npy or .csv)."""
+    parts: list[bytes] = [name.encode()]
+    for sequence in sequences:
+        parts += [str(sequence.shape).encode(), np.ascontiguousarray(sequence, dtype=np.float32).tobytes()]
+    if labels is not None:
+        parts += [json.dumps(labels.classes).encode(), labels.codes.astype(np.int64).tobytes()]
+    return fingerprint(parts)
 
 
 def once(

@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.engine import Sequences, ServedVersion
+from service.errors import UnsupportedMediaType
 from training.arrays import load_npy
-from training.errors import InvalidInput, UnsupportedMediaType, preview
+from training.errors import InvalidInput, preview
 
 NPY = "application/x-npy"
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -48,7 +48,7 @@ class Settings(StorageSettings):
     # inference thread gets it back quickly from the event loop after each forward pass.
     gil_switch_interval_ms: float = 0.2
 
-    # How long an Idempotency-Key's answer is kept for retries (training.idempotency).
+    # How long an Idempotency-Key's answer is kept for retries (service.idempotency).
     idempotency_ttl_s: float = Field(default=86_400.0, gt=0)
 
     # Run a worker thread inside `jepa serve`; turn off when separate `jepa worker`s run.

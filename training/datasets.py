@@ -38,7 +38,6 @@ from jepa_model.checkpoint import atomic_write
 from jepa_model.data import SHORTEST_PIECE, needs_pieces, training_pieces
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import embed_sequences
-from training import idempotency
 from training.arrays import load_npy, read_npy_header
 from training.artifacts import ArtifactStore
 from training.db import STORAGE_FULL
@@ -429,17 +428,6 @@ def _file_bytes(sequences: list[np.ndarray], labels: Labels | None = None) -> by
         return save_safetensors(tensors)
     tensors[LABELS_TENSOR] = labels.codes.astype(np.int64)  # (N,)
     return save_safetensors(tensors, metadata={CLASSES_KEY: json.dumps(labels.classes)})
-
-
-def fingerprint(name: str, sequences: Sequence[np.ndarray], labels: Labels | None) -> str:
-    """What identifies an upload for its Idempotency-Key: its name, its sequences and its labels,
-    however they were sent (JSON, .npy or .csv)."""
-    parts: list[bytes] = [name.encode()]
-    for sequence in sequences:
-        parts += [str(sequence.shape).encode(), np.ascontiguousarray(sequence, dtype=np.float32).tobytes()]
-    if labels is not None:
-        parts += [json.dumps(labels.classes).encode(), labels.codes.astype(np.int64).tobytes()]
-    return idempotency.fingerprint(parts)
 
 
 def store_dataset(

@@ -43,16 +43,8 @@ class Conflict(DomainError):
     """The request is valid but the resource's state does not allow it (e.g. cancelling a finished job)."""
 
 
-class UnsupportedMediaType(DomainError):
-    pass
-
-
 class Overloaded(DomainError):
     """Too much is already waiting (inference requests, or queued training jobs); retry later."""
-
-
-class Unauthorized(DomainError):
-    """A request that needs the API key came without it, or with a wrong one."""
 
 
 class StorageFull(DomainError):

@@ -139,7 +139,7 @@ class AliasRow(Base):
 
 class IdempotencyRow(Base):
     """The answer to a state-changing request sent with an `Idempotency-Key`: a retry with the
-    same key and request gets it again instead of acting twice (training.idempotency)."""
+    same key and request gets it again instead of acting twice (service.idempotency)."""
 
     __tablename__ = "idempotency_keys"
 

@@ -7,13 +7,15 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from service import idempotency
 from service.deps import IdempotencyKey, LimitsDep, SessionDep, SessionFactoryDep, SettingsDep, StoreDep, WriteAuth
+from service.errors import UnsupportedMediaType
 from service.payloads import RequestLimits, media_type, off_loop_if_large, only_numbers, parse_json
 from service.routes.replay import with_headers
 from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetMeta, DatasetOut
-from training import datasets, idempotency, lifecycle
+from training import datasets, lifecycle
 from training.db import in_transaction
-from training.errors import InvalidInput, UnsupportedMediaType, preview
+from training.errors import InvalidInput, preview
 from training.models import DatasetRow
 
 router = APIRouter(tags=["datasets"])
@@ -134,7 +136,7 @@ async def create_dataset(
         return idempotency.Answer(201, dataset_out(row).model_dump(mode="json"), f"/datasets/{row.id}")
 
     def store_once() -> tuple[idempotency.Answer, bool]:
-        request = datasets.fingerprint(name, sequences, labels) if idempotency_key else ""
+        request = idempotency.upload_fingerprint(name, sequences, labels) if idempotency_key else ""
         return idempotency.once(session, "datasets", idempotency_key, request, settings.idempotency_ttl_s, save)
 
     answer, replayed = await run_in_threadpool(store_once)

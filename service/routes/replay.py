@@ -1,4 +1,4 @@
-"""Answering a state-changing request that carried an Idempotency-Key (training.idempotency)."""
+"""Answering a state-changing request that carried an Idempotency-Key (service.idempotency)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TypeVar
 
 from fastapi import Response
 
-from training.idempotency import Answer
+from service.idempotency import Answer
 
 T = TypeVar("T")
 

@@ -1,9 +1,10 @@
 from fastapi import APIRouter, Response
 
+from service import idempotency
 from service.deps import IdempotencyKey, SessionDep, SettingsDep, WriteAuth
 from service.routes.replay import with_headers
 from service.schemas import TrainAccepted, TrainRequest
-from training import idempotency, jobs
+from training import jobs
 from training.spec import TrainingSpec
 
 router = APIRouter(tags=["training"])
