@@ -6,8 +6,10 @@ a context switch per request, and on small requests the event loop's thread is t
 
 - Request ids: every response echoes one in `X-Request-ID` (the caller's own, when it sends a
   sane one), and every log line written while serving the request carries it, so a client's
-  error report and the server's log lines can be matched. Generated ids are a per-process random
-  prefix and a counter: unique without a uuid4 (and its os.urandom call) per request.
+  error report and the server's log lines can be matched: `request_id` holds it, each log record
+  made meanwhile is stamped with it (`stamp_log_records`), and training.logs.JsonFormatter writes
+  it. Generated ids are a per-process random prefix and a counter: unique without a uuid4 (and
+  its os.urandom call) per request.
 - Timing: a successful inference answer carries `X-Queue-Time` (waiting for the inference
   thread), `X-Inference-Time` (forward passes) and `X-Total-Time` (from the request's arrival
   to its answer's first byte), in milliseconds (service.timing says how pieces add up).
@@ -22,6 +24,7 @@ a context switch per request, and on small requests the event loop's thread is t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import os
@@ -32,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.observability import Metrics
 from service.timing import RequestTiming, request_timing
-from training.logs import BackgroundHandler, request_id
+from training.logs import BackgroundHandler
 
 SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID = b"x-request-id"
@@ -41,6 +44,25 @@ CANCELLED_ON_DISCONNECT = frozenset({"/encode", "/predict", "/similarity", "/sco
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
 
 access_log = logging.getLogger("jepa.access")
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+def stamp_log_records() -> None:
+    """Make every log record carry `request_id` as it is when the record is made: in the caller's
+    context, which a handler formatting later on a thread of its own no longer has. Installed
+    once per process, however many apps are built."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "stamps_request_id", False):
+        return
+
+    def make_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = request_id.get()
+        return record
+
+    make_record.stamps_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
 
 
 class _RequestIds:
@@ -105,6 +127,7 @@ class _DisconnectWatch:
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        stamp_log_records()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,7 +175,7 @@ class RequestMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe_request(route, scope["method"], status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
-                _log_access(scope, status, elapsed)
+                _log_access(scope, status, elapsed, rid)
             request_timing.reset(timing_token)
             request_id.reset(id_token)
 
@@ -160,7 +183,7 @@ class RequestMiddleware:
 ACCESS_LINE = '%s - "%s %s HTTP/%s" %d %.1fms'
 
 
-def _log_access(scope: Scope, status: int, elapsed: float) -> None:
+def _log_access(scope: Scope, status: int, elapsed: float, rid: str) -> None:
     client = scope.get("client")
     target = scope["path"] if not scope["query_string"] else f"{scope['path']}?{scope['query_string'].decode()}"
     args = (
@@ -173,6 +196,6 @@ def _log_access(scope: Scope, status: int, elapsed: float) -> None:
     )
     handlers = access_log.handlers
     if len(handlers) == 1 and isinstance(handlers[0], BackgroundHandler):  # as `jepa serve` configures it
-        handlers[0].defer(access_log, ACCESS_LINE, args)
+        handlers[0].defer(access_log, ACCESS_LINE, args, rid)
     else:
         access_log.info(ACCESS_LINE, *args)

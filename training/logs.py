@@ -1,14 +1,13 @@
 """Log formatting for every process (API, workers, training children): one JSON object per line
 (JEPA_LOG_FORMAT=json, the default for `jepa serve` and `jepa worker`) or plain text.
 
-`request_id` holds the id of the request being served, when there is one; the service's
-middleware sets it and every line logged meanwhile carries it.
+A record's `request_id` attribute, when it has one, goes into its JSON line: the service stamps
+each record made while it serves a request with that request's id (service.middleware).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextvars
 import logging
 import re
 import sys
@@ -21,14 +20,10 @@ from typing import Any
 
 import orjson
 
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        # A record written by a BackgroundHandler carries its request's id: the thread that
-        # formats it runs outside that request's context.
-        rid = getattr(record, "request_id", None) or request_id.get()
+        rid = getattr(record, "request_id", None)
         exc = self.formatException(record.exc_info) if record.exc_info else None
         return self.line(record.created, record.levelname.lower(), record.name, record.getMessage(), rid, exc)
 
@@ -113,8 +108,6 @@ class BackgroundHandler(logging.Handler):
         BackgroundHandler.instances.add(self)
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
-        # The request id is the caller's context, gone by the time the writer formats.
-        record.request_id = request_id.get()
         if len(self.pending) >= self.MAX_PENDING:
             self.dropped += 1
         else:
@@ -124,14 +117,15 @@ class BackgroundHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
-    def defer(self, logger: logging.Logger, msg: str, args: tuple[Any, ...]) -> None:
-        """`logger.info(msg, *args)` with even the record built on the writer's thread: the
-        logging call itself (finding the caller's frame, building the record) cost the event
-        loop about 10 us a line, more than formatting and writing it."""
+    def defer(self, logger: logging.Logger, msg: str, args: tuple[Any, ...], rid: str | None = None) -> None:
+        """`logger.info(msg, *args)`, its line carrying the request id `rid`, with even the record
+        built on the writer's thread: the logging call itself (finding the caller's frame,
+        building the record) cost the event loop about 10 us a line, more than formatting and
+        writing it."""
         if len(self.pending) >= self.MAX_PENDING:
             self.dropped += 1
         else:
-            self.pending.append((logger, time.time(), request_id.get(), msg, args))  # type: ignore[arg-type]
+            self.pending.append((logger, time.time(), rid, msg, args))  # type: ignore[arg-type]
 
     def write_pending(self) -> None:
         lines = []

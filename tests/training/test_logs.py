@@ -16,7 +16,6 @@ from training.logs import (
     RedactQuerySecrets,
     _Timestamps,
     flush_background_logs,
-    request_id,
 )
 
 LINE = '%s - "%s %s HTTP/%s" %d %.1fms'
@@ -42,11 +41,7 @@ def test_timestamps_match_datetime_isoformat(created: float) -> None:
 def test_a_deferred_line_reads_as_the_same_line_logged_the_ordinary_way() -> None:
     logger = logging.getLogger("jepa.test.access")
     direct = quiet_handler(JsonFormatter(), RedactQuerySecrets())
-    token = request_id.set("abc-1")
-    try:
-        direct.defer(logger, LINE, ARGS)
-    finally:
-        request_id.reset(token)
+    direct.defer(logger, LINE, ARGS, "abc-1")
     created = direct.pending[0][1]
     direct.write_pending()
 
