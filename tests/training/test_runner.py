@@ -169,7 +169,7 @@ def test_a_stored_dataset_of_any_width_trains_and_serves_that_width(
     sequences = [np.cumsum(rng.normal(size=(length, dim)), axis=0) for length in rng.integers(8, 14, size=40)]
     row = stored_dataset(factory, settings.data_dir, sequences)
     spec = TrainingSpec.model_validate({"model": f"walk{dim}", "dataset": {"id": row.id}, "config": TINY_CONFIG})
-    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, spec).id)
+    job_id = in_transaction(factory, lambda s: jobs.enqueue(s, jobs.resolve_spec(s, spec)).id)
     jobs.claim(factory, job_id, "test")
     run_job(factory, settings, job_id)
     with factory() as s:
