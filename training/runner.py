@@ -1,4 +1,6 @@
 """Run one training job: train, checkpoint, register. `python -m training.runner JOB_ID [WORKER]`.
+`run_job` goes through four stages: prepare (spec, configs, data), execute (training, each epoch
+recorded on the job), assess (the version's metrics) and publish (files, then registration).
 
 A worker starts this as a child process, so training never shares an interpreter (or a GIL)
 with a process that serves requests. The checkpoint is written completely before the version
@@ -23,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +143,21 @@ def registered_number(session: Session, job_id: str, worker: str | None) -> int 
     return job.version.number
 
 
+@dataclass(frozen=True)
+class PreparedJob:
+    """A claimed job ready to train: its spec and configs, its data, and where it trains."""
+
+    job_id: str
+    spec: TrainingSpec
+    model_config: ModelConfig
+    train_config: TrainConfig
+    dataset: Dataset
+    held_out: Dataset | None  # never trained on; None when the data is too small to split
+    labels: datasets.LabelSplit | None
+    evaluation: Dataset  # what the metrics read: the held-out data, or some of the training data
+    device: torch.device
+
+
 def run_job(
     factory: SessionFactory,
     settings: StorageSettings,
@@ -148,28 +166,62 @@ def run_job(
     worker: str | None = None,
 ) -> int:
     """Train the claimed job `job_id` and register its version; returns the version number."""
-    window = settings.db_retry_s
+    job = prepare(factory, settings, job_id)
+    result, progress = execute(factory, settings, job, on_progress, worker)
+    metrics = assess(job, result)
+    return publish(factory, settings, job, result, metrics, progress, worker)
+
+
+def training_device(settings: StorageSettings) -> torch.device:
     if settings.executor == "local":
-        device = resolve_device(settings.device)  # before any work, when it cannot be had
-    else:  # the Ray cluster's workers, not this host, have the GPUs: only an explicit cuda asks for them
-        device = torch.device("cuda" if settings.device == "cuda" else "cpu")
+        return resolve_device(settings.device)  # raises when it cannot be had
+    # The Ray cluster's workers, not this host, have the GPUs: only an explicit cuda asks for them.
+    return torch.device("cuda" if settings.device == "cuda" else "cpu")
+
+
+def prepare(factory: SessionFactory, settings: StorageSettings, job_id: str) -> PreparedJob:
+    """Takes the id of a job this process claimed; returns it ready to train. The device comes
+    first, so that one which cannot be had fails the job before any work; the job's configs are
+    checked again (InvalidInput) and its data loaded, riding out a database outage of up to
+    JEPA_DB_RETRY_S."""
+    device = training_device(settings)
+    window = settings.db_retry_s
     spec = retry_unreachable(lambda: load_spec(factory, job_id), window, f"loading job {job_id}")
     model_config, train_config = spec.configs(max_len=settings.max_seq_len)
     dataset, held_out, labels = retry_unreachable(
         lambda: load_data(factory, settings, spec), window, f"loading job {job_id}'s data"
     )
     evaluation = held_out if held_out is not None else evaluation_subset(dataset)
-    started = time.monotonic()
-    rounds = plan_rounds(train_config, math.ceil(len(dataset) / train_config.batch_size))  # type: ignore[arg-type]
-    progress: dict[str, Any] = {"epoch": 0, "epochs": len(rounds), "loss": None}
+    return PreparedJob(job_id, spec, model_config, train_config, dataset, held_out, labels, evaluation, device)
 
-    def on_epoch(report: EpochReport) -> None:
+
+class EpochRecorder:
+    """A job's `on_epoch`: each epoch's progress logged, written to the job (with its heartbeat)
+    and handed to `on_progress`. Training stops with TrainingDiverged when the loss is no longer
+    finite, and with JobLost when the job is no longer running here (cancelled or re-queued)."""
+
+    def __init__(
+        self,
+        factory: SessionFactory,
+        settings: StorageSettings,
+        job_id: str,
+        epochs: int,
+        on_progress: ProgressCallback | None,
+        worker: str | None,
+    ) -> None:
+        self.factory, self.window, self.job_id = factory, settings.db_retry_s, job_id
+        self.on_progress, self.worker = on_progress, worker
+        self.started = time.monotonic()
+        self.progress: dict[str, Any] = {"epoch": 0, "epochs": epochs, "loss": None}
+
+    def __call__(self, report: EpochReport) -> None:
+        job_id = self.job_id
         if not math.isfinite(report.loss):
             raise TrainingDiverged(f"loss became {report.loss} at epoch {report.epoch + 1}; try a lower lr")
         done = report.epoch + 1
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - self.started
         metrics = {k: round(v, 4) for k, v in report.metrics.items()}
-        progress.update(
+        self.progress.update(
             epoch=done,
             epochs=report.epochs,
             loss=report.loss,
@@ -180,65 +232,116 @@ def run_job(
         if metrics.get("embedding_std", 1.0) < COLLAPSE_STD:
             log.warning("job %s: embeddings are collapsing (embedding_std %.4f)", job_id, metrics["embedding_std"])
         recorded = retry_unreachable(
-            lambda: jobs.record_epoch(factory, job_id, worker, dict(progress), round(elapsed, 3)),
-            window,
+            lambda: jobs.record_epoch(self.factory, job_id, self.worker, dict(self.progress), round(elapsed, 3)),
+            self.window,
             f"recording epoch {done} of job {job_id}",
         )
         if not recorded:
             raise JobLost(f"job {job_id} is no longer running here (cancelled or re-queued); stopping")
-        if on_progress is not None:
-            on_progress(dict(progress))
+        if self.on_progress is not None:
+            self.on_progress(dict(self.progress))
 
-    monitor = EpochMonitor(evaluation, train_config.context_len, train_config.target_len)
-    result = train(settings, job_id, dataset, model_config, train_config, on_epoch, monitor, device)
-    metrics = evaluate(result.model, evaluation, train_config.context_len, train_config.target_len)
-    if labels is not None:  # how well the embeddings separate the classes; never trained on
-        metrics |= datasets.label_metrics(result.model, dataset, held_out, labels)
+
+def execute(
+    factory: SessionFactory,
+    settings: StorageSettings,
+    job: PreparedJob,
+    on_progress: ProgressCallback | None,
+    worker: str | None,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Takes a prepared job; trains it, here or on the Ray cluster (`train`), each epoch recorded
+    on the job (EpochRecorder). Returns the training's result and the job's last progress."""
+    train_config = job.train_config
+    rounds = plan_rounds(train_config, math.ceil(len(job.dataset) / train_config.batch_size))  # type: ignore[arg-type]
+    on_epoch = EpochRecorder(factory, settings, job.job_id, len(rounds), on_progress, worker)
+    monitor = EpochMonitor(job.evaluation, train_config.context_len, train_config.target_len)
+    result = train(settings, job.job_id, job.dataset, job.model_config, train_config, on_epoch, monitor, job.device)
+    return result, on_epoch.progress
+
+
+def assess(job: PreparedJob, result: TrainResult) -> dict[str, Any]:
+    """Takes the prepared job and its training's result; returns the version's metrics: measured
+    on the evaluation data (and, for a labelled dataset, how well the embeddings separate its
+    classes), the training's own figures, and the surprise calibration POST /score ranks by."""
+    model, context_len, target_len = result.model, job.train_config.context_len, job.train_config.target_len
+    metrics: dict[str, Any] = evaluate(model, job.evaluation, context_len, target_len)
+    if job.labels is not None:  # how well the embeddings separate the classes; never trained on
+        metrics |= datasets.label_metrics(model, job.dataset, job.held_out, job.labels)
     metrics |= {
         "final_loss": result.losses[-1],
         "train_seconds": round(result.seconds, 3),
         "epoch_seconds": round(result.seconds / len(result.losses), 4),
-        "held_out_sequences": len(held_out) if held_out is not None else 0,
+        "held_out_sequences": len(job.held_out) if job.held_out is not None else 0,
     }
-    log.info("job %s held-out metrics %s", job_id, {k: round(v, 4) for k, v in metrics.items()})
-    held_out_sequences = [evaluation[i] for i in range(min(len(evaluation), CALIBRATION_SEQUENCES))]  # type: ignore[arg-type]
-    calibration = calibration_of(result.model, held_out_sequences, train_config.context_len, train_config.target_len)
+    log.info("job %s held-out metrics %s", job.job_id, {k: round(v, 4) for k, v in metrics.items()})
+    count = min(len(job.evaluation), CALIBRATION_SEQUENCES)  # type: ignore[arg-type]
+    calibration = calibration_of(model, [job.evaluation[i] for i in range(count)], context_len, target_len)
     if calibration is not None:  # what POST /score ranks a series' surprise against
         metrics["surprise_percentiles"] = calibration
+    return metrics
 
-    relative = Path("checkpoints") / spec.model / job_id
+
+def publish(
+    factory: SessionFactory,
+    settings: StorageSettings,
+    job: PreparedJob,
+    result: TrainResult,
+    metrics: dict[str, Any],
+    progress: dict[str, Any],
+    worker: str | None,
+) -> int:
+    """Takes the trained job, its metrics and its last progress; writes the checkpoint and its
+    plots, then registers the version and marks the job succeeded in one transaction (JobLost
+    when the job is no longer ours), riding out a database outage. Returns the version number.
+    Files that no version will refer to are removed; those that one may refer to are kept."""
+    relative = Path("checkpoints") / job.spec.model / job.job_id
     directory = settings.data_dir / relative
-    try:
-        sha256 = write_checkpoint(result.model, directory, relative, train_config, spec.config.preset)
-        config = json.loads((directory / CONFIG_FILE).read_text())
-        draw_plots(result.model, result.losses, evaluation, directory / plots.PLOTS_DIR, job_id)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # a partial checkpoint keeps the disk full
-        raise
+    sha256, config = write_files(job, result, directory, relative)
 
-    def register(session: Any) -> int:
-        if not jobs.mark_succeeded(session, job_id, dict(progress), worker):
-            if (number := registered_number(session, job_id, worker)) is not None:
+    def register(session: Session) -> int:
+        if not jobs.mark_succeeded(session, job.job_id, dict(progress), worker):
+            if (number := registered_number(session, job.job_id, worker)) is not None:
                 return number
-            raise JobLost(f"job {job_id} is no longer running here; its result is discarded")
+            raise JobLost(f"job {job.job_id} is no longer running here; its result is discarded")
         # In the transaction whose compare-and-set just proved the job is still ours: a training
         # process that lost its job publishes nothing.
         open_store(settings.artifact_store, settings.data_dir).publish(session, relative)
         version = register_version(
-            session, spec.model, config=config, metrics=metrics, sha256=sha256, path=relative.as_posix(), job_id=job_id
+            session,
+            job.spec.model,
+            config=config,
+            metrics=metrics,
+            sha256=sha256,
+            path=relative.as_posix(),
+            job_id=job.job_id,
         )
         return version.number
 
     try:
-        number = retry_unreachable(lambda: in_transaction(factory, register), window, f"registering job {job_id}")
+        number = retry_unreachable(
+            lambda: in_transaction(factory, register), settings.db_retry_s, f"registering job {job.job_id}"
+        )
     except DatabaseUnreachable:
         # Whether the last try was committed is unknown: keep the files a version may refer to.
         raise
     except Exception:  # not SystemExit (SIGTERM): it may arrive just after the commit
         shutil.rmtree(directory, ignore_errors=True)  # nothing refers to it; a re-run writes its own
         raise
-    log.info("job %s registered %s v%d", job_id, spec.model, number)
+    log.info("job %s registered %s v%d", job.job_id, job.spec.model, number)
     return number
+
+
+def write_files(job: PreparedJob, result: TrainResult, directory: Path, relative: Path) -> tuple[str, dict[str, Any]]:
+    """The checkpoint (its sha256 and config returned) and its plots, in `directory`; on any
+    failure, StorageFull for a full disk included, nothing of them is left."""
+    try:
+        sha256 = write_checkpoint(result.model, directory, relative, job.train_config, job.spec.config.preset)
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        draw_plots(result.model, result.losses, job.evaluation, directory / plots.PLOTS_DIR, job.job_id)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # a partial checkpoint keeps the disk full
+        raise
+    return sha256, config
 
 
 def train(
