@@ -540,6 +540,19 @@ class JEPAClient(_Requests):
         self.http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
         _bound_by_deadlines(self.http)
 
+    @classmethod
+    def over(
+        cls, http: httpx.Client, deadline_s: float = DEADLINE_S, max_response_bytes: int = MAX_RESPONSE_BYTES
+    ) -> JEPAClient:
+        """A client sending through `http`, an httpx.Client set up elsewhere (its base URL, headers
+        and transport as they are; closing this client closes it): e.g. one whose transport runs
+        the app in this process, as the CLI's local mode does."""
+        client = cls.__new__(cls)
+        client._limits(deadline_s, max_response_bytes)
+        client.http = http
+        _bound_by_deadlines(http)
+        return client
+
     def __enter__(self) -> JEPAClient:
         return self
 
