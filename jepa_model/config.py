@@ -320,15 +320,21 @@ def _check_choices(config: ModelConfig | TrainConfig) -> None:
             raise ValueError(f"{option_field.name} must be one of {choices}, got {value!r}")
 
 
-def _out_of_bounds(config: ModelConfig | TrainConfig, max_len: int | None) -> list[str]:
+# The options only step models read: a window model never crops, so its (default) crop length is
+# no length of anything, and a service with a short JEPA_MAX_SEQ_LEN must not refuse it.
+STEP_MODEL_OPTIONS = frozenset({"max_crop_len", "mask_ratio", "mask_block_len"})
+
+
+def _out_of_bounds(config: ModelConfig | TrainConfig, max_len: int | None, step_model: bool = True) -> list[str]:
     """Each value of `config` outside the bounds its option declares, and, given `max_len`, each
-    length in steps longer than that."""
+    length in steps longer than that (of the step-model options, only for a step model)."""
     problems = []
     for option_field in fields(config):
         value, meta = getattr(config, option_field.name), option_field.metadata
         if value is None or isinstance(value, tuple):
             continue
-        bounds = {**meta, **({"le": max_len} if meta.get("steps") and max_len is not None else {})}
+        read = step_model or option_field.name not in STEP_MODEL_OPTIONS
+        bounds = {**meta, **({"le": max_len} if meta.get("steps") and read and max_len is not None else {})}
         if isinstance(value, bool) and meta.get("choices") is None and set(bounds) & {"ge", "gt", "le", "lt"}:
             problems.append(f"{option_field.name} must be a number, got {value!r}")
         elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -366,7 +372,7 @@ def check_trainable(
     fail there with a traceback. Each rule here is one that a config within the declared bounds
     once broke at run time; tests/training/test_config_property.py looks for more.
     """
-    problems = [*_out_of_bounds(model, max_len), *_out_of_bounds(train, max_len)]
+    problems = [*_out_of_bounds(model, max_len), *_out_of_bounds(train, max_len, model.objective == "steps")]
     if train.window_len > shortest:
         problems.append(
             f"context_len + target_len = {train.window_len} exceeds the shortest sequence's length {shortest}"

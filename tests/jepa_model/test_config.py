@@ -156,3 +156,12 @@ def test_a_choice_outside_its_options_is_refused_when_the_config_is_made() -> No
         replace(PRESETS["seed"].train, loss="l3")
     with pytest.raises(ValueError, match="output_norm must be one of"):
         replace(PRESETS["seed"].model, output_norm="group")
+
+
+def test_a_short_service_limit_bounds_the_crop_of_step_models_only() -> None:
+    """A window model never crops: its default max_crop_len (256) must not trip JEPA_MAX_SEQ_LEN=12."""
+    window, steps = ModelConfig(objective="window"), ModelConfig(objective="steps", pooling="mean")
+    check_trainable(window, TrainConfig(), shortest=12, max_len=12)
+    with pytest.raises(ValueError, match="max_crop_len must be at most 12"):
+        check_trainable(steps, TrainConfig(), shortest=12, max_len=12)
+    check_trainable(steps, TrainConfig(max_crop_len=12), shortest=12, max_len=12)
