@@ -1,4 +1,8 @@
-"""Shared fixtures. Database tests run twice: on SQLite and on the real PostgreSQL server."""
+"""Shared fixtures. Database tests run twice: on SQLite and on the real PostgreSQL server.
+
+A test (or module) marked `database_incidental` uses the registry only as scaffolding: it runs on
+SQLite alone, unless JEPA_TEST_ALL_DATABASES=1 asks for the whole matrix (a full PostgreSQL run).
+"""
 
 from __future__ import annotations
 
@@ -47,7 +51,31 @@ def fresh_postgres_url(postgres_url: str) -> str:
     return postgres_url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+DATABASES = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "database_incidental: the database is scaffolding here; SQLite only unless JEPA_TEST_ALL_DATABASES=1"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("JEPA_TEST_ALL_DATABASES") == "1":
+        return
+    incidental = [
+        item
+        for item in items
+        if item.get_closest_marker("database_incidental")
+        and getattr(item, "callspec", None) is not None
+        and item.callspec.params.get("database_url", "sqlite") != "sqlite"
+    ]
+    if incidental:
+        config.hook.pytest_deselected(items=incidental)
+        items[:] = [item for item in items if item not in incidental]
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jepa.db'}"

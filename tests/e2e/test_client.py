@@ -63,7 +63,7 @@ def test_upload_train_wait_and_promote(server: Server) -> None:
 
 
 def test_the_async_client_and_the_api_key(start_server: StartServer) -> None:
-    server = start_server(JEPA_API_KEY="sesame")
+    server = start_server(JEPA_API_KEY="sesame", trained=True)
     server.wait_for("/ready")
 
     async def scenario() -> None:

@@ -8,7 +8,7 @@ from tests.e2e.servers import StartServer
 
 def open_dashboard(start_server: StartServer, browser):  # type: ignore[no-untyped-def]
     """A ready server's dashboard in a new page, and the list its script errors are put in."""
-    server = start_server()
+    server = start_server(trained=True)
     server.wait_for("/ready")
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     errors: list[str] = []

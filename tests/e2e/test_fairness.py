@@ -29,7 +29,7 @@ def heavy_score(base_url: str, body: bytes, seconds: list[float]) -> None:
 
 
 def test_small_requests_take_turns_with_large_scores(start_server: StartServer, tmp_path: Path) -> None:
-    server = start_server(data_dir=tmp_path / "data")
+    server = start_server(data_dir=tmp_path / "data", trained=True)
     with server.client() as client:
         uploaded = client.post("/datasets", files={"file": ("log.npy", npy(recording(20_000, seed=0)[None]))})
         assert uploaded.status_code == 201, uploaded.text

@@ -23,7 +23,9 @@ TINY_TRAIN = {"model": "m", "dataset": {"num_samples": 64, "seq_len": 12}, "conf
 
 
 def test_writes_need_the_key_and_limits_hold(start_server: StartServer) -> None:
-    server = start_server(JEPA_API_KEY=KEY, JEPA_MAX_BATCH="4", JEPA_MAX_SEQ_LEN="10", JEPA_MAX_BODY_BYTES="20000")
+    server = start_server(
+        JEPA_API_KEY=KEY, JEPA_MAX_BATCH="4", JEPA_MAX_SEQ_LEN="12", JEPA_MAX_BODY_BYTES="20000", trained=True
+    )
     server.wait_for("/ready")
     with server.client() as client:
         for method, path, body in [
@@ -50,8 +52,8 @@ def test_writes_need_the_key_and_limits_hold(start_server: StartServer) -> None:
 
         too_many = client.post("/encode", json={"sequences": [[[0.0, 1.0]]] * 5})
         assert too_many.status_code == 422 and "at most 4 per request" in too_many.json()["detail"]
-        too_long = client.post("/encode", json={"sequences": [[[0.0, 1.0]] * 11]})
-        assert too_long.status_code == 422 and "at most 10 (JEPA_MAX_SEQ_LEN)" in too_long.json()["detail"]
+        too_long = client.post("/encode", json={"sequences": [[[0.0, 1.0]] * 13]})
+        assert too_long.status_code == 422 and "at most 12 (JEPA_MAX_SEQ_LEN)" in too_long.json()["detail"]
 
         big = b'{"sequences": [[' + b"[0.0, 1.0]," * 3000 + b"[0.0, 1.0]]]}"
         assert client.post("/encode", content=big, headers={"content-type": "application/json"}).status_code == 413
@@ -168,7 +170,7 @@ def test_without_its_database_the_service_is_not_ready_but_keeps_serving(
 
 
 def test_sigterm_lets_in_flight_requests_finish(start_server: StartServer) -> None:
-    server = start_server()
+    server = start_server(trained=True)
     server.wait_for("/ready")
     buffer = io.BytesIO()
     np.save(buffer, np.random.default_rng(0).normal(size=(4096, 200, 2)).astype(np.float32))

@@ -177,7 +177,7 @@ def test_the_openapi_schema_documents_json_and_binary_bodies(client: httpx.Clien
 
 
 def test_past_the_queue_limit_requests_get_429_at_once(start_server: StartServer) -> None:
-    server = start_server(JEPA_MAX_QUEUE="1")
+    server = start_server(JEPA_MAX_QUEUE="1", trained=True)
     server.wait_for("/ready")
     body = {"sequences": seqs(*[20] * 256)}
     with ThreadPoolExecutor(16) as pool, server.client() as client:

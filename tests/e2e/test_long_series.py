@@ -29,7 +29,7 @@ def npy(array: np.ndarray) -> bytes:
 
 
 def test_one_long_series_trains_and_scores_by_memory(start_server: StartServer, tmp_path: Path) -> None:
-    server = start_server(data_dir=tmp_path / "data")
+    server = start_server(data_dir=tmp_path / "data", trained=True)
     test = recording(5000, seed=1)
     test[3000:3060, 0] = test[3000, 0]  # a stuck sensor for a little more than a period
     with server.client() as client:

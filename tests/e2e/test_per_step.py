@@ -45,7 +45,7 @@ def test_per_step_goes_both_ways_as_npy(client: httpx.Client) -> None:
 
 
 def test_per_step_answers_are_bounded_and_other_encoders_say_why(start_server: StartServer) -> None:
-    server = start_server(JEPA_MAX_REQUEST_POINTS="4000")
+    server = start_server(JEPA_MAX_REQUEST_POINTS="4000", trained=True)
     server.wait_for("/ready")
     with server.client() as client:
         sequence = random_sequences([200], dim=2)[0].tolist()  # 400 numbers in, 200 x R out

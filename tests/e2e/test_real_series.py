@@ -31,7 +31,7 @@ def vowel_like(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
 
 
 def test_short_ragged_wide_series_train_with_no_config(start_server: StartServer) -> None:
-    server = start_server()
+    server = start_server(trained=True)
     sequences, labels = vowel_like(60)
     with server.client() as client:
         body = {"name": "vowels", "sequences": [s.tolist() for s in sequences], "labels": labels}

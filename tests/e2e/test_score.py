@@ -80,7 +80,7 @@ def test_bad_requests_get_a_422_saying_why(client: httpx.Client) -> None:
 
 
 def test_windows_past_the_points_cap_are_refused_before_any_forward_pass(start_server: StartServer) -> None:
-    server = start_server(JEPA_MAX_SCORE_POINTS="10000")
+    server = start_server(JEPA_MAX_SCORE_POINTS="10000", trained=True)
     server.wait_for("/ready")
     with server.client() as client:
         refused = client.post("/score", json={"series": [series(1000)[0].tolist()]})

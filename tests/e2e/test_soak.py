@@ -44,7 +44,7 @@ def random_request(rng: random.Random) -> tuple[str, dict]:
 
 
 def test_a_minute_of_mixed_load_with_training_loses_nothing(start_server: StartServer) -> None:
-    server = start_server()
+    server = start_server(trained=True)
     server.wait_for("/ready")
     statuses: Counter[int] = Counter()
     latencies: list[float] = []

@@ -68,7 +68,7 @@ def test_two_processes_share_one_port_one_worker_and_one_set_of_metrics(start_se
 
 
 def test_sigterm_drains_both_processes(start_server: StartServer) -> None:
-    server = start_server(JEPA_WORKERS="2")
+    server = start_server(JEPA_WORKERS="2", trained=True)
     server.wait_for("/ready")
     buffer = io.BytesIO()
     np.save(buffer, np.random.default_rng(0).normal(size=(2048, 200, 2)).astype(np.float32))
