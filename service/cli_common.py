@@ -51,7 +51,8 @@ IdempotencyKeyOption = Annotated[
     ),
 ]
 # How long `jepa train` waits for its job and `jepa logs --follow` follows one, by default: past
-# it they stop with an error (the job carries on). One request's own limits are service.client's.
+# it they stop with an error and the job carries on (on the server; a local one back in the queue).
+# One remote request's own limits are service.client's.
 WAIT_TIMEOUT_S = 24 * 3600.0
 WaitTimeoutOption = Annotated[
     float,
