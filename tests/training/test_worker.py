@@ -299,9 +299,10 @@ def test_the_training_process_rebuilds_every_storage_setting_of_its_worker(tmp_p
 def test_the_training_process_holds_a_job_to_its_own_max_seq_len(
     settings: StorageSettings, factory: SessionFactory
 ) -> None:
-    # Queued without the limit (as a job queued under a larger JEPA_MAX_SEQ_LEN would be), it is
-    # checked again where it trains, against the setting the worker handed its training process.
-    job_id = queue(factory, max_crop_len=300)
+    # A step model, whose crop is a length. Queued without the limit (as a job queued under a larger
+    # JEPA_MAX_SEQ_LEN would be), it is checked again where it trains, against the setting the
+    # worker handed its training process.
+    job_id = queue(factory, objective="steps", pooling="mean", max_crop_len=300)
     jobs.claim(factory, job_id, "w1")
     with pytest.raises(InvalidInput, match=r"max_crop_len must be at most 256 \(JEPA_MAX_SEQ_LEN\), got 300"):
         run_job(factory, settings.model_copy(update={"max_seq_len": 256}), job_id, worker="w1")
