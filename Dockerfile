@@ -37,7 +37,7 @@ RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'
     && rm /tmp/requirements.txt
 
 # A plain (non-editable) install: the packages, the dashboard page and the
-# migrations (training/migrations) all land in site-packages, so nothing at
+# migrations (training/store/migrations) all land in site-packages, so nothing at
 # run time reads the source tree. The source is mounted for this step only
 # (rw: setuptools writes build/ into it), so the image does not keep a copy.
 # .dockerignore keeps the context to what is needed here.

@@ -81,7 +81,7 @@ def timed(run: Callable[[], TrainResult]) -> tuple[float, float, float]:
 
 
 def measure(address: str, case: str, rounds: int) -> dict[str, list[tuple[float, float, float]]]:
-    from training.ray_executor import fit_on_ray
+    from training.execution.ray_executor import fit_on_ray
 
     data, train = CASES[case]
     model_config, train_config = resolve_configs("seed", {**train, "seed": 0})

@@ -113,7 +113,7 @@ def job_spec(model: str, dataset_id: str, seed: int, overrides: dict[str, Any]) 
 
 def check_overrides(overrides: dict[str, Any]) -> None:
     """Fail fast, naming each bad field, when TrainOptions refuses the overrides."""
-    from training.spec import TrainingSpec
+    from training.execution.spec import TrainingSpec
 
     spec = job_spec("check", "0" * 32, 0, overrides)
     spec["dataset"] |= {"input_dim": 1, "min_len": 4096}  # a stand-in shape; each job is checked on its own
@@ -140,9 +140,9 @@ class Registry:
 
     def __init__(self, data_dir: Path) -> None:
         from service.settings import Settings
-        from training.artifacts import open_store
-        from training.db import create_db_engine, create_session_factory
-        from training.migrate import upgrade_to_head
+        from training.store.artifacts import open_store
+        from training.store.db import create_db_engine, create_session_factory
+        from training.store.migrate import upgrade_to_head
 
         data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = Settings(data_dir=data_dir, database_url=None)
@@ -153,9 +153,9 @@ class Registry:
 
     def store_dataset(self, name: str, sequences: list[np.ndarray]) -> str:
         """Store sequences (no labels) as POST /datasets does; Refused when its checks refuse them."""
-        from training import datasets
-        from training.db import in_transaction
+        from training.data import datasets
         from training.errors import InvalidInput
+        from training.store.db import in_transaction
 
         try:
             checked = datasets.check_sequences(sequences)
@@ -165,12 +165,12 @@ class Registry:
 
     def train(self, spec_data: dict[str, Any]) -> Trained:
         """Queue the job as POST /train does, then claim and run it here as a worker's child does."""
-        from training import jobs
-        from training.db import in_transaction
         from training.errors import InvalidInput
-        from training.registry import get_version
-        from training.runner import run_job
-        from training.spec import TrainingSpec
+        from training.execution import jobs
+        from training.execution.runner import run_job
+        from training.execution.spec import TrainingSpec
+        from training.store.db import in_transaction
+        from training.store.registry import get_version
 
         def enqueue(session: Any) -> str:
             resolved = jobs.resolve_spec(session, spec)
@@ -187,7 +187,7 @@ class Registry:
         worker = jobs.worker_id()
         if not jobs.claim(self.factory, job_id, worker):
             raise RuntimeError(f"could not claim job {job_id}")
-        # As training/runner.py's main does; the engine and Hydra set the process's count too.
+        # As training/execution/runner.py's main does; the engine and Hydra set the process's count too.
         torch.set_num_threads(self.settings.train_threads)
         started = time.perf_counter()
         try:

@@ -79,7 +79,7 @@ MODELS = ("default", "series")
 DEFAULT_MODEL, SERIES_MODEL, SERIES_PRESET = "trajectories", "series", "series"
 SERIES_WALKS = (64, 200, 1)
 SERIES_CONFIG = {"preset": SERIES_PRESET, "steps": 20, "seed": 0}
-NOT_SERVING = ("multiprocessing.resource_tracker", "training.runner")  # in a process's command line
+NOT_SERVING = ("multiprocessing.resource_tracker", "training.execution.runner")  # in a process's command line
 
 
 # --- processes ---------------------------------------------------------------------------------

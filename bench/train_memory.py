@@ -36,7 +36,7 @@ def measure(case: dict) -> dict:
     import torch
 
     from jepa_model.train import fit
-    from training.spec import TrainingSpec
+    from training.execution.spec import TrainingSpec
 
     torch.set_num_threads(1)
     spec = TrainingSpec.model_validate({"model": "bench", **case})

@@ -70,7 +70,7 @@ def option(
     """A config field: its default, what it does, and the values a training request may give it.
 
     This metadata is the one definition of a training option: POST /train's `config`, its
-    OpenAPI schema and the CLI's `--set` are generated from it (training/spec.py), and `server`
+    OpenAPI schema and the CLI's `--set` are generated from it (training/execution/spec.py), and `server`
     marks the fields the server fills in from the data, which requests cannot set. Adding an
     option is a change to this file only.
 

@@ -23,12 +23,12 @@ from service.processes import WorkerLease, group_dir
 from service.routes import dashboard, datasets, encode, health, info, jobs, models, predict, score, similarity, train
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings, get_settings
-from training import jobs as job_queue
-from training.artifacts import open_store
-from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.execution import jobs as job_queue
+from training.execution.spec import ToyDataset, TrainingSpec, TrainOptions
 from training.logs import flush_background_logs
-from training.migrate import upgrade_to_head
-from training.spec import ToyDataset, TrainingSpec, TrainOptions
+from training.store.artifacts import open_store
+from training.store.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.store.migrate import upgrade_to_head
 from training.worker import StaleRecovery, Worker
 
 log = logging.getLogger("jepa.app")

@@ -251,7 +251,7 @@ def show_logs(
 
 def _print_logs(client: JEPAClient, job_id: str, follow: bool, wait_timeout: float) -> None:
     from service.client import JOB_STATES
-    from training.models import JobStatus
+    from training.store.models import JobStatus
 
     deadline = time.monotonic() + wait_timeout
     since = 0  # the newest line printed: lines come with increasing ids, and none at or before it is printed again
@@ -293,7 +293,7 @@ def collect_garbage(
     (left by a crash between a delete's commit and its cleanup, or by a failed job), and say what
     that freed. Run it where the data directory is."""
     from training import lifecycle
-    from training.artifacts import open_store
+    from training.store.artifacts import open_store
 
     settings = load_settings()
     store = open_store(settings.artifact_store, settings.data_dir)

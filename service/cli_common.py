@@ -15,7 +15,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.client import JEPAClient, JEPAError
-    from training.db import SessionFactory
+    from training.store.db import SessionFactory
 
 console = Console()
 errors = Console(stderr=True)
@@ -101,8 +101,8 @@ def load_settings() -> Settings:
 
 def session_factory(settings: Settings) -> SessionFactory:
     """Migrate the database to head, then connect. Imported late: `jepa --help` stays instant."""
-    from training.db import create_db_engine, create_session_factory
-    from training.migrate import upgrade_to_head
+    from training.store.db import create_db_engine, create_session_factory
+    from training.store.migrate import upgrade_to_head
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)

@@ -70,7 +70,7 @@ def _read_sequences(path: Path) -> np.ndarray | list[np.ndarray]:
             fail(f"{path} must hold real numbers, got {array.dtype}", 2)
         return array
     if suffix == ".csv":
-        from training.datasets import TO_EMBED, parse_csv
+        from training.data.datasets import TO_EMBED, parse_csv
         from training.errors import InvalidInput
 
         try:

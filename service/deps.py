@@ -31,10 +31,10 @@ from service.payloads import (
     validate_options,
 )
 from service.settings import Settings
-from training.artifacts import ArtifactStore
-from training.db import SessionFactory
 from training.errors import InvalidInput
-from training.registry import VersionRef
+from training.store.artifacts import ArtifactStore
+from training.store.db import SessionFactory
+from training.store.registry import VersionRef
 
 
 # `async def`, though they never await: FastAPI runs plain `def` dependencies in its threadpool,

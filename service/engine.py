@@ -45,10 +45,10 @@ from jepa_model.serving import (
 from jepa_model.surprise import ForecastPlan, surprise
 from jepa_model.vectors import row_cosines, unit_rows
 from service.batcher import BatchLimits, MicroBatcher, Sequences, Ticket, longest
-from training.artifacts import ArtifactStore
-from training.db import SessionFactory
 from training.errors import DomainError, InvalidInput, ModelUnavailable
-from training.registry import VersionRef, get_version
+from training.store.artifacts import ArtifactStore
+from training.store.db import SessionFactory
+from training.store.registry import VersionRef, get_version
 
 if TYPE_CHECKING:
     from service.settings import Settings

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jepa_model import CheckpointError
-from training.db import is_storage_full
 from training.errors import (
     Conflict,
     DatasetCorrupt,
@@ -29,6 +28,7 @@ from training.errors import (
     Overloaded,
     StorageFull,
 )
+from training.store.db import is_storage_full
 
 
 # Errors only a request can meet; training's own are in training.errors.

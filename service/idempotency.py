@@ -25,9 +25,9 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from training.datasets import Labels
+from training.data.datasets import Labels
 from training.errors import Conflict
-from training.models import IdempotencyRow, utcnow
+from training.store.models import IdempotencyRow, utcnow
 
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII, as a header value can carry it
 

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from service.engine import Sequences, ServedVersion
 from service.errors import UnsupportedMediaType
-from training.arrays import load_npy
+from training.data.arrays import load_npy
 from training.errors import InvalidInput, preview
 
 NPY = "application/x-npy"

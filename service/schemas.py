@@ -11,7 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 from jepa_model.jepa import EncoderName
 from jepa_model.surprise import SEGMENT_PERCENTILE, TOP_SEGMENTS
 from service.errors import ERROR_KINDS, ERROR_TYPES
-from training.spec import (
+from training.execution.spec import (
     ModelName,
     ResolvedConfigs,
     StoredDatasetRef,
@@ -212,7 +212,7 @@ DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,127}$"
 DatasetName = Annotated[str, Field(pattern=DATASET_NAME_PATTERN)]
 
 
-# Checked by training.datasets.parse_labels, which names the offending label; the schema documents it.
+# Checked by training.data.datasets.parse_labels, which names the offending label; the schema documents it.
 Label = Annotated[
     Any,
     WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}]}),

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from training.db import SessionFactory, create_db_engine, create_session_factory
-from training.migrate import upgrade_to_head
+from training.store.db import SessionFactory, create_db_engine, create_session_factory
+from training.store.migrate import upgrade_to_head
 
 # The server every machine of this project runs; JEPA_TEST_POSTGRES_URL points elsewhere.
 POSTGRES_ADMIN_URL = os.environ.get("JEPA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

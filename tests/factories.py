@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from jepa_model import JEPA, TrainConfig, __version__, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
-from training import datasets
-from training.artifacts import FileStore
-from training.db import SessionFactory, in_transaction
-from training.models import DatasetRow, VersionRow
-from training.registry import register_version
-from training.spec import TrainingSpec
+from training.data import datasets
+from training.execution.spec import TrainingSpec
+from training.store.artifacts import FileStore
+from training.store.db import SessionFactory, in_transaction
+from training.store.models import DatasetRow, VersionRow
+from training.store.registry import register_version
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_dim": 16,

@@ -241,7 +241,7 @@ def test_dockerignore_keeps_what_the_build_needs():
     # pyproject.toml names and the migrations shipped inside `training`; COPY needs its sources.
     include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = [pattern.rstrip("*").rstrip(".") for pattern in include]
-    needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "training/migrations/env.py"]
+    needed = ["pyproject.toml", PYPROJECT["project"]["readme"], "training/store/migrations/env.py"]
     needed += [f"{package}/__init__.py" for package in packages]
     needed += [src for args in args_of("COPY") for src in shlex.split(args)[:-1] if not src.startswith("--")]
     assert not [path for path in needed if dockerignored(path)]
@@ -254,17 +254,17 @@ def test_dockerignore_keeps_what_the_build_needs():
 def test_the_migrations_ship_inside_the_package():
     # A non-editable install (the image, `pip install .`) has only what package-data names;
     # every migration file must match it, or a fresh database never gets that revision.
-    from training.migrate import MIGRATIONS_DIR
+    from training.store.migrate import MIGRATIONS_DIR
 
-    assert MIGRATIONS_DIR == ROOT / "training" / "migrations"
-    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["training"]
-    files = [p.relative_to(ROOT / "training").as_posix() for p in MIGRATIONS_DIR.rglob("*") if p.is_file()]
+    assert MIGRATIONS_DIR == ROOT / "training" / "store" / "migrations"
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["training.store"]
+    files = [p.relative_to(ROOT / "training" / "store").as_posix() for p in MIGRATIONS_DIR.rglob("*") if p.is_file()]
     shipped = [f for f in files if "__pycache__" not in f and any(fnmatch.fnmatch(f, pat) for pat in patterns)]
     assert "migrations/env.py" in shipped and any(f.startswith("migrations/versions/") for f in shipped)
     assert sorted(shipped) == sorted(f for f in files if "__pycache__" not in f)
     # Developers' `alembic` command reads the same folder.
     ini = (ROOT / "alembic.ini").read_text()
-    assert "script_location = %(here)s/training/migrations" in ini
+    assert "script_location = %(here)s/training/store/migrations" in ini
 
 
 def pins(name: str) -> dict[str, str]:

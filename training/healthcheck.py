@@ -9,8 +9,8 @@ import sys
 
 from sqlalchemy import text
 
-from training.db import create_db_engine
 from training.settings import StorageSettings
+from training.store.db import create_db_engine
 
 
 def main() -> int:

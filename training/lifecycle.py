@@ -18,12 +18,13 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from training import jobs, registry
-from training.artifacts import ArtifactStore
-from training.datasets import get_dataset
+from training.data.datasets import get_dataset
 from training.errors import Conflict
-from training.models import AliasRow, DatasetRow, JobRow, JobStatus, VersionRow, utcnow
-from training.registry import VersionRef
+from training.execution import jobs
+from training.store import registry
+from training.store.artifacts import ArtifactStore
+from training.store.models import AliasRow, DatasetRow, JobRow, JobStatus, VersionRow, utcnow
+from training.store.registry import VersionRef
 
 log = logging.getLogger("jepa.lifecycle")
 

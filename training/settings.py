@@ -31,7 +31,7 @@ class StorageSettings(BaseSettings):
     # database itself never makes jobs look stale: recovery waits job_stale_s after its own.
     db_retry_s: float = 60.0
     job_max_attempts: int = 3
-    # Where checkpoints, datasets and plots are kept (training.artifacts): "file", the data
+    # Where checkpoints, datasets and plots are kept (training.store.artifacts): "file", the data
     # directory, which hosts must then share; or "database", the registry database, with each
     # process's data directory only its cache.
     artifact_store: Literal["file", "database"] = "file"
@@ -58,7 +58,7 @@ class StorageSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Where a worker runs the jobs it claims: "local", a training process on its own host; or
     # "ray", a Ray Train run of the job's `workers` processes on the Ray cluster at ray_address
-    # (training/ray_executor.py), for which Ray must be installed: pip install 'jepa-service[ray]'.
+    # (training/execution/ray_executor.py), for which Ray must be installed: pip install 'jepa-service[ray]'.
     executor: Literal["local", "ray"] = "local"
     # The cluster's address, as `ray.init` takes it: host:port of the head's GCS, or ray://host:10001.
     ray_address: str | None = None

@@ -21,11 +21,12 @@ import sys
 import threading
 import time
 
-from training import jobs, lifecycle
-from training.db import SessionFactory, in_transaction, is_unreachable, retry_unreachable
-from training.models import JobStatus
+from training import lifecycle
+from training.execution import jobs
+from training.execution.wakeups import Wakeups
 from training.settings import StorageSettings
-from training.wakeups import Wakeups
+from training.store.db import SessionFactory, in_transaction, is_unreachable, retry_unreachable
+from training.store.models import JobStatus
 
 log = logging.getLogger("jepa.worker")
 
@@ -183,7 +184,7 @@ class Worker:
     def run_one(self, job_id: str) -> int:
         log.info("worker %s starts job %s", self.id, job_id)
         child = subprocess.Popen(
-            [sys.executable, "-m", "training.runner", job_id, self.id],
+            [sys.executable, "-m", "training.execution.runner", job_id, self.id],
             env=self.settings.process_env(os.environ),
         )
         try:

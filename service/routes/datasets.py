@@ -13,10 +13,11 @@ from service.errors import UnsupportedMediaType
 from service.payloads import RequestLimits, media_type, off_loop_if_large, only_numbers, parse_json
 from service.routes.replay import with_headers
 from service.schemas import DATASET_NAME_PATTERN, LABELS_DESCRIPTION, DatasetIn, DatasetMeta, DatasetOut
-from training import datasets, lifecycle
-from training.db import in_transaction
+from training import lifecycle
+from training.data import datasets
 from training.errors import InvalidInput, preview
-from training.models import DatasetRow
+from training.store.db import in_transaction
+from training.store.models import DatasetRow
 
 router = APIRouter(tags=["datasets"])
 DATASET_NAME = re.compile(DATASET_NAME_PATTERN.removeprefix("^").removesuffix("$"))

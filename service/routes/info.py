@@ -4,7 +4,7 @@ from starlette.concurrency import run_in_threadpool
 from jepa_model import __version__
 from service.deps import SessionFactoryDep, SettingsDep
 from service.schemas import Info, ServedModel
-from training import registry
+from training.store import registry
 
 router = APIRouter(tags=["health"])
 

@@ -5,9 +5,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import SessionDep, SessionFactoryDep, WriteAuth
 from service.schemas import EpochOut, JobLogs, JobMetrics, JobOut, LogLine
-from training import job_logs, jobs, lifecycle
-from training.db import in_transaction
-from training.models import JobRow
+from training import lifecycle
+from training.execution import job_logs, jobs
+from training.store.db import in_transaction
+from training.store.models import JobRow
 
 router = APIRouter(tags=["training"])
 

@@ -7,10 +7,11 @@ from sqlalchemy.orm import Session
 from jepa_model.checkpoint import checkpoint_problem
 from service.deps import SessionDep, SessionFactoryDep, SettingsDep, StoreDep, WriteAuth
 from service.schemas import AliasIn, AliasOut, ModelOut, VersionOut, VersionSummary
-from training import lifecycle, registry
-from training.db import in_transaction
+from training import lifecycle
 from training.errors import NotFound
 from training.plots import PLOTS_DIR
+from training.store import registry
+from training.store.db import in_transaction
 
 router = APIRouter(tags=["models"])
 

@@ -4,8 +4,8 @@ from service import idempotency
 from service.deps import IdempotencyKey, SessionDep, SettingsDep, WriteAuth
 from service.routes.replay import with_headers
 from service.schemas import TrainAccepted, TrainRequest
-from training import jobs
-from training.spec import TrainingSpec
+from training.execution import jobs
+from training.execution.spec import TrainingSpec
 
 router = APIRouter(tags=["training"])
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from jepa_model.checkpoint import CONFIG_FILE
 from tests.e2e.servers import StartServer, wait_for_job
-from training.db import create_db_engine, create_session_factory, in_transaction
-from training.registry import register_version
+from training.store.db import create_db_engine, create_session_factory, in_transaction
+from training.store.registry import register_version
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "checkpoints_0_1"
 

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from tests.e2e.servers import StartServer
-from training.spec import TrainOptions
+from training.execution.spec import TrainOptions
 
 # One value for each option, none of them the trajectory preset's, and all valid together.
 EVERY_OPTION: dict[str, Any] = {

@@ -14,7 +14,7 @@ TINY_TRAIN = {"dataset": {"pattern": "circle", "num_samples": 64, "seq_len": 12,
 
 
 def running_training_processes(parent_pid: int) -> list[int]:
-    """Child processes of the server running `training.runner`."""
+    """Child processes of the server running `training.execution.runner`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -24,7 +24,7 @@ def running_training_processes(parent_pid: int) -> list[int]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"training.runner" in cmdline and ppid == parent_pid:
+        if b"training.execution.runner" in cmdline and ppid == parent_pid:
             pids.append(int(entry.name))
     return pids
 

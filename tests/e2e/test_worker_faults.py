@@ -19,10 +19,10 @@ from tests.e2e.proxy import TCPProxy
 from tests.e2e.servers import Server, StartServer, wait_for_job
 from tests.factories import TINY_CONFIG, add_version, tiny_spec
 from tests.training.test_jobs import age_heartbeat
-from training import jobs
-from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
-from training.migrate import upgrade_to_head
-from training.models import JobRow, JobStatus
+from training.execution import jobs
+from training.store.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.store.migrate import upgrade_to_head
+from training.store.models import JobRow, JobStatus
 
 CUT_S = 8
 # The default model, so that once it has a version /ready can answer 200 without a first-start job.

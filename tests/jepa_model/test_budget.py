@@ -2,7 +2,7 @@ import pytest
 
 from jepa_model.budget import estimate_training
 from training.errors import InvalidInput
-from training.spec import TrainingSpec
+from training.execution.spec import TrainingSpec
 
 
 def spec(dataset: dict, config: dict) -> TrainingSpec:

@@ -17,10 +17,10 @@ from service.settings import Settings
 from service.timing import RequestTiming, request_timing
 from tests.factories import add_version, random_sequences
 from tests.jepa_model.test_serving import CONFIGS
-from training.artifacts import FileStore
-from training.db import SessionFactory, in_transaction
 from training.errors import InvalidInput, ModelUnavailable
-from training.registry import register_version
+from training.store.artifacts import FileStore
+from training.store.db import SessionFactory, in_transaction
+from training.store.registry import register_version
 
 # The registry is scaffolding here: the database matrix runs where the database is the subject.
 pytestmark = pytest.mark.database_incidental
@@ -270,7 +270,7 @@ def test_each_request_is_told_how_long_it_queued_and_ran(run: Callable[..., Any]
 def test_after_a_quiet_spell_an_alias_change_is_seen_by_the_next_request(
     run: Callable[..., Any], factory: SessionFactory
 ) -> None:
-    from training.registry import set_alias
+    from training.store.registry import set_alias
 
     def point(number: int) -> None:
         with factory.begin() as session:

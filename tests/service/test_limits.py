@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from tests.factories import add_version
-from training.db import in_transaction
+from training.store.db import in_transaction
 
 LONGEST = 8192  # twice the default
 DATASET_LONGEST = 10_000

@@ -32,10 +32,11 @@ from service.errors import KIND_BY_STATUS
 from service.schemas import ErrorBody
 from service.settings import Settings
 from tests.factories import TINY_CONFIG, add_version, random_sequences, stored_dataset, tiny_spec
-from training import jobs, registry
-from training.db import SessionFactory, in_transaction
-from training.models import JobLogRow
+from training.execution import jobs
 from training.plots import PLOTS_DIR
+from training.store import registry
+from training.store.db import SessionFactory, in_transaction
+from training.store.models import JobLogRow
 
 API_KEY = "contract-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

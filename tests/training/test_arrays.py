@@ -1,4 +1,4 @@
-"""training.arrays.load_npy: an .npy header is checked before numpy allocates what it claims."""
+"""training.data.arrays.load_npy: an .npy header is checked before numpy allocates what it claims."""
 
 import io
 import pickle
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.lib import format as npy_format
 
-from training.arrays import load_npy, read_npy_header
+from training.data.arrays import load_npy, read_npy_header
 from training.errors import InvalidInput
 
 UNREADABLE = "the body is not a readable .npy array"

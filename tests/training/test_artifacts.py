@@ -12,10 +12,10 @@ from sqlalchemy import select
 from jepa_model import TrainConfig, __version__, save_checkpoint
 from jepa_model.checkpoint import checkpoint_problem
 from tests.factories import tiny_model
-from training import artifacts
-from training.artifacts import DatabaseStore, FileStore
-from training.db import SessionFactory
-from training.models import ArtifactChunkRow, ArtifactRow
+from training.store import artifacts
+from training.store.artifacts import DatabaseStore, FileStore
+from training.store.db import SessionFactory
+from training.store.models import ArtifactChunkRow, ArtifactRow
 
 
 def checkpoint(root: Path, relative: str, size: int = 10_000) -> dict[str, bytes]:

@@ -25,12 +25,12 @@ from jepa_model.config import (
     STEP_POOLINGS,
     WINDOW_POOLINGS,
 )
-from training import jobs, runner
-from training.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.errors import InvalidInput
-from training.migrate import upgrade_to_head
+from training.execution import jobs, runner
+from training.execution.spec import TrainingSpec
 from training.settings import StorageSettings
-from training.spec import TrainingSpec
+from training.store.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.store.migrate import upgrade_to_head
 
 # Sizes drawn no larger than this, so that a step takes milliseconds; other values span their bounds.
 TINY = {

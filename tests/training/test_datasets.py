@@ -16,12 +16,12 @@ from safetensors.numpy import save as save_safetensors
 from sqlalchemy.orm import Session
 
 from tests.factories import random_sequences, stored_dataset
-from training import datasets
-from training.artifacts import FileStore
-from training.db import SessionFactory
+from training.data import datasets
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull
-from training.jobs import resolve_spec
-from training.spec import TrainingSpec
+from training.execution.jobs import resolve_spec
+from training.execution.spec import TrainingSpec
+from training.store.artifacts import FileStore
+from training.store.db import SessionFactory
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -493,8 +493,8 @@ STORE_UNDER_A_FILE_SIZE_LIMIT = """
 import resource, sys
 from pathlib import Path
 from sqlalchemy.orm import Session
-from training import datasets
-from training.artifacts import FileStore
+from training.data import datasets
+from training.store.artifacts import FileStore
 from training.errors import StorageFull
 
 sequences, labels = datasets.parse_csv_labelled(sys.stdin.buffer.read())

@@ -11,8 +11,10 @@ from sqlalchemy.exc import OperationalError
 
 from tests.e2e.proxy import TCPProxy
 from tests.factories import add_version, random_sequences, stored_dataset, tiny_spec
-from training import jobs
-from training.db import (
+from training.errors import Conflict, JobNotFound, Overloaded
+from training.execution import jobs
+from training.execution.spec import TrainingSpec
+from training.store.db import (
     PG_IDLE_IN_TRANSACTION_S,
     DatabaseUnreachable,
     SessionFactory,
@@ -23,10 +25,8 @@ from training.db import (
     is_unreachable,
     retry_unreachable,
 )
-from training.errors import Conflict, JobNotFound, Overloaded
-from training.migrate import upgrade_to_head
-from training.models import JobRow, JobStatus, utcnow
-from training.spec import TrainingSpec
+from training.store.migrate import upgrade_to_head
+from training.store.models import JobRow, JobStatus, utcnow
 
 
 def enqueue(factory: SessionFactory, model: str = "toy") -> str:

@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training.runner as runner
+import training.execution.runner as runner
 from jepa_model import SequenceDataset
 from tests.factories import TINY_CONFIG, sines_and_squares, stored_dataset
-from training import jobs
-from training.db import SessionFactory, in_transaction
-from training.runner import run_job
+from training.execution import jobs
+from training.execution.runner import run_job
+from training.execution.spec import TrainingSpec
 from training.settings import StorageSettings
-from training.spec import TrainingSpec
+from training.store.db import SessionFactory, in_transaction
 
 # The registry is scaffolding here: the database matrix runs where the database is the subject.
 pytestmark = pytest.mark.database_incidental

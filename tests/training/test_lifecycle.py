@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from training.artifacts import DatabaseStore
-from training.db import SessionFactory
 from training.lifecycle import collect_garbage, remove_artifact
-from training.models import ModelRow, VersionRow
+from training.store.artifacts import DatabaseStore
+from training.store.db import SessionFactory
+from training.store.models import ModelRow, VersionRow
 
 
 @pytest.mark.parametrize("relative", ["..", "../outside", "/etc", ".", "checkpoints/../.."])

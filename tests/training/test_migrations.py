@@ -7,9 +7,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from training.db import create_db_engine
-from training.migrate import upgrade_to_head
-from training.models import Base
+from training.store.db import create_db_engine
+from training.store.migrate import upgrade_to_head
+from training.store.models import Base
 
 HEAD = "0006"
 
@@ -45,7 +45,7 @@ def test_the_migrations_match_the_orm_models(database_url: str) -> None:
 
 def test_processes_starting_together_migrate_once(database_url: str) -> None:
     """Every entry point migrates at start; several at once must neither fail nor double-apply."""
-    script = "import sys; from training.migrate import upgrade_to_head; upgrade_to_head(sys.argv[1])"
+    script = "import sys; from training.store.migrate import upgrade_to_head; upgrade_to_head(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", script, database_url], stderr=subprocess.PIPE) for _ in range(4)]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
@@ -59,7 +59,7 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
 
 def test_the_alembic_command_uses_the_same_migrations(tmp_path: Path) -> None:
     """Developers run `alembic upgrade head` from the repository root; alembic.ini points it at
-    training/migrations, the scripts the services run from inside the package."""
+    training/store/migrations, the scripts the services run from inside the package."""
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")} | {"JEPA_DATA_DIR": str(tmp_path)}
     result = subprocess.run(

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 from tests.factories import add_version
-from training import registry
-from training.db import SessionFactory
 from training.errors import InvalidInput, ModelNotFound, VersionNotFound
+from training.store import registry
+from training.store.db import SessionFactory
 
 
 def test_versions_are_numbered_per_model(factory: SessionFactory, tmp_path: Path) -> None:

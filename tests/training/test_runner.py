@@ -12,12 +12,12 @@ from sqlalchemy import select, update
 from jepa_model import load_checkpoint
 from jepa_model.checkpoint import WEIGHTS_FILE, sha256_file
 from tests.factories import TINY_CONFIG, stored_dataset, tiny_spec
-from training import jobs
-from training.db import SessionFactory, in_transaction
-from training.models import JobRow, JobStatus, VersionRow
-from training.runner import JobLost, run_job
+from training.execution import jobs
+from training.execution.runner import JobLost, run_job
+from training.execution.spec import TrainingSpec
 from training.settings import StorageSettings
-from training.spec import TrainingSpec
+from training.store.db import SessionFactory, in_transaction
+from training.store.models import JobRow, JobStatus, VersionRow
 from training.worker import Worker
 
 
@@ -145,7 +145,7 @@ def test_a_stopping_worker_gives_its_job_back(factory: SessionFactory, settings:
 
 
 def wait_for_child(job_id: str, timeout: float = 30) -> int:
-    """The pid of the `training.runner` process for `job_id`, once it has started."""
+    """The pid of the `training.execution.runner` process for `job_id`, once it has started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
@@ -155,7 +155,7 @@ def wait_for_child(job_id: str, timeout: float = 30) -> int:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"training.runner" in cmdline and job_id.encode() in cmdline:
+            if b"training.execution.runner" in cmdline and job_id.encode() in cmdline:
                 return int(entry.name)
         time.sleep(0.05)
     raise TimeoutError(f"no training process for job {job_id}")
@@ -220,7 +220,7 @@ def test_metrics_read_at_most_the_held_out_count_of_a_long_series_pieces() -> No
     import numpy as np
 
     from jepa_model import SequenceDataset
-    from training.runner import HELD_OUT_SEQUENCES, evaluation_subset
+    from training.execution.runner import HELD_OUT_SEQUENCES, evaluation_subset
 
     pieces = SequenceDataset([np.full((4, 1), i, np.float32) for i in range(3000)])
     subset = evaluation_subset(pieces)

@@ -13,14 +13,14 @@ from sqlalchemy import update
 from jepa_model import PRESETS, ModelConfig, TrainConfig, load_checkpoint
 from jepa_model.data import needs_pieces, training_pieces
 from tests.factories import stored_dataset, tiny_spec
-from training import jobs
-from training.db import SessionFactory, in_transaction
 from training.errors import InvalidInput
-from training.jobs import resolve_spec
-from training.models import JobRow
-from training.runner import run_job
+from training.execution import jobs
+from training.execution.jobs import resolve_spec
+from training.execution.runner import run_job
+from training.execution.spec import TrainingSpec, TrainOptions, shortest_trained
 from training.settings import StorageSettings
-from training.spec import TrainingSpec, TrainOptions, shortest_trained
+from training.store.db import SessionFactory, in_transaction
+from training.store.models import JobRow
 
 # The registry is scaffolding here: the database matrix runs where the database is the subject.
 pytestmark = pytest.mark.database_incidental
@@ -129,7 +129,7 @@ def test_enqueue_refuses_data_parallel_workers_that_a_local_executor_cannot_run(
 
 
 def test_a_stored_dataset_shape_is_the_servers() -> None:
-    from training.spec import SERVER_SET_DATASET_FIELDS, StoredDataset, refuse_server_set_fields
+    from training.execution.spec import SERVER_SET_DATASET_FIELDS, StoredDataset, refuse_server_set_fields
 
     named = {"kind": "stored", "id": "a" * 32}
     assert refuse_server_set_fields({**named, "min_len": None}) == named

@@ -18,12 +18,12 @@ from sqlalchemy.exc import OperationalError
 
 from tests.factories import tiny_spec
 from tests.training.test_jobs import age_heartbeat
-from training import jobs, runner
-from training.db import SessionFactory, in_transaction
 from training.errors import InvalidInput, StorageFull
-from training.models import JobRow, JobStatus, VersionRow
-from training.runner import job_error, record_failure, run_job
+from training.execution import jobs, runner
+from training.execution.runner import job_error, record_failure, run_job
 from training.settings import StorageSettings
+from training.store.db import SessionFactory, in_transaction
+from training.store.models import JobRow, JobStatus, VersionRow
 from training.worker import StaleRecovery, Worker, backoff_s
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -231,8 +231,8 @@ def test_a_registration_whose_commit_went_through_is_not_repeated(
 def test_a_file_size_limit_fails_a_real_training_process_cleanly(fresh_postgres_url: str, tmp_path: Path) -> None:
     """The kernel refuses the checkpoint's write (RLIMIT_FSIZE: EFBIG, as a full disk would
     refuse it with ENOSPC). On PostgreSQL, so that the database itself writes no local file."""
-    from training.db import create_db_engine, create_session_factory
-    from training.migrate import upgrade_to_head
+    from training.store.db import create_db_engine, create_session_factory
+    from training.store.migrate import upgrade_to_head
 
     upgrade_to_head(fresh_postgres_url)
     engine = create_db_engine(fresh_postgres_url)
@@ -244,7 +244,7 @@ def test_a_file_size_limit_fails_a_real_training_process_cleanly(fresh_postgres_
         env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
         env |= {"JEPA_DATA_DIR": str(data_dir), "JEPA_DATABASE_URL": fresh_postgres_url, "JEPA_LOG_FORMAT": "text"}
         result = subprocess.run(
-            [sys.executable, "-m", "training.runner", job_id],
+            [sys.executable, "-m", "training.execution.runner", job_id],
             env=env,
             cwd=Path(__file__).parents[2],
             capture_output=True,

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
-from training.db import create_db_engine
+from training.store.db import create_db_engine
 
 # The migrations ship inside this package (package data in pyproject.toml), so any install has them.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -1,4 +1,4 @@
-"""Run one training job: train, checkpoint, register. `python -m training.runner JOB_ID [WORKER]`.
+"""Run one training job: train, checkpoint, register. `python -m training.execution.runner JOB_ID [WORKER]`.
 `run_job` goes through four stages: prepare (spec, configs, data), execute (training, each epoch
 recorded on the job), assess (the version's metrics) and publish (files, then registration).
 
@@ -41,9 +41,16 @@ from jepa_model.jepa import JEPA
 from jepa_model.metrics import EpochMonitor, embed_sequences, evaluate
 from jepa_model.surprise import CALIBRATION_SEQUENCES, calibration_of
 from jepa_model.train import EpochCallback, EpochReport, Monitor, TrainResult, plan_rounds
-from training import datasets, jobs, plots
-from training.artifacts import open_store
-from training.db import (
+from training import plots
+from training.data import datasets
+from training.errors import ExecutorLost, StorageFull
+from training.execution import jobs
+from training.execution.job_logs import JobLogHandler
+from training.execution.spec import ToyDataset, TrainingSpec
+from training.logs import log_config
+from training.settings import StorageSettings
+from training.store.artifacts import open_store
+from training.store.db import (
     STORAGE_FULL,
     DatabaseUnreachable,
     SessionFactory,
@@ -52,13 +59,8 @@ from training.db import (
     in_transaction,
     retry_unreachable,
 )
-from training.errors import ExecutorLost, StorageFull
-from training.job_logs import JobLogHandler
-from training.logs import log_config
-from training.models import JobStatus
-from training.registry import register_version
-from training.settings import StorageSettings
-from training.spec import ToyDataset, TrainingSpec
+from training.store.models import JobStatus
+from training.store.registry import register_version
 
 log = logging.getLogger("jepa.runner")
 
@@ -356,7 +358,7 @@ def train(
 ) -> TrainResult:
     """`fit` in this process (JEPA_EXECUTOR=local), or on the Ray cluster (JEPA_EXECUTOR=ray)."""
     if settings.executor == "ray":
-        from training.ray_executor import fit_on_ray
+        from training.execution.ray_executor import fit_on_ray
 
         assert settings.ray_address is not None  # StorageSettings refuses ray without an address
         use_gpu = device.type == "cuda"
@@ -450,7 +452,7 @@ def _log_to_the_job(factory: SessionFactory, job_id: str) -> JobLogHandler | Non
 
 def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
-        print("usage: python -m training.runner JOB_ID [WORKER]", file=sys.stderr)
+        print("usage: python -m training.execution.runner JOB_ID [WORKER]", file=sys.stderr)
         return 2
     job_id, worker = argv[0], argv[1] if len(argv) == 2 else None
     if worker is not None:

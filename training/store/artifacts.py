@@ -30,7 +30,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from jepa_model.checkpoint import atomic_write, sha256_file
-from training.models import ArtifactChunkRow, ArtifactRow
+from training.store.models import ArtifactChunkRow, ArtifactRow
 
 StoreKind = Literal["file", "database"]
 CHUNK_BYTES = 4 << 20  # PostgreSQL's bytea and SQLite's blobs take far more; small chunks bound memory per row

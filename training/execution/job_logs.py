@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from training.db import SessionFactory
-from training.models import JobLogRow, utcnow
+from training.store.db import SessionFactory
+from training.store.models import JobLogRow, utcnow
 
 FLUSH_S = 1.0
 MAX_LINES = 5_000  # per attempt: a job logs a line or two per epoch

@@ -95,7 +95,7 @@ class StoredDataset(BaseModel):
 
     kind: Literal["stored"] = "stored"
     id: str = Field(pattern=DATASET_ID)
-    # Filled in from the stored dataset when the job is queued (training.jobs.resolve_spec).
+    # Filled in from the stored dataset when the job is queued (training.execution.jobs.resolve_spec).
     input_dim: int | None = Field(None, ge=1, description="set by the server")
     min_len: int | None = Field(None, ge=1, description="set by the server")
     max_len: int | None = Field(None, ge=1, description="set by the server")
@@ -184,7 +184,7 @@ class TrainingSpec(BaseModel):
         """The configs this job trains, checked again (check_trainable) against its data and, when
         given, the JEPA_EXECUTOR of the workers that will run it and their JEPA_MAX_SEQ_LEN
         (`max_len`, which bounds the lengths in steps): InvalidInput says why not. Queueing a job
-        (jobs.enqueue) and training it (training.runner) pass both."""
+        (jobs.enqueue) and training it (training.execution.runner) pass both."""
         if self.resolved is None:
             model, train = build_configs(self.dataset, self.config)  # raises: the dataset is not resolved yet
         else:

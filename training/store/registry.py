@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from training.errors import InvalidInput, ModelNotFound, VersionNotFound, preview
-from training.models import AliasRow, ModelRow, VersionRow
+from training.store.models import AliasRow, ModelRow, VersionRow
 
 # Matched with fullmatch: `$` alone would also accept a trailing newline ("prod\n").
 ALIAS_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")

@@ -38,12 +38,12 @@ from jepa_model.checkpoint import atomic_write
 from jepa_model.data import SHORTEST_PIECE, needs_pieces, training_pieces
 from jepa_model.jepa import JEPA
 from jepa_model.metrics import embed_sequences
-from training.arrays import load_npy, read_npy_header
-from training.artifacts import ArtifactStore
-from training.db import STORAGE_FULL
+from training.data.arrays import load_npy, read_npy_header
 from training.errors import DatasetCorrupt, DatasetNotFound, InvalidInput, StorageFull, preview
-from training.models import DatasetRow
 from training.settings import StorageSettings
+from training.store.artifacts import ArtifactStore
+from training.store.db import STORAGE_FULL
+from training.store.models import DatasetRow
 
 # A dataset's points have as many features as a model takes: ModelConfig's bound on input_dim.
 MODEL_MAX_FEATURES = next(option.metadata["le"] for option in fields(ModelConfig) if option.name == "input_dim")

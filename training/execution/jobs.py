@@ -20,13 +20,13 @@ from pydantic import ValidationError
 from sqlalchemy import false, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from training import wakeups
-from training.datasets import get_dataset
-from training.db import SessionFactory, in_transaction
+from training.data.datasets import get_dataset
 from training.errors import Conflict, InvalidInput, JobNotFound, Overloaded
-from training.models import JobEpochRow, JobRow, JobStatus, VersionRow, utcnow
-from training.registry import has_versions
-from training.spec import StoredDataset, TrainingSpec
+from training.execution import wakeups
+from training.execution.spec import StoredDataset, TrainingSpec
+from training.store.db import SessionFactory, in_transaction
+from training.store.models import JobEpochRow, JobRow, JobStatus, VersionRow, utcnow
+from training.store.registry import has_versions
 
 
 def worker_id() -> str:

@@ -1,4 +1,4 @@
-"""Alembic environment. The URL comes from the caller (training.migrate) or from JEPA_ settings,
+"""Alembic environment. The URL comes from the caller (training.store.migrate) or from JEPA_ settings,
 never from alembic.ini, so credentials stay in the environment."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from training.db import create_db_engine
-from training.models import Base
 from training.settings import StorageSettings
+from training.store.db import create_db_engine
+from training.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

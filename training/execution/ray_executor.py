@@ -1,7 +1,7 @@
 """Train a job on a Ray cluster (JEPA_EXECUTOR=ray): a Ray Train TorchTrainer of the job's
 `workers` processes, data-parallel with torch DDP (gloo on CPUs, nccl on GPUs; jepa_model.parallel).
 
-The training process a worker starts (training.runner) stays the job's driver, so the jobs table
+The training process a worker starts (training.execution.runner) stays the job's driver, so the jobs table
 stays the source of truth: rank 0 sends each epoch's report through a Ray queue, and the driver
 records it as a local run does, and stops the run when the job is no longer its own. The trained
 weights come back as rank 0's return value, safetensors bytes, and the driver checkpoints and

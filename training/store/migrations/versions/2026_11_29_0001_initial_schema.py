@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-29
 
-Migrations spell out plain column types rather than importing training.models, so that later
+Migrations spell out plain column types rather than importing training.store.models, so that later
 changes to the ORM never rewrite history.
 """
 

@@ -153,7 +153,7 @@ class IdempotencyRow(Base):
 
 
 class JobLogRow(Base):
-    """One log line of a job's training process (training.job_logs), for GET /jobs/{id}/logs."""
+    """One log line of a job's training process (training.execution.job_logs), for GET /jobs/{id}/logs."""
 
     __tablename__ = "job_logs"
 

@@ -1,0 +1,1 @@
+"""Datasets: uploads parsed within their limits, stored, and read back for training."""

@@ -1,0 +1,1 @@
+"""Training jobs: their specification, the queue, and the processes that run them."""
