@@ -6,21 +6,35 @@ Stored beside each version's checkpoint and served by the API; `jepa demo` draws
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # before pyplot: no display, thread-safe enough for one figure at a time
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOT_NAMES = ("loss", "embeddings")
 # Where a version's plots live, inside its checkpoint directory.
 PLOTS_DIR = "plots"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+@cache
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot on the Agg backend, imported on first use: the API process, which only
+    serves plots, never pays for it (a quarter of a second at each start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: no display, thread-safe enough for one figure at a time
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -29,6 +43,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_loss(losses: Sequence[float], path: Path) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(range(1, len(losses) + 1), losses, marker="o", markersize=2)
     ax.set(xlabel="epoch", ylabel="mean training loss", title="Training loss")
@@ -44,6 +59,7 @@ def pca_2d(z: np.ndarray) -> np.ndarray:
 
 
 def plot_embeddings(z: np.ndarray, labels: Sequence[str] | None, path: Path, title: str = "Embeddings (PCA)") -> Path:
+    plt = _pyplot()
     points = pca_2d(z)
     fig, ax = plt.subplots(figsize=(6, 5))
     if labels is None:
@@ -59,6 +75,7 @@ def plot_embeddings(z: np.ndarray, labels: Sequence[str] | None, path: Path, tit
 
 
 def plot_sequences(sequences: Sequence[np.ndarray], labels: Sequence[str] | None, path: Path, count: int = 8) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     for i, seq in enumerate(sequences[:count]):
         label = labels[i] if labels is not None else None
@@ -72,6 +89,7 @@ def plot_predictions(
     contexts: Sequence[np.ndarray], targets: Sequence[np.ndarray], similarities: Sequence[float], path: Path
 ) -> Path:
     """Context and target of each example, titled with the prediction's cosine to the target."""
+    plt = _pyplot()
     columns = min(len(contexts), 4)
     fig, axes = plt.subplots(1, columns, figsize=(3.5 * columns, 3.5), squeeze=False)
     for ax, context, target, sim in zip(axes[0], contexts, targets, similarities, strict=False):
