@@ -71,6 +71,12 @@ InitOption = Annotated[
         "this flag a directory with no registry is refused, so that a typo never starts an empty one.",
     ),
 ]
+ModelOption = Annotated[
+    str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
+]
+VersionOption = Annotated[
+    str | None, typer.Option(help="Version number or alias (default: JEPA_DEFAULT_ALIAS if set, else the latest).")
+]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from service.cli_common import ApiKeyOption, UrlOption, api_client, console, fail
+from service.cli_common import ApiKeyOption, ModelOption, UrlOption, VersionOption, api_client, console, fail
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,12 +30,8 @@ def encode(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Where to write the embeddings, an .npy array (N, R).")],
-    model: Annotated[
-        str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
-    ] = None,
-    version: Annotated[
-        str | None, typer.Option(help="Version number or alias (default: JEPA_DEFAULT_ALIAS if set, else the latest).")
-    ] = None,
+    model: ModelOption = None,
+    version: VersionOption = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise each embedding.")] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -170,12 +166,8 @@ def score(
     out: Annotated[
         Path | None, typer.Option("--out", help="Save each step's score, an .npy array (N, T), NaN for the warm-up.")
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
-    ] = None,
-    version: Annotated[
-        str | None, typer.Option(help="Version number or alias (default: JEPA_DEFAULT_ALIAS if set, else the latest).")
-    ] = None,
+    model: ModelOption = None,
+    version: VersionOption = None,
     method: Annotated[
         str,
         typer.Option(

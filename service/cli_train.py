@@ -18,6 +18,7 @@ from service.cli_common import (
     ApiKeyOption,
     IdempotencyKeyOption,
     InitOption,
+    ModelOption,
     UrlOption,
     WaitTimeoutOption,
     api_client,
@@ -116,9 +117,7 @@ def train(
             "Repeatable. The value is parsed as JSON when it parses, else kept as a string.",
         ),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model name (default: JEPA_DEFAULT_MODEL; the server's with --url).")
-    ] = None,
+    model: ModelOption = None,
     preset: Annotated[str | None, typer.Option(help="Recipe preset, e.g. 'seed'.")] = None,
     pattern: Annotated[str | None, typer.Option(help="Toy data: circle, linear or mixed.")] = None,
     num_samples: Annotated[int | None, typer.Option(help="Toy data: number of sequences.")] = None,
