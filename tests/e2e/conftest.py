@@ -12,6 +12,18 @@ import pytest
 from tests.e2e.servers import MemoryLimit, Server, StartServer, free_port, server_env
 
 
+def serve(data_dir: Path, log_dir: Path, memory_limit: MemoryLimit | None = None, **env: str) -> Server:
+    """`jepa serve` on a free port, its log beside the test's other files."""
+    port = free_port()
+    return Server(
+        args=["serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env(data_dir, **env),
+        log_path=log_dir / f"server-{port}.log",
+        memory_limit=memory_limit,
+        port=port,
+    )
+
+
 @pytest.fixture(scope="session")
 def trained_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stopped server's data directory (SQLite registry and checkpoints, paths relative to it)
@@ -19,13 +31,7 @@ def trained_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     first-start training (which test_lifecycle and the README tour exercise), start from a copy:
     each saves a training process's start and run."""
     tmp = tmp_path_factory.mktemp("trained")
-    port = free_port()
-    server = Server(
-        args=["serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(tmp / "data"),
-        log_path=tmp / "server.log",
-        port=port,
-    )
+    server = serve(tmp / "data", tmp)
     try:
         server.wait_for("/ready")
     finally:
@@ -44,17 +50,10 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
     def start(
         data_dir: Path | None = None, memory_limit: MemoryLimit | None = None, trained: bool = False, **env: str
     ) -> Server:
-        port = free_port()
-        data_dir = data_dir or tmp_path / f"data-{port}"
+        data_dir = data_dir or tmp_path / f"server-data-{len(started)}"
         if trained:
             shutil.copytree(request.getfixturevalue("trained_data_dir"), data_dir)
-        server = Server(
-            args=["serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(data_dir, **env),
-            log_path=tmp_path / f"server-{port}.log",
-            memory_limit=memory_limit,
-            port=port,
-        )
+        server = serve(data_dir, tmp_path, memory_limit, **env)
         started.append(server)
         server.wait_for("/health")
         return server
@@ -69,13 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, trained_data_dir: Path) -> 
     """One ready server for the suite: the bootstrapped default model on SQLite."""
     tmp = tmp_path_factory.mktemp("server")
     shutil.copytree(trained_data_dir, tmp / "data")
-    port = free_port()
-    server = Server(
-        args=["serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(tmp / "data"),
-        log_path=tmp / "server.log",
-        port=port,
-    )
+    server = serve(tmp / "data", tmp)
     try:
         server.wait_for("/ready")
         yield server
