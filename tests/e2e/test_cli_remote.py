@@ -122,7 +122,7 @@ def test_the_api_key_and_clear_errors(start_server: StartServer, tmp_path: Path)
 
 
 def test_score_through_the_cli_remotely_and_locally(start_server: StartServer, tmp_path: Path) -> None:
-    server = start_server(data_dir=tmp_path / "server-data")
+    server = start_server(data_dir=tmp_path / "server-data", trained=True)
     server.wait_for("/ready")  # the first-start model, trained by this release: calibrated
     work = tmp_path / "work"
     work.mkdir()

@@ -124,7 +124,7 @@ def test_the_key_is_a_security_scheme_in_openapi(client: httpx.Client) -> None:
 
 def test_a_corrupt_version_is_refused_while_the_others_serve(start_server: StartServer, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    server = start_server(data_dir)
+    server = start_server(data_dir, trained=True)
     server.wait_for("/ready")
     with server.client() as client:
         job = client.post("/train", json={**TINY_TRAIN, "model": "trajectories"}).json()

@@ -95,7 +95,7 @@ def test_concurrent_puts_of_one_new_alias_all_succeed_on_postgres(
 
 def test_a_version_whose_config_no_longer_loads_is_unavailable(start_server: StartServer, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    server = start_server(data_dir)
+    server = start_server(data_dir, trained=True)
     server.wait_for("/ready")
     with server.client() as client:
         jobs = [client.post("/train", json=TINY_TRAIN).json()["job_id"] for _ in range(2)]
