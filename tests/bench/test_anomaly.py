@@ -8,10 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("aeon")
-pytest.importorskip("sklearn")
-pytest.importorskip("sktime")
-pytest.importorskip("stumpy")
+from tests.extras import require
+
+require("aeon", "sklearn", "sktime", "stumpy", extra="bench")
 
 from bench import anomaly  # noqa: E402
 

@@ -25,8 +25,9 @@ import pytest
 
 from bench import ablation, quality, ray_scaling, serve, train_memory, train_speed
 from bench.common import LABELS
+from tests.extras import needs
 
-WITHOUT_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
+WITHOUT_RAY = needs("ray", extra="ray")
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 
 NUMBER = r"-?\d[\d,]*(?:\.\d+)?"

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("aeon")
-pytest.importorskip("sklearn")
+from tests.extras import require
+
+require("aeon", "sklearn", extra="bench")
 
 from bench import peers, realdata, ucr  # noqa: E402
 

@@ -18,8 +18,9 @@ import pytest
 
 from bench.ray_scaling import ray_head as bench_ray_head
 from tests.e2e.servers import Server, StartServer, free_port, wait_for_job
+from tests.extras import require
 
-pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+require("ray", extra="ray")
 
 REPO = Path(__file__).resolve().parents[2]
 # The seed's recipe, small; seeded, so a 1-worker and a 2-worker run can be compared.

@@ -1,4 +1,3 @@
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -7,6 +6,7 @@ import torch
 from pydantic import ValidationError
 
 from jepa_model.devices import resolve_device
+from tests.extras import needs
 from training.settings import StorageSettings
 
 
@@ -48,7 +48,7 @@ def test_training_runs_locally_unless_the_ray_executor_is_asked_for(monkeypatch)
     assert (StorageSettings().executor, StorageSettings().ray_address) == ("local", None)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra: pip install '.[ray]'")
+@needs("ray", extra="ray")
 def test_the_ray_executor_needs_the_clusters_address(monkeypatch) -> None:
     # Only with Ray installed: without it, the missing package is what the executor is refused for.
     monkeypatch.delenv("JEPA_RAY_ADDRESS", raising=False)
