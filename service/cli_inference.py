@@ -196,6 +196,8 @@ def score(
     """
     import numpy as np
 
+    from training.data.arrays import nan_padded
+
     if method not in ("auto", "memory", "forecast"):
         raise typer.BadParameter("method must be auto, memory or forecast", param_hint="--method")
     sequences = _read_sequences(path)
@@ -214,9 +216,7 @@ def score(
             )
     console.print(table)
     if out is not None:
-        steps = np.full((len(scored["series"]), max(len(s["scores"]) for s in scored["series"])), np.nan, np.float32)
-        for row, series in zip(steps, scored["series"], strict=True):
-            row[: len(series["scores"])] = series["scores"]
+        steps = nan_padded([np.asarray(series["scores"], dtype=np.float32) for series in scored["series"]])
         _save_npy(out, steps)
         console.print(f"step scores of {len(steps)} series written to {out}")
 

@@ -563,15 +563,6 @@ class Scored:
     stride: int | None = None
 
 
-def nan_padded(rows: list[np.ndarray]) -> np.ndarray:
-    """Ragged results (T_i, ...) each as one float32 array (N, T, ...), NaN past a shorter row's end:
-    how the routes answer .npy for what has a value per step."""
-    out = np.full((len(rows), max(len(row) for row in rows), *rows[0].shape[1:]), np.nan, dtype=np.float32)
-    for padded, row in zip(out, rows, strict=True):
-        padded[: len(row)] = row
-    return out
-
-
 def _by_exact_length(forward: Forward, x: torch.Tensor, lengths: np.ndarray, repr_dim: int) -> torch.Tensor:
     """A padded batch (B, T, D) run as one unpadded pass per distinct length -> (B, R)."""
     out = x.new_empty((len(x), repr_dim))

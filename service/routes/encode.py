@@ -2,10 +2,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.deps import Inference, InferenceDep, read_inference
-from service.engine import ServedVersion, nan_padded
+from service.engine import ServedVersion
 from service.payloads import Sequences, respond, wants_npy
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import EncodeOptions, EncodeRequest, EncodeResponse
+from training.data.arrays import nan_padded
 
 router = APIRouter(tags=["inference"])
 

@@ -5,10 +5,10 @@ from starlette.responses import Response
 
 from jepa_model.surprise import summarize
 from service.deps import InferenceDep, read_inference
-from service.engine import nan_padded
 from service.payloads import respond, wants_npy
 from service.routes.bodies import NPY_RESPONSE, json_or_npy_body
 from service.schemas import ScoreOptions, ScoreRequest, ScoreResponse
+from training.data.arrays import nan_padded
 from training.errors import InvalidInput
 
 router = APIRouter(tags=["inference"])

@@ -107,3 +107,12 @@ def load_npy(data: bytes, max_elements: int, what: str = "the array") -> np.ndar
 def _short(text: str, limit: int = 200) -> str:
     """`text`, cut to `limit` characters: a header may be up to 10,000 of them, all the sender's."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def nan_padded(rows: list[np.ndarray]) -> np.ndarray:
+    """Ragged results (T_i, ...) as one float32 array (N, T, ...), NaN past a shorter row's end: how
+    the API answers .npy, and the CLI writes, what has a value per step (a null step is NaN too)."""
+    out = np.full((len(rows), max(len(row) for row in rows), *rows[0].shape[1:]), np.nan, dtype=np.float32)
+    for padded, row in zip(out, rows, strict=True):
+        padded[: len(row)] = row
+    return out
