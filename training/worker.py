@@ -202,7 +202,8 @@ class Worker:
         """Heartbeat until the child exits (True), or stop it early (False): when this worker
         stops, or when the job was cancelled or handed on to another worker."""
         while child.poll() is None:
-            self.wakeups.wait(self.heartbeat_s)  # ends early on a notification, a cancel of this job among them
+            # Ends early on a notification (a cancel of this job among them) and when the child exits.
+            self.wakeups.wait(self.heartbeat_s, done=lambda: child.poll() is not None)
             if self.stop_event.is_set():
                 self._abandon(child, job_id)
                 return False

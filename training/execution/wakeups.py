@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import make_url, text
@@ -25,6 +26,8 @@ CHANNEL = "jepa_jobs"
 QUEUED = "queued"
 CANCEL = "cancel:"  # + the job's id
 RECONNECT_S = 5.0
+# How often a wait checks `stop` and its `done`: a tenth of a second is nothing to a waitpid.
+DONE_CHECK_S = 0.1
 
 
 def notify(session: Session, payload: str) -> None:
@@ -52,17 +55,25 @@ class Wakeups:
     def listening(self) -> bool:
         return self.conn is not None
 
-    def wait(self, timeout: float) -> list[str]:
+    def wait(self, timeout: float, done: Callable[[], bool] | None = None) -> list[str]:
+        """`done`, when given, ends the wait early too once it answers True (checked every
+        DONE_CHECK_S): a worker waits so on its training process, and starts the next job as soon
+        as that process exits rather than at its next heartbeat."""
         deadline = time.monotonic() + timeout
         conn = self._connection()
         if conn is None:
-            self.stop.wait(timeout)
+            while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                if done is not None and done():
+                    break
+                self.stop.wait(min(left, DONE_CHECK_S) if done is not None else left)
             return []
         payloads: list[str] = []
-        # In short slices, so that `stop` is seen within a quarter second.
+        # In short slices, so that `stop` (and `done`) is seen within DONE_CHECK_S.
         while not payloads and not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if done is not None and done():
+                break
             try:
-                payloads = [n.payload for n in conn.notifies(timeout=min(left, 0.25), stop_after=1)]
+                payloads = [n.payload for n in conn.notifies(timeout=min(left, DONE_CHECK_S), stop_after=1)]
                 payloads += [n.payload for n in conn.notifies(timeout=0)]  # and whatever came with it
             except Exception as exc:  # noqa: BLE001 - a lost connection: sleep out the wait, reconnect later
                 log.warning("lost the connection listening for jobs (%s); polling until it is back", type(exc).__name__)
