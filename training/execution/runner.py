@@ -14,6 +14,7 @@ the `error` it records names paths relative to the data directory, never the ser
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
 import logging
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -483,5 +484,16 @@ def main(argv: list[str]) -> int:
         engine.dispose()
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the process with `code` once its job is settled: the exit handlers run (the last log
+    lines are written), the streams are flushed, and the interpreter's teardown is skipped. That
+    teardown (freeing torch's modules) took 0.7 s a job, during which the worker could not start
+    the next one. Everything the job leaves (checkpoint, rows) is durable before main returns."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))
