@@ -1,14 +1,24 @@
-"""Which torch device serving and training run on."""
+"""Which torch device serving and training run on.
+
+Torch is imported only to resolve a device: the settings read DeviceName from here, and reading
+them must not import torch (the remote CLI never needs it).
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
-DEVICE_NAMES = ("auto", "cpu", "cuda")
+if TYPE_CHECKING:
+    import torch
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+DEVICE_NAMES: tuple[str, ...] = get_args(DeviceName)
 
 
 def resolve_device(name: str) -> torch.device:
     """ "auto": CUDA when torch sees it, else the CPU; "cpu"; or "cuda", which must be there."""
+    import torch
+
     if name not in DEVICE_NAMES:
         raise ValueError(f"device must be one of {DEVICE_NAMES}, got {name!r}")
     if name == "auto":

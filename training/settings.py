@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from jepa_model.devices import DeviceName
+
 
 class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore")
@@ -55,7 +57,7 @@ class StorageSettings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     # Where models train and serve: `auto` uses CUDA when torch sees it, else the CPU. `cuda`
     # without it stops the server at start and fails training jobs, saying why.
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
     # Where a worker runs the jobs it claims: "local", a training process on its own host; or
     # "ray", a Ray Train run of the job's `workers` processes on the Ray cluster at ray_address
     # (training/execution/ray_executor.py), for which Ray must be installed: pip install 'jepa-service[ray]'.
