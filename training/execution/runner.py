@@ -435,8 +435,15 @@ def die_with_worker(worker: str) -> None:
 def exit_on_sigterm() -> None:
     """Turn SIGTERM (the worker stopping this job: cancelled, handed on, shutting down) into
     SystemExit, so the way out cleans up: a checkpoint being written is removed, not left
-    half-written on the disk."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    half-written on the disk. Once: a second SIGTERM (a worker that is itself shutting down stops
+    its child again) must not interrupt that cleanup, or the exit handlers writing the last log
+    lines, with a traceback; the worker's SIGKILL after its grace period still ends a stuck one."""
+
+    def exit_once(*_: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, exit_once)
 
 
 def _log_to_the_job(factory: SessionFactory, job_id: str) -> JobLogHandler | None:
@@ -488,7 +495,10 @@ def exit_now(code: int) -> NoReturn:
     """End the process with `code` once its job is settled: the exit handlers run (the last log
     lines are written), the streams are flushed, and the interpreter's teardown is skipped. That
     teardown (freeing torch's modules) took 0.7 s a job, during which the worker could not start
-    the next one. Everything the job leaves (checkpoint, rows) is durable before main returns."""
+    the next one. Everything the job leaves (checkpoint, rows) is durable before main returns, so
+    a SIGTERM from now on (the worker stopping a job that just ended) has nothing to clean up and
+    must not interrupt the exit handlers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
