@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
+
+from tests.conftest import POSTGRES_ADMIN_URL
 
 # Small enough that the first-start training job takes a couple of seconds.
 FAST_ENV = {
@@ -159,9 +165,79 @@ class Server(Process):
         raise TimeoutError(f"{path} never answered {status} (last: {last}):\n{self.log()}")
 
 
+# The registry of the e2e tests' processes: "sqlite" (the default), each data dir's own jepa.db; or
+# "postgres", a PostgreSQL database per data dir (JEPA_TEST_E2E_DATABASE=postgres: a full e2e run
+# on PostgreSQL). Either way, a test that sets JEPA_DATABASE_URL itself keeps it.
+E2E_DATABASE = os.environ.get("JEPA_TEST_E2E_DATABASE", "sqlite")
+if E2E_DATABASE not in ("sqlite", "postgres"):
+    raise ValueError(f"JEPA_TEST_E2E_DATABASE must be sqlite or postgres, not {E2E_DATABASE!r}")
+
+
+class DataDirDatabases:
+    """PostgreSQL databases on JEPA_TEST_POSTGRES_URL's server, one per data directory, created on
+    first use: every process started on one data dir (a server, its restart, a worker, the CLI)
+    shares its registry, as they share the jepa.db inside it on SQLite. `drop_all` drops them
+    (the e2e session's end, or this process's exit)."""
+
+    PREFIX = "jepa_test_e2e_"
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.names: dict[Path, str] = {}
+        self._admin: sa.Engine | None = None
+
+    def url(self, data_dir: Path) -> str:
+        key = Path(data_dir).resolve()
+        if key not in self.names:
+            self.names[key] = self._create()
+        return sa.make_url(self.admin_url).set(database=self.names[key]).render_as_string(hide_password=False)
+
+    def copy(self, source: Path, dest: Path) -> None:
+        """Give `dest` a copy of `source`'s database (none if no process ever ran on `source`). The
+        copy needs no connection open to the source: every process on it must have stopped."""
+        template = self.names.get(Path(source).resolve())
+        key = Path(dest).resolve()
+        if key in self.names:
+            raise RuntimeError(f"{dest} already has a database: a copy onto it would shadow it")
+        if template is not None:
+            self.names[key] = self._create(template)
+
+    def drop_all(self) -> None:
+        if self._admin is None:
+            return
+        with self._admin.connect() as conn:
+            for name in self.names.values():
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.names.clear()
+        self._admin.dispose()
+        self._admin = None
+
+    def _create(self, template: str | None = None) -> str:
+        if self._admin is None:
+            self._admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+            atexit.register(self.drop_all)  # a backstop: the session's end drops them first
+        name = f"{self.PREFIX}{uuid.uuid4().hex[:12]}"
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+        return name
+
+
+databases = DataDirDatabases(POSTGRES_ADMIN_URL)
+
+
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
+    if E2E_DATABASE == "postgres" and "JEPA_DATABASE_URL" not in extra:
+        env["JEPA_DATABASE_URL"] = databases.url(data_dir)
     return {**env, **FAST_ENV, "JEPA_DATA_DIR": str(data_dir), **extra}
+
+
+def copy_data_dir(source: Path, dest: Path) -> None:
+    """A copy of a stopped server's data dir, and in postgres mode of its database: an equivalent
+    registry, since the paths the registry holds are relative to the data dir."""
+    shutil.copytree(source, dest)
+    if E2E_DATABASE == "postgres":
+        databases.copy(source, dest)
 
 
 StartServer = Callable[..., Server]
