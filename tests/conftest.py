@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import torch
 
 from training.store.db import SessionFactory, create_db_engine, create_session_factory
 from training.store.migrate import upgrade_to_head
+
+# One intra-op thread per test process. Two xdist processes already keep both cores busy (and
+# the servers, training processes and benches the tests start share them too); OpenMP's extra
+# threads would only spin while they wait. One tiny training job took 1 CPU-second with one thread
+# and 12-18 with two, the machine busy. Product processes set their own counts (JEPA_*_THREADS).
+torch.set_num_threads(1)
 
 # The server every machine of this project runs; JEPA_TEST_POSTGRES_URL points elsewhere.
 POSTGRES_ADMIN_URL = os.environ.get("JEPA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

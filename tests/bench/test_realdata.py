@@ -72,13 +72,17 @@ def test_baselines_separate_easy_classes() -> None:
 
 def test_every_peer_separates_easy_classes_and_leaves_torch_threads_alone() -> None:
     threads = torch.get_num_threads()
-    for dim, ragged in ((1, False), (2, True)):
-        runs = peers.run_peers(synthetic(20, 30, dim, seed=0, ragged=ragged), 0, peers.SMOKE_SIZES, 1, True)
-        assert set(runs) == set(realdata.PEERS)
-        for peer, run in runs.items():
-            assert run["accuracy"] >= 0.9 and run["seconds"] > 0 and run["seed"] == 0, peer
-    # Hydra's fit sets the process's torch threads to its n_jobs; training would inherit it.
-    assert torch.get_num_threads() == threads
+    torch.set_num_threads(2)  # not the peers' n_jobs (1), so that a count they leave behind shows
+    try:
+        for dim, ragged in ((1, False), (2, True)):
+            runs = peers.run_peers(synthetic(20, 30, dim, seed=0, ragged=ragged), 0, peers.SMOKE_SIZES, 1, True)
+            assert set(runs) == set(realdata.PEERS)
+            for peer, run in runs.items():
+                assert run["accuracy"] >= 0.9 and run["seconds"] > 0 and run["seed"] == 0, peer
+        # Hydra's fit sets the process's torch threads to its n_jobs; training would inherit it.
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_peers_take_series_shorter_than_their_kernels_padded() -> None:
