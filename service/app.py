@@ -40,13 +40,18 @@ def _count_jobs(factory: SessionFactory) -> dict[str, int]:
 
 
 def queue_default_model(factory: SessionFactory, settings: Settings) -> None:
-    """First start: train the default model on mixed toy data, as an ordinary job."""
+    """First start: train the default model on mixed toy data, as an ordinary job, checked as
+    POST /train checks one (a toy length within JEPA_MAX_SEQ_LEN, a config the executor runs)."""
+    seq_len = min(ToyDataset.model_fields["seq_len"].default, settings.max_seq_len)
     spec = TrainingSpec(
         model=settings.default_model,
-        dataset=ToyDataset(pattern="mixed", num_samples=settings.bootstrap_num_samples),
+        dataset=ToyDataset(pattern="mixed", num_samples=settings.bootstrap_num_samples, seq_len=seq_len),
         config=TrainOptions(epochs=settings.bootstrap_epochs),
     )
-    job = in_transaction(factory, lambda s: job_queue.enqueue_unless_served(s, spec))
+    job = in_transaction(
+        factory,
+        lambda s: job_queue.enqueue_unless_served(s, spec, executor=settings.executor, max_len=settings.max_seq_len),
+    )
     if job is not None:
         log.info("no version of %r yet: queued training job %s", settings.default_model, job.id)
 

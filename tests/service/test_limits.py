@@ -90,3 +90,12 @@ def test_the_training_process_is_handed_the_same_limits(tmp_path: Path) -> None:
     env = Settings(data_dir=tmp_path, max_seq_len=LONGEST, max_dataset_len=DATASET_LONGEST).process_env({})
     assert (env["JEPA_MAX_SEQ_LEN"], env["JEPA_MAX_DATASET_LEN"]) == (str(LONGEST), str(DATASET_LONGEST))
     assert "JEPA_API_KEY" not in Settings(data_dir=tmp_path, api_key="secret").process_env({})  # not the child's
+
+
+def test_the_first_start_job_fits_a_limit_below_its_toy_length(tmp_path: Path) -> None:
+    """The first-start job is checked as POST /train checks one: under a JEPA_MAX_SEQ_LEN shorter
+    than the toy data's default 20 steps, it trains on sequences of that length, not 20."""
+    settings = Settings(data_dir=tmp_path, embedded_worker=False, max_seq_len=12)
+    with TestClient(create_app(settings)) as client:
+        (job,) = client.get("/jobs").json()
+        assert job["status"] == "queued" and job["spec"]["dataset"]["seq_len"] == 12, job

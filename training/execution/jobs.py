@@ -101,8 +101,11 @@ def enqueue(
     return job
 
 
-def enqueue_unless_served(session: Session, spec: TrainingSpec) -> JobRow | None:
-    """Queue `spec` only if its model has no version and no job on the way (first start).
+def enqueue_unless_served(
+    session: Session, spec: TrainingSpec, executor: str | None = None, max_len: int | None = None
+) -> JobRow | None:
+    """Queue `spec` only if its model has no version and no job on the way (first start), checked
+    as `enqueue` checks it.
 
     On PostgreSQL a transaction-scoped advisory lock per model makes the check and the insert
     one step, so API replicas starting together queue one job between them (SQLite's single
@@ -112,7 +115,7 @@ def enqueue_unless_served(session: Session, spec: TrainingSpec) -> JobRow | None
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:model))"), {"model": f"bootstrap:{spec.model}"})
     if has_versions(session, spec.model) or has_active_job(session, spec.model):
         return None
-    return enqueue(session, spec)
+    return enqueue(session, spec, executor=executor, max_len=max_len)
 
 
 def get_job(session: Session, job_id: str) -> JobRow:
