@@ -370,7 +370,7 @@ def check_trainable(
     and the options that only fail together. POST /train runs it before anything is queued (422),
     and a training job again before it trains, so a config never reaches the training loop to
     fail there with a traceback. Each rule here is one that a config within the declared bounds
-    once broke at run time; tests/training/test_config_property.py looks for more.
+    once broke at run time; tests/training/execution/test_config_property.py looks for more.
     """
     problems = [*_out_of_bounds(model, max_len), *_out_of_bounds(train, max_len, model.objective == "steps")]
     if train.window_len > shortest:

@@ -94,3 +94,13 @@ def test_each_training_subpackage_says_what_it_is_for_in_one_line() -> None:
     for init in (ROOT / "training").glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and "\n" not in doc.strip(), f"{init.relative_to(ROOT)}: one line saying what it holds"
+
+
+def test_tests_mirror_the_packages() -> None:
+    """tests/<package>/<subpackage>/ exists only for a real subpackage, so a test's place says
+    which code it is about (tests/training/store/ for training/store/)."""
+    for package in ("jepa_model", "training", "service"):
+        for folder in (ROOT / "tests" / package).rglob("*"):
+            if folder.is_dir() and folder.name != "__pycache__":
+                code = ROOT / package / folder.relative_to(ROOT / "tests" / package)
+                assert (code / "__init__.py").is_file(), f"{folder} mirrors no package: {code} is none"

@@ -18,7 +18,7 @@ from service.settings import Settings
 from tests.e2e.proxy import TCPProxy
 from tests.e2e.servers import Server, StartServer, wait_for_job
 from tests.factories import TINY_CONFIG, add_version, tiny_spec
-from tests.training.test_jobs import age_heartbeat
+from tests.training.execution.test_jobs import age_heartbeat
 from training.execution import jobs
 from training.store.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.store.migrate import upgrade_to_head

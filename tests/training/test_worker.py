@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.factories import tiny_spec
-from tests.training.test_jobs import age_heartbeat
+from tests.training.execution.test_jobs import age_heartbeat
 from training.errors import InvalidInput, StorageFull
 from training.execution import jobs, runner
 from training.execution.runner import job_error, record_failure, run_job

@@ -513,7 +513,7 @@ def test_a_real_write_past_the_file_size_limit_is_storage_full(tmp_path: Path) -
         [sys.executable, "-c", STORE_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path)],
         input="\n".join(lines).encode(),
         capture_output=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         timeout=120,
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]

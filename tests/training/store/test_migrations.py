@@ -60,7 +60,7 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
 def test_the_alembic_command_uses_the_same_migrations(tmp_path: Path) -> None:
     """Developers run `alembic upgrade head` from the repository root; alembic.ini points it at
     training/store/migrations, the scripts the services run from inside the package."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")} | {"JEPA_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=root, env=env, capture_output=True, text=True
