@@ -1,15 +1,32 @@
 """The dashboard at / in headless Chromium: load it, launch a job, watch it finish."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.browsers import chromium  # noqa: F401 - the `browser` fixture
-from tests.e2e.servers import StartServer
+from tests.e2e.conftest import serve
+from tests.e2e.servers import Server, copy_data_dir
 
 
-def open_dashboard(start_server: StartServer, browser):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def dashboard_server(tmp_path_factory: pytest.TempPathFactory, trained_data_dir: Path) -> Iterator[Server]:
+    """One ready server (a copy of the trained template) for this module's tests. Neither changes
+    what the other looks at: one trains a model of its own name, the other scores with the default.
+    Not the suite's shared server: a job and a model launched from the browser would be seen there."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    copy_data_dir(trained_data_dir, tmp / "data")
+    server = serve(tmp / "data", tmp)
+    try:
+        server.wait_for("/ready")
+        yield server
+    finally:
+        server.stop()
+
+
+def open_dashboard(server: Server, browser):  # type: ignore[no-untyped-def]
     """A ready server's dashboard in a new page, and the list its script errors are put in."""
-    server = start_server(trained=True)
-    server.wait_for("/ready")
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -17,8 +34,8 @@ def open_dashboard(start_server: StartServer, browser):  # type: ignore[no-untyp
     return page, errors
 
 
-def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    page, errors = open_dashboard(start_server, browser)
+def test_the_dashboard_launches_a_job_and_shows_it_finish(dashboard_server: Server, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page, errors = open_dashboard(dashboard_server, browser)
     page.wait_for_selector("text=ready: trajectories v1")
     page.wait_for_selector('[data-model="trajectories"] img')  # the first-start model, with its plots
 
@@ -36,8 +53,8 @@ def test_the_dashboard_launches_a_job_and_shows_it_finish(start_server: StartSer
     assert errors == []
 
 
-def test_the_dashboard_plots_a_scored_series(start_server: StartServer, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    page, errors = open_dashboard(start_server, browser)
+def test_the_dashboard_plots_a_scored_series(dashboard_server: Server, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page, errors = open_dashboard(dashboard_server, browser)
     page.click("#example")
     page.click("#score-button")
     page.wait_for_selector("#score-result:has-text('(forecast): most anomalous')")  # the toy model: no memory

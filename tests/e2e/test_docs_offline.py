@@ -9,7 +9,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from tests.e2e.browsers import chromium  # noqa: F401 - the `browser` fixture
-from tests.e2e.servers import Server, StartServer
+from tests.e2e.servers import Server
 
 ASSET_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
@@ -19,8 +19,8 @@ def asset_urls(html: str) -> list[str]:
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_docs_pages_load_only_assets_the_server_serves(start_server: StartServer, page: str) -> None:
-    server = start_server(JEPA_BOOTSTRAP="0")
+def test_docs_pages_load_only_assets_the_server_serves(server: Server, page: str) -> None:
+    # The suite's shared server: these tests only read pages, assets and the spec.
     with server.client() as client:
         response = client.get(page)
         assert response.status_code == 200
@@ -41,8 +41,7 @@ def test_docs_pages_load_only_assets_the_server_serves(start_server: StartServer
         assert spec is not None and client.get(spec.group(1)).json()["openapi"].startswith("3.")
 
 
-def test_swagger_ui_renders_the_api_with_the_network_cut_off(start_server: StartServer, browser) -> None:  # type: ignore[no-untyped-def]
-    server: Server = start_server(JEPA_BOOTSTRAP="0")
+def test_swagger_ui_renders_the_api_with_the_network_cut_off(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page()
     elsewhere: list[str] = []
 
