@@ -15,7 +15,8 @@ from jepa_model.checkpoint import CONFIG_FILE
 from training.data import datasets
 from training.execution.spec import TrainingSpec
 from training.store.artifacts import FileStore
-from training.store.db import SessionFactory, in_transaction
+from training.store.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
+from training.store.migrate import upgrade_to_head
 from training.store.models import DatasetRow, VersionRow
 from training.store.registry import register_version
 
@@ -62,6 +63,20 @@ def add_version(session: Session, data_dir: Path, model_name: str = "toy", seed:
     return register_version(
         session, model_name, config=config, metrics={}, sha256=sha256, path=str(relative), job_id=None
     )
+
+
+def registry_with_a_version(database_url: str, data_dir: Path, model_name: str) -> None:
+    """A fresh registry (migrated) holding one version of `model_name`, an untrained checkpoint in
+    `data_dir`: a server on it named that model's default is ready at once, with no first-start
+    training it would never test."""
+    data_dir.mkdir()
+    upgrade_to_head(database_url)
+    engine = create_db_engine(database_url)
+    try:
+        with create_session_factory(engine).begin() as session:
+            add_version(session, data_dir, model_name)
+    finally:
+        engine.dispose()
 
 
 def stored_dataset(

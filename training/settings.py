@@ -13,6 +13,10 @@ from sqlalchemy.engine import make_url
 
 from jepa_model.devices import DeviceName
 
+# The environment variables that size a process's OpenMP and BLAS thread pools (numpy's OpenBLAS,
+# MKL where it is the BLAS).
+THREAD_POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore")
@@ -21,8 +25,9 @@ class StorageSettings(BaseSettings):
     # Overrides the SQLite default, e.g. postgresql+psycopg://user@host/db. May hold a password:
     # log `safe_database_url`, never this.
     database_url: str | None = None
-    # Torch threads for a training process. One keeps a training job from starving the
-    # inference thread on a small machine; raise it on a dedicated worker host.
+    # Threads for a training process: torch's, and its OpenMP and BLAS pools (numpy's probes). One
+    # keeps a training job from starving the inference thread on a small machine; raise it on a
+    # dedicated worker host.
     train_threads: int = 1
     # A running job whose worker has not heartbeated for this long is re-queued.
     job_stale_s: float = 60.0
@@ -84,8 +89,10 @@ class StorageSettings(BaseSettings):
         Derived from the fields, so one added later reaches the child too. Paths and the database
         URL are resolved, so a relative data_dir means the same directory in the child; an unset
         field is removed, so the child does not read a stale value its parent was built without.
-        The values may hold a password (database_url): hand them to the child, never to a log."""
-        env = dict(inherited)
+        The values may hold a password (database_url): hand them to the child, never to a log.
+        The child's OpenMP and BLAS pools get train_threads threads (read when it imports them):
+        more would not train faster, and their idle threads spin on a busy machine."""
+        env = dict(inherited) | dict.fromkeys(THREAD_POOL_VARIABLES, str(self.train_threads))
         prefix = self.model_config.get("env_prefix", "")
         for name in StorageSettings.model_fields:
             key = f"{prefix}{name}".upper()

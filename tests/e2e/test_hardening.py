@@ -14,9 +14,7 @@ from sqlalchemy.engine import make_url
 from jepa_model import PRESETS
 from tests.e2e.proxy import TCPProxy
 from tests.e2e.servers import StartServer, wait_for_job
-from tests.factories import TINY_CONFIG, add_version
-from training.store.db import create_db_engine, create_session_factory
-from training.store.migrate import upgrade_to_head
+from tests.factories import TINY_CONFIG, registry_with_a_version
 
 KEY = "k3y-that-must-never-be-logged"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -146,26 +144,13 @@ def test_a_corrupt_version_is_refused_while_the_others_serve(start_server: Start
         assert client.get("/ready").status_code == 200  # the default (production -> v1) is intact
 
 
-def register_a_default_model(database_url: str, data_dir: Path) -> None:
-    """A version of the default model (an untrained checkpoint) in a fresh registry: a server on it
-    is ready at once, without training a first-start model it would never test."""
-    data_dir.mkdir()
-    upgrade_to_head(database_url)
-    engine = create_db_engine(database_url)
-    try:
-        with create_session_factory(engine).begin() as session:
-            add_version(session, data_dir, "trajectories")
-    finally:
-        engine.dispose()
-
-
 def test_without_its_database_the_service_is_not_ready_but_keeps_serving(
     start_server: StartServer, fresh_postgres_url: str, tmp_path: Path
 ) -> None:
     url = make_url(fresh_postgres_url)
     proxy = TCPProxy(url.host or "127.0.0.1", url.port or 5432)
     proxy.restore()
-    register_a_default_model(fresh_postgres_url, tmp_path / "data")
+    registry_with_a_version(fresh_postgres_url, tmp_path / "data", "trajectories")
     through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     server = start_server(tmp_path / "data", JEPA_DATABASE_URL=through, JEPA_BOOTSTRAP="0")
     server.wait_for("/ready")

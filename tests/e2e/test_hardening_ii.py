@@ -18,9 +18,7 @@ import pytest
 
 from tests.e2e.disks import tmpfs
 from tests.e2e.servers import Server, StartServer, wait_for_job
-from tests.factories import TINY_CONFIG, add_version
-from training.store.db import create_db_engine, create_session_factory
-from training.store.migrate import upgrade_to_head
+from tests.factories import TINY_CONFIG, registry_with_a_version
 
 KEY = "another-k3y-never-logged"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -85,23 +83,10 @@ def test_concurrent_puts_of_one_new_alias_all_succeed(server: Server) -> None:
     assert statuses == [200] * len(statuses)
 
 
-def register_a_default_model(database_url: str, data_dir: Path) -> None:
-    """A version of the default model (an untrained checkpoint) in a fresh registry: a server on it
-    is ready at once, without training a first-start model it would never test."""
-    data_dir.mkdir()
-    upgrade_to_head(database_url)
-    engine = create_db_engine(database_url)
-    try:
-        with create_session_factory(engine).begin() as session:
-            add_version(session, data_dir, "trajectories")
-    finally:
-        engine.dispose()
-
-
 def test_concurrent_puts_of_one_new_alias_all_succeed_on_postgres(
     start_server: StartServer, fresh_postgres_url: str, tmp_path: Path
 ) -> None:
-    register_a_default_model(fresh_postgres_url, tmp_path / "data")  # the version 1 the aliases name
+    registry_with_a_version(fresh_postgres_url, tmp_path / "data", "trajectories")  # the version 1 the aliases name
     server = start_server(tmp_path / "data", JEPA_DATABASE_URL=fresh_postgres_url, JEPA_BOOTSTRAP="0")
     server.wait_for("/ready")
     for round_ in range(3):

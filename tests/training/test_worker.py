@@ -21,7 +21,7 @@ from tests.training.execution.test_jobs import age_heartbeat
 from training.errors import InvalidInput, StorageFull
 from training.execution import jobs, runner
 from training.execution.runner import job_error, record_failure, run_job
-from training.settings import StorageSettings
+from training.settings import THREAD_POOL_VARIABLES, StorageSettings
 from training.store.db import SessionFactory, in_transaction
 from training.store.models import JobRow, JobStatus, VersionRow
 from training.worker import StaleRecovery, Worker, backoff_s
@@ -285,6 +285,10 @@ def test_the_training_process_rebuilds_every_storage_setting_of_its_worker(tmp_p
     resolved = {"data_dir": (tmp_path / "relative").resolve(), "database_url": parent.resolved_database_url}
     assert env["PATH"] == "/usr/bin"
     assert "JEPA_RAY_ADDRESS" not in env  # unset in the parent: the inherited value must not reach the child
+    assert [env[name] for name in THREAD_POOL_VARIABLES] == ["1"] * 3  # train_threads, for numpy's pools too
+    assert (
+        parent.model_copy(update={"train_threads": 4}).process_env({"OMP_NUM_THREADS": "16"})["OMP_NUM_THREADS"] == "4"
+    )
 
     for name in [name for name in os.environ if name.upper().startswith("JEPA_")]:
         monkeypatch.delenv(name)
