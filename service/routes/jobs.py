@@ -8,7 +8,7 @@ from service.schemas import EpochOut, JobLogs, JobMetrics, JobOut, LogLine
 from training import lifecycle
 from training.execution import job_logs, jobs
 from training.store.db import in_transaction
-from training.store.models import JobRow
+from training.store.models import MAX_INTEGER_ID, JobRow
 
 router = APIRouter(tags=["training"])
 
@@ -71,7 +71,9 @@ def job_metrics(job_id: str, session: SessionDep) -> JobMetrics:
 def get_job_logs(
     job_id: str,
     session: SessionDep,
-    since: int = Query(0, ge=0, le=2**62, description="Only lines after this id (the previous page's `next_since`)."),
+    since: int = Query(
+        0, ge=0, le=MAX_INTEGER_ID, description="Only lines after this id (the previous page's `next_since`)."
+    ),
     limit: int = Query(1000, ge=1, le=5000),
 ) -> JobLogs:
     """The log lines of the job's training processes, every attempt, oldest first: epochs,

@@ -402,6 +402,9 @@ def settle_lost_run(
 ) -> int:
     """Re-queue (or, out of attempts, fail) a job whose Ray run was lost; exit code 3, or 1 when
     even that cannot reach the database (the worker then fails the job, or stale recovery settles it)."""
+    # The re-queue wakes the worker (at once on PostgreSQL), which sees the job no longer running
+    # here and stops this process: a SIGTERM now would drop these lines, which say why.
+    keep_running_to_the_end()
     log.warning("job %s: %s", job_id, reason)
     try:
         status = retry_unreachable(
@@ -485,10 +488,17 @@ def main(argv: list[str]) -> int:
         record_failure(factory, settings, job_id, exc, worker)
         return 1
     finally:
+        keep_running_to_the_end()
         if job_log is not None:
             logging.getLogger().removeHandler(job_log)
             job_log.close()
         engine.dispose()
+
+
+def keep_running_to_the_end() -> None:
+    """From here on the job is settled, or being settled: ignore SIGTERM, so that the last log
+    lines reach the database. The worker's SIGKILL after its grace period still ends a stuck one."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def exit_now(code: int) -> NoReturn:
@@ -498,7 +508,7 @@ def exit_now(code: int) -> NoReturn:
     the next one. Everything the job leaves (checkpoint, rows) is durable before main returns, so
     a SIGTERM from now on (the worker stopping a job that just ended) has nothing to clean up and
     must not interrupt the exit handlers."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    keep_running_to_the_end()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

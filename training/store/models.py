@@ -152,6 +152,11 @@ class IdempotencyRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+# The largest id an INTEGER column holds on PostgreSQL: a cursor past it is refused, not sent to the
+# database (where comparing with it fails).
+MAX_INTEGER_ID = 2**31 - 1
+
+
 class JobLogRow(Base):
     """One log line of a job's training process (training.execution.job_logs), for GET /jobs/{id}/logs."""
 
