@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.postgres import admin_engine, create_database, drop_databases, url_of
 
 # Small enough that the first-start training job takes a couple of seconds.
 FAST_ENV = {
@@ -179,10 +178,9 @@ class DataDirDatabases:
     shares its registry, as they share the jepa.db inside it on SQLite. `drop_all` drops them
     (the e2e session's end, or this process's exit)."""
 
-    PREFIX = "jepa_test_e2e_"
+    KIND = "e2e_"  # in each name, after tests.postgres.PREFIX
 
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
+    def __init__(self) -> None:
         self.names: dict[Path, str] = {}
         self._admin: sa.Engine | None = None
 
@@ -190,7 +188,7 @@ class DataDirDatabases:
         key = Path(data_dir).resolve()
         if key not in self.names:
             self.names[key] = self._create()
-        return sa.make_url(self.admin_url).set(database=self.names[key]).render_as_string(hide_password=False)
+        return url_of(self.names[key])
 
     def copy(self, source: Path, dest: Path) -> None:
         """Give `dest` a copy of `source`'s database (none if no process ever ran on `source`). The
@@ -205,24 +203,19 @@ class DataDirDatabases:
     def drop_all(self) -> None:
         if self._admin is None:
             return
-        with self._admin.connect() as conn:
-            for name in self.names.values():
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_databases(self._admin, list(self.names.values()))
         self.names.clear()
         self._admin.dispose()
         self._admin = None
 
     def _create(self, template: str | None = None) -> str:
         if self._admin is None:
-            self._admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+            self._admin = admin_engine()
             atexit.register(self.drop_all)  # a backstop: the session's end drops them first
-        name = f"{self.PREFIX}{uuid.uuid4().hex[:12]}"
-        with self._admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
-        return name
+        return create_database(self._admin, self.KIND, template)
 
 
-databases = DataDirDatabases(POSTGRES_ADMIN_URL)
+databases = DataDirDatabases()
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,12 +17,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
+from tests.conftest import DATABASES
 from tests.e2e.conftest import serve
 from tests.e2e.servers import Server, StartServer
 from tests.factories import TINY_CONFIG
+from tests.postgres import throwaway_database
 
 QUIET = {"JEPA_EMBEDDED_WORKER": "0", "JEPA_BOOTSTRAP": "0"}  # jobs stay queued: nothing trains
 
@@ -54,34 +52,12 @@ def dataset_files(servers: list[Server]) -> set[Path]:
     return {p for s in servers for p in (Path(s.env["JEPA_DATA_DIR"]) / "datasets").glob("*.safetensors")}
 
 
-@contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL database of its own, dropped afterwards (made as tests.conftest's
-    `postgres_url` makes the session's, which tests may wipe with `fresh_postgres_url`)."""
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"jepa_test_idem_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}")
-    try:
-        yield sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module", params=DATABASES)
 def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     """Two API processes on one registry database, shared by the module's tests on that database."""
     tmp = tmp_path_factory.mktemp(f"idempotency-{request.param}")
     sqlite = contextlib.nullcontext(f"sqlite:///{tmp / 'jepa.db'}")
-    with sqlite if request.param == "sqlite" else throwaway_postgres() as url:
+    with sqlite if request.param == "sqlite" else throwaway_database("idem_") as url:
         started: list[Server] = []
         try:
             for i in range(2):
