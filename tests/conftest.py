@@ -7,7 +7,8 @@ SQLite alone, unless JEPA_TEST_ALL_DATABASES=1 asks for the whole matrix (a full
 from __future__ import annotations
 
 import os
-import uuid
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from tests.postgres import throwaway_database
 from training.store.db import SessionFactory, create_db_engine, create_session_factory
 from training.store.migrate import upgrade_to_head
 
@@ -24,27 +26,12 @@ from training.store.migrate import upgrade_to_head
 # and 12-18 with two, the machine busy. Product processes set their own counts (JEPA_*_THREADS).
 torch.set_num_threads(1)
 
-# The server every machine of this project runs; JEPA_TEST_POSTGRES_URL points elsewhere.
-POSTGRES_ADMIN_URL = os.environ.get("JEPA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway database on the PostgreSQL server, dropped after the session."""
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"jepa_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}")
-    yield sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -65,6 +52,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "database_incidental: the database is scaffolding here; SQLite only unless JEPA_TEST_ALL_DATABASES=1"
     )
+    if not hasattr(config, "workerinput"):  # the run's first process: xdist's workers inherit its environment
+        compile_numba_unoptimised(config)
+
+
+def compile_numba_unoptimised(config: pytest.Config) -> None:
+    """The bench tests' peers (aeon's MiniRocket and MultiRocket, stumpy) are numba code, compiled
+    on first use in each fresh venv: 82 s of CPU for the peers on tiny data at numba's default
+    optimisation, 49 s without it, for the same typing and the same results. The tests only check
+    the answers, so they compile unoptimised, into a cache of this run's own (numba's cache does not
+    tell optimisation levels apart, so one under site-packages would later serve the benches slow
+    code). Subprocesses (the benches' --smoke runs) inherit both settings."""
+    os.environ.setdefault("NUMBA_OPT", "0")
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="jepa-tests-numba-")
+        os.environ["NUMBA_CACHE_DIR"] = cache
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
