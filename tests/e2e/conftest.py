@@ -22,7 +22,6 @@ from tests.e2e.servers import (
 
 # Tests that cannot run with JEPA_TEST_E2E_DATABASE=postgres: the registry they need is the SQLite
 # file in a server's data dir (file::test -> why). They run, unchanged, in the default mode.
-LOCAL_CLI = "its local `jepa {}` gets JEPA_DATA_DIR alone, so reads the data dir's jepa.db, not the server's database"
 SQLITE_REGISTRY_ONLY = {
     "test_real_series.py::test_versions_trained_before_step_models_serve_the_same_embeddings": (
         "it registers versions by writing to the data dir's jepa.db itself"
@@ -30,9 +29,6 @@ SQLITE_REGISTRY_ONLY = {
     "test_full_database.py::test_a_real_server_whose_database_disk_fills_answers_507": (
         "it fills the disk under the data dir's jepa.db; a PostgreSQL registry is elsewhere"
     ),
-    "test_cli_remote.py::test_upload_train_encode_and_list_through_the_cli": LOCAL_CLI.format("encode"),
-    "test_cli_remote.py::test_score_through_the_cli_remotely_and_locally": LOCAL_CLI.format("score"),
-    "test_long_series.py::test_one_long_series_trains_and_scores_by_memory": LOCAL_CLI.format("score"),
 }
 
 

@@ -218,6 +218,15 @@ class DataDirDatabases:
 databases = DataDirDatabases()
 
 
+def registry_env(data_dir: Path) -> dict[str, str]:
+    """What a local process (`jepa encode` without --url) needs to read the registry of the server on
+    `data_dir`: the data dir, and in postgres mode that server's database."""
+    env = {"JEPA_DATA_DIR": str(data_dir)}
+    if E2E_DATABASE == "postgres":
+        env["JEPA_DATABASE_URL"] = databases.url(data_dir)
+    return env
+
+
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
     if E2E_DATABASE == "postgres" and "JEPA_DATABASE_URL" not in extra:

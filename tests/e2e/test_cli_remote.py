@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from service.client import JEPAClient
-from tests.e2e.servers import Server, StartServer
+from tests.e2e.servers import Server, StartServer, registry_env
 from tests.factories import TINY_CONFIG
 
 TINY_SETS = [arg for key, value in TINY_CONFIG.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
@@ -76,7 +76,7 @@ def test_upload_train_encode_and_list_through_the_cli(start_server: StartServer,
 
     # The same version run locally, from the server's data directory, embeds the same.
     local = jepa("encode", "walks.npy", "--out", "local.npy", "--model", "cli-walks", cwd=work,
-                 JEPA_DATA_DIR=str(tmp_path / "server-data"))  # fmt: skip
+                 **registry_env(tmp_path / "server-data"))  # fmt: skip
     assert local.returncode == 0, local.stdout + local.stderr
     np.testing.assert_allclose(np.load(work / "local.npy"), z, atol=1e-4)
 
@@ -125,7 +125,7 @@ def test_score_through_the_cli_remotely_and_locally(server: Server, tmp_path: Pa
     # The suite's shared server (scoring changes nothing on it), whose default model is the
     # first-start model, trained by this release: calibrated.
     server.wait_for("/ready")
-    server_data = server.env["JEPA_DATA_DIR"]
+    server_data = Path(server.env["JEPA_DATA_DIR"])
     work = tmp_path / "work"
     work.mkdir()
     series = walks(2, 60, dim=2, seed=5)
@@ -141,7 +141,7 @@ def test_score_through_the_cli_remotely_and_locally(server: Server, tmp_path: Pa
     assert steps.shape == (2, 60)
     np.testing.assert_allclose(steps, np.stack([s["scores"] for s in scored["series"]]), atol=1e-6)
 
-    local = jepa("score", "series.npy", "--out", "local.npy", cwd=work, JEPA_DATA_DIR=server_data)
+    local = jepa("score", "series.npy", "--out", "local.npy", cwd=work, **registry_env(server_data))
     assert local.returncode == 0, local.stdout + local.stderr
     np.testing.assert_allclose(np.load(work / "local.npy"), steps, atol=1e-4)  # eager here, traced there
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.e2e.servers import StartServer, wait_for_job
+from tests.e2e.servers import StartServer, registry_env, wait_for_job
 
 PERIOD, LENGTH = 50, 30_000
 
@@ -67,7 +67,7 @@ def test_one_long_series_trains_and_scores_by_memory(start_server: StartServer, 
     for where in (["--url", server.base_url], []):
         cli = subprocess.run(
             [sys.executable, "-m", "service.cli", "score", "test.npy", "--model", "sensor", "--out", "s.npy", *where],
-            env={**base, "COLUMNS": "200", "JEPA_DATA_DIR": str(tmp_path / "data")},
+            env={**base, "COLUMNS": "200", **registry_env(tmp_path / "data")},
             cwd=tmp_path,
             capture_output=True,
             text=True,
