@@ -13,7 +13,10 @@ from sqlalchemy.orm import Session
 from jepa_model import JEPA, TrainConfig, __version__, save_checkpoint
 from jepa_model.checkpoint import CONFIG_FILE
 from training.data import datasets
+from training.execution import jobs
+from training.execution.runner import run_job
 from training.execution.spec import TrainingSpec
+from training.settings import StorageSettings
 from training.store.artifacts import FileStore
 from training.store.db import SessionFactory, create_db_engine, create_session_factory, in_transaction
 from training.store.migrate import upgrade_to_head
@@ -106,3 +109,13 @@ def sines_and_squares(n: int, length: int = 20, seed: int = 0) -> tuple[np.ndarr
     waves += rng.normal(scale=0.05, size=waves.shape)
     labels = ["sine" if i % 2 == 0 else "square" for i in range(n)]
     return waves[..., None].astype(np.float32), labels
+
+
+def run_to_a_version(factory: SessionFactory, settings: StorageSettings, job_id: str) -> VersionRow:
+    """Claim the queued job and run it here, in process; the version it registered."""
+    jobs.claim(factory, job_id, "test")
+    run_job(factory, settings, job_id)
+    with factory() as session:
+        version = jobs.get_job(session, job_id).version
+    assert version is not None, f"job {job_id} registered no version"
+    return version

@@ -3,6 +3,7 @@ JEPA_TEST_E2E_DATABASE=postgres, its own PostgreSQL database: see tests/e2e/serv
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,11 +102,9 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, trained_data_dir: Path) -> Iterator[Server]:
-    """One ready server for the suite: the bootstrapped default model (on SQLite, or in postgres
-    mode on PostgreSQL)."""
-    tmp = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def ready_on_a_copy(trained_data_dir: Path, tmp: Path) -> Iterator[Server]:
+    """A ready server on a copy of `trained_data_dir` in `tmp` (its log there too), stopped after."""
     copy_data_dir(trained_data_dir, tmp / "data")
     server = serve(tmp / "data", tmp)
     try:
@@ -113,6 +112,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, trained_data_dir: Path) -> 
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, trained_data_dir: Path) -> Iterator[Server]:
+    """One ready server for the suite: the bootstrapped default model (on SQLite, or in postgres
+    mode on PostgreSQL)."""
+    with ready_on_a_copy(trained_data_dir, tmp_path_factory.mktemp("server")) as server:
+        yield server
 
 
 @pytest.fixture

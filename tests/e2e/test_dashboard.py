@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.browsers import chromium  # noqa: F401 - the `browser` fixture
-from tests.e2e.conftest import serve
-from tests.e2e.servers import Server, copy_data_dir
+from tests.e2e.conftest import ready_on_a_copy
+from tests.e2e.servers import Server
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +15,8 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory, trained_data_dir:
     """One ready server (a copy of the trained template) for this module's tests. Neither changes
     what the other looks at: one trains a model of its own name, the other scores with the default.
     Not the suite's shared server: a job and a model launched from the browser would be seen there."""
-    tmp = tmp_path_factory.mktemp("dashboard")
-    copy_data_dir(trained_data_dir, tmp / "data")
-    server = serve(tmp / "data", tmp)
-    try:
-        server.wait_for("/ready")
+    with ready_on_a_copy(trained_data_dir, tmp_path_factory.mktemp("dashboard")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def open_dashboard(server: Server, browser):  # type: ignore[no-untyped-def]

@@ -7,9 +7,8 @@ import pytest
 
 import training.execution.runner as runner
 from jepa_model import SequenceDataset
-from tests.factories import TINY_CONFIG, sines_and_squares, stored_dataset
+from tests.factories import TINY_CONFIG, run_to_a_version, sines_and_squares, stored_dataset
 from training.execution import jobs
-from training.execution.runner import run_job
 from training.execution.spec import TrainingSpec
 from training.settings import StorageSettings
 from training.store.db import SessionFactory, in_transaction
@@ -34,12 +33,7 @@ def settings(database_url: str, tmp_path: Path) -> StorageSettings:
 def train_on(factory: SessionFactory, settings: StorageSettings, dataset_id: str, model: str) -> dict:
     spec = TrainingSpec.model_validate({"model": model, "dataset": {"id": dataset_id}, "config": TINY_CONFIG})
     job_id = in_transaction(factory, lambda s: jobs.enqueue(s, jobs.resolve_spec(s, spec)).id)
-    jobs.claim(factory, job_id, "test")
-    run_job(factory, settings, job_id)
-    with factory() as s:
-        version = jobs.get_job(s, job_id).version
-        assert version is not None
-        return dict(version.metrics)
+    return dict(run_to_a_version(factory, settings, job_id).metrics)
 
 
 def test_a_version_trained_on_labelled_data_reports_label_metrics(

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from jepa_model import load_checkpoint
 from jepa_model.checkpoint import WEIGHTS_FILE, sha256_file
-from tests.factories import TINY_CONFIG, stored_dataset, tiny_spec
+from tests.factories import TINY_CONFIG, run_to_a_version, stored_dataset, tiny_spec
 from training.execution import jobs
 from training.execution.runner import JobLost, run_job
 from training.execution.spec import TrainingSpec
@@ -33,6 +33,19 @@ def queue(factory: SessionFactory, **config: object) -> str:
 def versions(factory: SessionFactory) -> list[VersionRow]:
     with factory() as s:
         return list(s.scalars(select(VersionRow)))
+
+
+def fails_in_a_worker(factory: SessionFactory, settings: StorageSettings, job_id: str) -> str:
+    """Run the queued job in a worker's training process, which must fail it and register nothing;
+    the job's error."""
+    worker = Worker(settings, factory, heartbeat_s=0.2)
+    jobs.claim_next(factory, worker.id)
+    assert worker.run_one(job_id) == 1
+    with factory() as s:
+        job = jobs.get_job(s, job_id)
+    assert job.status == JobStatus.FAILED
+    assert versions(factory) == []
+    return job.error or ""
 
 
 def test_a_job_trains_checkpoints_and_registers(factory: SessionFactory, settings: StorageSettings) -> None:
@@ -78,14 +91,7 @@ def test_the_worker_trains_in_a_child_process(factory: SessionFactory, settings:
 def test_a_data_parallel_job_claimed_by_a_local_worker_fails_saying_what_it_needs(
     factory: SessionFactory, settings: StorageSettings
 ) -> None:
-    job_id = queue(factory, workers=2)
-    worker = Worker(settings, factory, heartbeat_s=0.2)
-    jobs.claim_next(factory, worker.id)
-    assert worker.run_one(job_id) == 1
-    with factory() as s:
-        job = jobs.get_job(s, job_id)
-    assert job.status == JobStatus.FAILED and "JEPA_EXECUTOR=ray" in (job.error or "")
-    assert versions(factory) == []
+    assert "JEPA_EXECUTOR=ray" in fails_in_a_worker(factory, settings, queue(factory, workers=2))
 
 
 def test_a_failing_job_is_marked_failed_and_registers_nothing(
@@ -101,13 +107,7 @@ def test_a_failing_job_is_marked_failed_and_registers_nothing(
             .values(spec={**tiny_spec().model_dump(), "dataset": {"kind": "x"}})
         ),
     )
-    worker = Worker(settings, factory, heartbeat_s=0.2)
-    jobs.claim_next(factory, worker.id)
-    assert worker.run_one(job_id) == 1
-    with factory() as s:
-        job = jobs.get_job(s, job_id)
-    assert job.status == JobStatus.FAILED and "ValidationError" in (job.error or "")
-    assert versions(factory) == []
+    assert "ValidationError" in fails_in_a_worker(factory, settings, job_id)
 
 
 def test_a_killed_training_process_fails_the_job_and_registers_nothing(
@@ -170,13 +170,9 @@ def test_a_stored_dataset_of_any_width_trains_and_serves_that_width(
     row = stored_dataset(factory, settings.data_dir, sequences)
     spec = TrainingSpec.model_validate({"model": f"walk{dim}", "dataset": {"id": row.id}, "config": TINY_CONFIG})
     job_id = in_transaction(factory, lambda s: jobs.enqueue(s, jobs.resolve_spec(s, spec)).id)
-    jobs.claim(factory, job_id, "test")
-    run_job(factory, settings, job_id)
-    with factory() as s:
-        version = jobs.get_job(s, job_id).version
-        assert version is not None
-        assert version.metrics["held_out_sequences"] == 4 and "retrieval" in version.metrics
-        assert "oracle_retrieval" not in version.metrics  # users' data has no noise-free future
+    version = run_to_a_version(factory, settings, job_id)
+    assert version.metrics["held_out_sequences"] == 4 and "retrieval" in version.metrics
+    assert "oracle_retrieval" not in version.metrics  # users' data has no noise-free future
     model = load_checkpoint(settings.data_dir / version.path, version.sha256).model
     assert model.config.input_dim == dim
     assert model.encode(torch.randn(3, 9, dim)).shape == (3, TINY_CONFIG["repr_dim"])

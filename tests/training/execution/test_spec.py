@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from jepa_model import PRESETS, ModelConfig, TrainConfig, load_checkpoint
 from jepa_model.data import needs_pieces, training_pieces
-from tests.factories import stored_dataset, tiny_spec
+from tests.factories import run_to_a_version, stored_dataset, tiny_spec
 from training.errors import InvalidInput
 from training.execution import jobs
 from training.execution.jobs import resolve_spec
@@ -92,13 +92,8 @@ def test_a_queued_job_trains_what_was_resolved_even_after_a_preset_changes(
     assert TrainingSpec.model_validate({**spec.model_dump(mode="json"), "resolved": None}).configs()[0].hidden_dim == (
         queued_width + 8
     )
-    jobs.claim(factory, job_id, "test")
-    run_job(factory, settings, job_id)
-    with factory() as session:
-        version = jobs.get_job(session, job_id).version
-        assert version is not None
-        path, sha = version.path, version.sha256
-    assert load_checkpoint(settings.data_dir / path, sha).model_config.hidden_dim == queued_width
+    version = run_to_a_version(factory, settings, job_id)
+    assert load_checkpoint(settings.data_dir / version.path, version.sha256).model_config.hidden_dim == queued_width
 
 
 def test_the_runner_checks_a_queued_jobs_configs_again_before_training(
