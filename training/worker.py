@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 
 from training import lifecycle
 from training.execution import jobs
+from training.execution.forkserver import TrainingProcess, start_training_process
 from training.execution.wakeups import Wakeups
 from training.settings import StorageSettings
 from training.store.db import SessionFactory, in_transaction, is_unreachable, retry_unreachable
@@ -37,7 +37,7 @@ LOOP_MAX_BACKOFF_S = 10.0
 RECOVERY_MAX_PERIOD_S = 5.0
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+def _stop(child: TrainingProcess) -> None:
     child.terminate()
     try:
         child.wait(timeout=10)
@@ -183,10 +183,7 @@ class Worker:
 
     def run_one(self, job_id: str) -> int:
         log.info("worker %s starts job %s", self.id, job_id)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "training.execution.runner", job_id, self.id],
-            env=self.settings.process_env(os.environ),
-        )
+        child = start_training_process(job_id, self.id, self.settings.process_env(os.environ))
         try:
             if not self._supervise(child, job_id):
                 return child.returncode
@@ -198,7 +195,7 @@ class Worker:
         log.info("job %s finished with exit code %s", job_id, child.returncode)
         return child.returncode
 
-    def _supervise(self, child: subprocess.Popen[bytes], job_id: str) -> bool:
+    def _supervise(self, child: TrainingProcess, job_id: str) -> bool:
         """Heartbeat until the child exits (True), or stop it early (False): when this worker
         stops, or when the job was cancelled or handed on to another worker."""
         while child.poll() is None:
@@ -240,7 +237,7 @@ class Worker:
             job = jobs.get_job(session, job_id)
         return job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) and job.worker == self.id
 
-    def _abandon(self, child: subprocess.Popen[bytes], job_id: str) -> None:
+    def _abandon(self, child: TrainingProcess, job_id: str) -> None:
         """Shutting down mid-job: stop the child and give the job back to the queue."""
         _stop(child)
         try:

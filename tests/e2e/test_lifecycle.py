@@ -40,9 +40,11 @@ def test_a_job_interrupted_by_shutdown_is_finished_after_restart(start_server: S
     first = start_server(data_dir)
     first.wait_for("/ready")
     with first.client() as client:
-        body = {"model": "long", "dataset": {"num_samples": 1000}, "config": {"epochs": 12}}
+        # Long enough (about 3 s here) that the shutdown, once its training process is under
+        # way, finds it still training.
+        body = {"model": "long", "dataset": {"num_samples": 1000}, "config": {"epochs": 20}}
         job_id = client.post("/train", json=body).json()["job_id"]
-        while client.get(f"/jobs/{job_id}").json()["status"] != "running":
+        while client.get(f"/jobs/{job_id}").json()["progress"]["epoch"] < 1:
             time.sleep(0.05)
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete.
     assert first.stop(signal.SIGTERM) in (0, -signal.SIGTERM)

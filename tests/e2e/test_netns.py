@@ -9,7 +9,6 @@ Needs root (namespaces, veth) and PostgreSQL's server binaries; skipped, saying 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.servers import StartServer, free_port, server_env, wait_for_job
+from tests.e2e.servers import StartServer, free_port, server_env, training_processes, wait_for_job
 from tests.factories import TINY_CONFIG
 
 PREFIX = "jepa-t"  # namespaces and links are named after it and this test's pid, and removed after
@@ -113,15 +112,6 @@ def postgres(hosts: list[Host]) -> Iterator[int]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
-
-
-def training_processes(worker_pid: int) -> list[str]:
-    """The child processes of a worker (its training process, while one runs)."""
-    found = []
-    for task in Path(f"/proc/{worker_pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += (task / "children").read_text().split()
-    return found
 
 
 def url(address: str, port: int) -> str:

@@ -1,32 +1,15 @@
 """Training through the API: POST /train -> job -> new version -> serve it."""
 
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.servers import Server, StartServer, wait_for_job
+from tests.e2e.servers import Server, StartServer, training_processes, wait_for_job
 from tests.factories import TINY_CONFIG
 
 TINY_TRAIN = {"dataset": {"pattern": "circle", "num_samples": 64, "seq_len": 12, "seed": 1}, "config": TINY_CONFIG}
-
-
-def running_training_processes(parent_pid: int) -> list[int]:
-    """Child processes of the server running `training.execution.runner`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"training.execution.runner" in cmdline and ppid == parent_pid:
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_train_then_serve_the_new_version(client: httpx.Client) -> None:
@@ -97,7 +80,7 @@ def test_training_runs_in_another_process_and_serving_goes_on(client: httpx.Clie
     while client.get(f"/jobs/{job_id}").json()["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    children = running_training_processes(server.proc.pid)
+    children = training_processes(server.proc.pid)
     assert len(children) == 1 and children[0] != server.proc.pid
 
     served = 0

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from tests.e2e.servers import Process, StartServer, server_env
+from tests.e2e.servers import Process, StartServer, server_env, training_processes
 from tests.factories import TINY_CONFIG
 
 ENDLESS = {
@@ -16,10 +16,6 @@ ENDLESS = {
     "dataset": {"pattern": "mixed", "num_samples": 64, "seq_len": 12},
     "config": {**TINY_CONFIG, "epochs": 10_000},
 }
-
-
-def children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def test_a_listening_worker_starts_and_stops_jobs_at_once(
@@ -43,11 +39,11 @@ def test_a_listening_worker_starts_and_stops_jobs_at_once(
                 waited = datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])
                 assert waited.total_seconds() < 3, f"claimed after {waited}: polling, not a wake-up"
 
-                while not children(worker.proc.pid):  # its training process is up
+                while not training_processes(worker.proc.pid):  # its training process is up
                     time.sleep(0.05)
                 cancelled = time.monotonic()
                 assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
-                while children(worker.proc.pid):
+                while training_processes(worker.proc.pid):
                     assert time.monotonic() - cancelled < 5, "the training process outlived its cancel"
                     time.sleep(0.05)
     finally:

@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 from sqlalchemy.orm import Session
+from threadpoolctl import threadpool_limits
 from torch.utils.data import Dataset
 
 from jepa_model import ModelConfig, SequenceDataset, TrainConfig, __version__, fit, save_checkpoint
@@ -422,17 +423,18 @@ def settle_lost_run(
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def die_with_worker(worker: str) -> None:
-    """Ask Linux to SIGKILL this process when the worker that started it dies.
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when `parent`, the process that started it, dies.
 
     Otherwise a SIGKILLed worker would leave its training running on, unsupervised, while the job
-    is handed to another worker. `worker` is `host:pid` of our parent.
+    is handed to another worker. The parent is the worker's process, or its fork server
+    (training.execution.forkserver), which dies with the worker's process in turn.
     """
     if not sys.platform.startswith("linux"):
         return
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if str(os.getppid()) != worker.rsplit(":", 1)[-1]:
-        raise SystemExit(f"worker {worker} is gone before training started")
+    if os.getppid() != parent:
+        raise SystemExit(f"process {parent}, which started this training process, is gone before training started")
 
 
 def exit_on_sigterm() -> None:
@@ -461,17 +463,22 @@ def _log_to_the_job(factory: SessionFactory, job_id: str) -> JobLogHandler | Non
     return handler
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], parent: int | None = None) -> int:
+    """Run the job; the exit code. `parent`: the pid of the process that started this one, where
+    it is not the worker's (`host:pid`, argv[1]) but its fork server's."""
     if len(argv) not in (1, 2):
         print("usage: python -m training.execution.runner JOB_ID [WORKER]", file=sys.stderr)
         return 2
     job_id, worker = argv[0], argv[1] if len(argv) == 2 else None
     if worker is not None:
-        die_with_worker(worker)
+        die_with_parent(parent or int(worker.rsplit(":", 1)[-1]))
     exit_on_sigterm()
     settings = StorageSettings()
     logging.config.dictConfig(log_config("info", settings.log_format))
     torch.set_num_threads(settings.train_threads)
+    # Forked by a fork server, this process inherits BLAS and OpenMP pools sized before its
+    # environment said JEPA_TRAIN_THREADS (training.execution.forkserver).
+    threadpool_limits(settings.train_threads)
     engine = create_db_engine(settings.resolved_database_url)
     factory = create_session_factory(engine)
     job_log = _log_to_the_job(factory, job_id)
