@@ -56,6 +56,7 @@ from bench.common import table
 from bench.loadgen import LoadResult, build_request, run_load
 from jepa_model import JEPA, LoadedCheckpoint, load_checkpoint
 from jepa_model.serving import traced_forwards
+from training.execution.forkserver import FORK_SERVER_NAME, TRAINING_PROCESS_NAME
 
 SEQ_LEN, BATCH = 20, 256
 MIXED_LOW, MIXED_HIGH = 10, 500  # mixed lengths: uniform in [10, 500], mean 255
@@ -80,6 +81,8 @@ DEFAULT_MODEL, SERIES_MODEL, SERIES_PRESET = "trajectories", "series", "series"
 SERIES_WALKS = (64, 200, 1)
 SERIES_CONFIG = {"preset": SERIES_PRESET, "steps": 20, "seed": 0}
 NOT_SERVING = ("multiprocessing.resource_tracker", "training.execution.runner")  # in a process's command line
+# ...or its name: `jepa serve`'s fork server and the jobs' processes it forks carry the server's command line.
+NOT_SERVING_NAMES = (FORK_SERVER_NAME, TRAINING_PROCESS_NAME)
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -122,6 +125,13 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -149,9 +159,14 @@ class Peer:
 
     def processes(self) -> list[int]:
         """The tree's processes that serve: the root and its descendants, but for multiprocessing's
-        resource tracker (it only cleans up after the others) and the service's training jobs."""
+        resource tracker (it only cleans up after the others), the service's fork server (a copy
+        of the server's start-up image, shared with it) and its training jobs."""
         tree = [self.proc.pid, *descendants(self.proc.pid)]
-        return [pid for pid in tree if not any(name in cmdline(pid) for name in NOT_SERVING)]
+        return [
+            pid
+            for pid in tree
+            if not any(name in cmdline(pid) for name in NOT_SERVING) and process_name(pid) not in NOT_SERVING_NAMES
+        ]
 
     def rss(self) -> list[float]:
         return [mb for pid in self.processes() if (mb := rss_mb(pid)) is not None]

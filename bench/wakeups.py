@@ -15,6 +15,7 @@ Prints one markdown table: median (min-max) per database.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -30,6 +31,7 @@ import psycopg
 from sqlalchemy import make_url
 
 from bench.serve import free_port
+from training.execution.forkserver import TRAINING_PROCESS_NAME
 
 BENCH_DATABASE = "jepa_bench_wakeups"
 ENDLESS = {
@@ -54,8 +56,26 @@ def bench_postgres(url: str) -> str:
     return bench.render_as_string(hide_password=False)
 
 
-def children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def training_processes(root: int) -> list[int]:
+    """The jobs' training processes under `root` (a server's or worker's pid): forked by its fork
+    server, or children started as `python -m training.execution.runner`."""
+    found, stack = [], _children(root)
+    while stack:
+        pid = stack.pop()
+        with contextlib.suppress(OSError):
+            forked = Path(f"/proc/{pid}/comm").read_text().strip() == TRAINING_PROCESS_NAME
+            if forked or b"training.execution.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+            stack += _children(pid)
+    return found
 
 
 def measure(database_url: str | None, work: Path, jobs: int) -> tuple[list[float], list[float]]:
@@ -89,12 +109,12 @@ def measure(database_url: str | None, work: Path, jobs: int) -> tuple[list[float
                     time.sleep(0.01)
                 started, created = (datetime.fromisoformat(job[k]) for k in ("started_at", "created_at"))
                 claimed.append((started - created).total_seconds())
-                while not children(worker.pid):
+                while not training_processes(worker.pid):
                     time.sleep(0.01)
                 time.sleep(0.5)  # training, not starting up
                 cancelled = time.monotonic()
                 client.post(f"/jobs/{job_id}/cancel").raise_for_status()
-                while children(worker.pid):
+                while training_processes(worker.pid):
                     time.sleep(0.002)
                 stopped.append(time.monotonic() - cancelled)
     finally:

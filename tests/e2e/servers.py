@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from bench.wakeups import training_processes  # noqa: F401 - tests import it from here
 from tests.postgres import admin_engine, create_database, drop_databases, url_of
-from training.execution.forkserver import TRAINING_PROCESS_NAME
 
 # Small enough that the first-start training job takes a couple of seconds.
 FAST_ENV = {
@@ -89,28 +89,6 @@ class MemoryLimit:
         if self.cgroup is not None:
             with contextlib.suppress(OSError):
                 self.cgroup.rmdir()
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError, ValueError):
-            found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def training_processes(root: int) -> list[int]:
-    """The jobs' training processes under `root` (a server's or worker's pid): forked by its fork
-    server, or children started as `python -m training.execution.runner`."""
-    found, stack = [], _children(root)
-    while stack:
-        pid = stack.pop()
-        with contextlib.suppress(OSError):
-            forked = Path(f"/proc/{pid}/comm").read_text().strip() == TRAINING_PROCESS_NAME
-            if forked or b"training.execution.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-            stack += _children(pid)
-    return found
 
 
 def peak_rss_bytes(pid: int) -> int:
