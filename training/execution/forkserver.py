@@ -51,7 +51,14 @@ CONNECT_TIMEOUT_S = 30.0
 
 
 def available() -> bool:
-    return sys.platform.startswith("linux") and hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+    """Linux 5.3 or later (pidfds), and a Python that can use them."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
 
 
 # What a forked process runs: (job id, worker, the fork server's pid) -> its exit code.
@@ -211,7 +218,13 @@ class ForkServer:
         pid = os.fork()
         if pid == 0:
             self._become_runner(request, fork_server)
-        job.pid, job.pidfd = pid, os.pidfd_open(pid)
+        try:
+            job.pidfd = os.pidfd_open(pid)
+        except OSError:  # not supervisable: it must not train
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        job.pid = pid
         self.selector.register(job.pidfd, selectors.EVENT_READ, ("exit", job))
         with contextlib.suppress(OSError):  # a worker already gone: its EOF is read next
             _send(job.sock, {"pid": pid})
