@@ -30,7 +30,7 @@ import httpx
 import psycopg
 from sqlalchemy import make_url
 
-from bench.serve import free_port
+from bench.serve import cmdline, free_port, process_name
 from training.execution.forkserver import TRAINING_PROCESS_NAME
 
 BENCH_DATABASE = "jepa_bench_wakeups"
@@ -66,15 +66,14 @@ def _children(pid: int) -> list[int]:
 
 def training_processes(root: int) -> list[int]:
     """The jobs' training processes under `root` (a server's or worker's pid): forked by its fork
-    server, or children started as `python -m training.execution.runner`."""
+    server, or children started as `python -m training.execution.runner`. Reads only the tree
+    under `root`, so polling it every few ms costs little."""
     found, stack = [], _children(root)
     while stack:
         pid = stack.pop()
-        with contextlib.suppress(OSError):
-            forked = Path(f"/proc/{pid}/comm").read_text().strip() == TRAINING_PROCESS_NAME
-            if forked or b"training.execution.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-            stack += _children(pid)
+        if process_name(pid) == TRAINING_PROCESS_NAME or "training.execution.runner" in cmdline(pid):
+            found.append(pid)
+        stack += _children(pid)
     return found
 
 

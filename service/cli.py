@@ -81,13 +81,14 @@ def serve(
     from service.processes import prepare_group, remove_group
     from service.protocol import HeaderDeadlineProtocol
     from training.execution.forkserver import start_fork_server
+    from training.execution.runner import run_forked
 
     settings = load_settings()
     config = _setup_logging(settings.log_level, settings.log_format)
     processes = workers or settings.workers
     group = prepare_group(processes)
     if processes == 1 and settings.embedded_worker:
-        start_fork_server()  # before uvicorn starts a thread: each job's process is forked from it
+        start_fork_server(run_forked)  # before uvicorn starts a thread: each job's process is forked from it
     try:
         uvicorn.run(
             "service.app:create_app",
@@ -109,11 +110,12 @@ def serve(
 def worker() -> None:
     """Run a worker: claim queued training jobs and train each in a child process."""
     from training.execution.forkserver import start_fork_server
+    from training.execution.runner import run_forked
     from training.worker import Worker
 
     settings = load_settings()
     _setup_logging(settings.log_level, settings.log_format)
-    start_fork_server()
+    start_fork_server(run_forked)
     w = Worker(settings, session_factory(settings), poll_s=settings.worker_poll_s)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     try:

@@ -61,24 +61,17 @@ def available() -> bool:
     return True
 
 
-# What a forked process runs: (job id, worker, the fork server's pid) -> its exit code.
+# What a forked process runs: (job id, worker, the fork server's pid) -> its exit code. Every
+# module the target's own imported is imported once, before the fork: its processes inherit them.
 Target = Callable[[str, str, int], int]
 
 
-def run_training(job_id: str, worker: str, fork_server: int) -> int:
-    from training.execution import runner
-
-    return runner.main([job_id, worker], parent=fork_server)
-
-
-def start_fork_server(target: Target = run_training) -> int | None:
-    """Fork the fork server (having imported the runner, for `run_training`), and name its socket
-    in this process's environment; its pid, or None where fork servers are not available.
-    Call it before this process starts any thread."""
+def start_fork_server(target: Target) -> int | None:
+    """Fork the fork server, whose processes run `target`, and name its socket in this process's
+    environment; its pid, or None where fork servers are not available. Call it before this
+    process starts any thread."""
     if not available():
         return None
-    if target is run_training:
-        import training.execution.runner  # noqa: F401 - the point: every job's process inherits it imported
 
     directory = Path(tempfile.mkdtemp(prefix="jepa-fork-server-"))  # mode 0700: this user only
     path = directory / "socket"
@@ -90,7 +83,7 @@ def start_fork_server(target: Target = run_training) -> int | None:
     pid = os.fork()
     if pid == 0:
         try:
-            _die_with(parent)
+            die_with_parent(parent)
             _prctl(PR_SET_NAME, FORK_SERVER_NAME.encode())
             ForkServer(listener, target).serve_forever()
         except BaseException:  # noqa: BLE001 - a fork must never return into its parent's code
@@ -125,11 +118,16 @@ def _prctl(option: int, value: object) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
-def _die_with(parent: int) -> None:
-    """SIGKILL this process when `parent` (the process that forked it) dies; exit now if it has."""
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when `parent`, the process that started it, dies; exit
+    now if it already has. A training process must not run on unsupervised after its worker was
+    SIGKILLed, while the job is handed to another worker: its parent is the worker's process, or
+    the fork server, which dies with the worker's process in turn."""
+    if not sys.platform.startswith("linux"):
+        return
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
-        raise SystemExit(f"process {parent} is gone before this one started")
+        raise SystemExit(f"process {parent}, which started this one, is gone")
 
 
 def _flush_streams() -> None:
@@ -244,7 +242,7 @@ class ForkServer:
     def _become_runner(self, request: dict[str, object], fork_server: int) -> NoReturn:
         code = 1
         try:
-            _die_with(fork_server)
+            die_with_parent(fork_server)
             _prctl(PR_SET_NAME, TRAINING_PROCESS_NAME.encode())
             for job in self.jobs:  # none of the fork server's connections is this process's business
                 job.sock.close()

@@ -2,8 +2,9 @@
 `run_job` goes through four stages: prepare (spec, configs, data), execute (training, each epoch
 recorded on the job), assess (the version's metrics) and publish (files, then registration).
 
-A worker starts this as a child process, so training never shares an interpreter (or a GIL)
-with a process that serves requests. The checkpoint is written completely before the version
+A worker starts this in a process of its own (forked by its fork server, training/execution/
+forkserver.py, or else `python -m`), so training never shares an interpreter (or a GIL) with a
+process that serves requests. The checkpoint is written completely before the version
 is registered, and the job is marked succeeded in the same transaction as the registration: a
 crash at any point leaves either no version or a whole one. A failure before registration removes
 the job's checkpoint directory; a full disk fails the job with StorageFull.
@@ -15,7 +16,6 @@ the `error` it records names paths relative to the data directory, never the ser
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import logging
 import logging.config
@@ -47,6 +47,7 @@ from training import plots
 from training.data import datasets
 from training.errors import ExecutorLost, StorageFull
 from training.execution import jobs
+from training.execution.forkserver import die_with_parent
 from training.execution.job_logs import JobLogHandler
 from training.execution.spec import ToyDataset, TrainingSpec
 from training.logs import log_config
@@ -420,23 +421,6 @@ def settle_lost_run(
     return 3
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGKILL this process when `parent`, the process that started it, dies.
-
-    Otherwise a SIGKILLed worker would leave its training running on, unsupervised, while the job
-    is handed to another worker. The parent is the worker's process, or its fork server
-    (training.execution.forkserver), which dies with the worker's process in turn.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        raise SystemExit(f"process {parent}, which started this training process, is gone before training started")
-
-
 def exit_on_sigterm() -> None:
     """Turn SIGTERM (the worker stopping this job: cancelled, handed on, shutting down) into
     SystemExit, so the way out cleans up: a checkpoint being written is removed, not left
@@ -461,6 +445,11 @@ def _log_to_the_job(factory: SessionFactory, job_id: str) -> JobLogHandler | Non
     handler = JobLogHandler(factory, job_id, attempt)
     logging.getLogger().addHandler(handler)
     return handler
+
+
+def run_forked(job_id: str, worker: str, fork_server: int) -> int:
+    """The job's process, forked by the worker's fork server (training.execution.forkserver)."""
+    return main([job_id, worker], parent=fork_server)
 
 
 def main(argv: list[str], parent: int | None = None) -> int:
