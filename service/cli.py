@@ -80,7 +80,7 @@ def serve(
 
     from service.processes import prepare_group, remove_group
     from service.protocol import HeaderDeadlineProtocol
-    from training.execution.forkserver import start_fork_server
+    from training.execution.forkserver import TRAINING_PROCESS_NAME, start_fork_server
     from training.execution.runner import run_forked
 
     settings = load_settings()
@@ -88,7 +88,8 @@ def serve(
     processes = workers or settings.workers
     group = prepare_group(processes)
     if processes == 1 and settings.embedded_worker:
-        start_fork_server(run_forked)  # before uvicorn starts a thread: each job's process is forked from it
+        # Before uvicorn starts a thread: each job's process is forked from it.
+        start_fork_server(run_forked, TRAINING_PROCESS_NAME)
     try:
         uvicorn.run(
             "service.app:create_app",
@@ -109,13 +110,13 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run a worker: claim queued training jobs and train each in a child process."""
-    from training.execution.forkserver import start_fork_server
+    from training.execution.forkserver import TRAINING_PROCESS_NAME, start_fork_server
     from training.execution.runner import run_forked
     from training.worker import Worker
 
     settings = load_settings()
     _setup_logging(settings.log_level, settings.log_format)
-    start_fork_server(run_forked)
+    start_fork_server(run_forked, TRAINING_PROCESS_NAME)
     w = Worker(settings, session_factory(settings), poll_s=settings.worker_poll_s)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     try:

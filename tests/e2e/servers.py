@@ -1,15 +1,23 @@
-"""Real processes for end-to-end tests: `jepa serve` and `jepa worker` subprocesses."""
+"""Real processes for end-to-end tests: `jepa serve` and `jepa worker` subprocesses.
+
+Each is forked from this test process's launcher (tests/e2e/launcher.py), which has imported the
+CLI once, rather than exec'd as `python -m service.cli`: the same command at a third of the CPU.
+Exec'd still: a process under a memory limit (pages shared with the launcher would be charged to
+the launcher's cgroup, not the limited one), and every process with JEPA_TEST_PROCESSES=exec.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +28,14 @@ import sqlalchemy as sa
 
 from bench.wakeups import training_processes  # noqa: F401 - tests import it from here
 from tests.postgres import admin_engine, create_database, drop_databases, url_of
+from training.execution import forkserver
+from training.execution.forkserver import ForkedProcess
+
+REPO = Path(__file__).resolve().parents[2]
+# "fork" (the default): the e2e processes are forked from a launcher; "exec": each is exec'd.
+PROCESSES = os.environ.get("JEPA_TEST_PROCESSES", "fork")
+if PROCESSES not in ("fork", "exec"):
+    raise ValueError(f"JEPA_TEST_PROCESSES must be fork or exec, not {PROCESSES!r}")
 
 # Small enough that the first-start training job takes a couple of seconds.
 FAST_ENV = {
@@ -99,6 +115,41 @@ def peak_rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for {pid}")
 
 
+class Launcher:
+    """This process's launcher (tests/e2e/launcher.py), started on first use; it ends, and every
+    process it forked with it, when this process exits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.host: subprocess.Popen[bytes] | None = None
+        self.socket = ""
+
+    def start(self, args: list[str], env: dict[str, str], log_path: Path) -> ForkedProcess:
+        with self.lock:
+            if self.host is None or self.host.poll() is not None:
+                self._start_host()
+        return ForkedProcess(self.socket, {"args": args, "log": str(log_path), "env": env})
+
+    def _start_host(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.host = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.launcher"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self.host.stdout is not None
+        ready = self.host.stdout.readline()
+        if not ready:
+            raise RuntimeError(f"the launcher exited with {self.host.wait()} before it was ready")
+        self.socket = json.loads(ready)["socket"]
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if self.host is not None and self.host.poll() is None:
+            self.host.communicate(timeout=30)  # its stdin closed: it stops
+
+
+launcher = Launcher()
+
+
 @dataclass
 class Process:
     """A `jepa` subprocess whose output goes to a log file, shown when a test fails."""
@@ -107,12 +158,15 @@ class Process:
     env: dict[str, str]
     log_path: Path
     memory_limit: MemoryLimit | None = None
-    proc: subprocess.Popen[bytes] = field(init=False)
+    proc: subprocess.Popen[bytes] | ForkedProcess = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log_file = self.log_path.open("ab")
-        argv = [sys.executable, "-m", "service.cli", *self.args]
         limit = self.memory_limit
+        self.log_file = self.log_path.open("ab")  # there from the start, as the test may read it at once
+        if PROCESSES == "fork" and limit is None and forkserver.available():
+            self.proc = launcher.start(self.args, self.env, self.log_path)
+            return
+        argv = [sys.executable, "-m", "service.cli", *self.args]
         self.proc = subprocess.Popen(
             limit.command(argv) if limit else argv,
             env=self.env,
@@ -130,6 +184,7 @@ class Process:
                 self.proc.kill()
                 self.proc.wait()
         self.log_file.close()
+        assert self.proc.returncode is not None
         return self.proc.returncode
 
     def log(self) -> str:

@@ -39,7 +39,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 log = logging.getLogger("jepa.worker")
 
@@ -61,15 +61,17 @@ def available() -> bool:
     return True
 
 
-# What a forked process runs: (job id, worker, the fork server's pid) -> its exit code. Every
-# module the target's own imported is imported once, before the fork: its processes inherit them.
-Target = Callable[[str, str, int], int]
+# What a forked process runs: (the request it was forked for, the fork server's pid) -> its exit
+# code. A request is a JSON object: "env", the process's environment, and what the target reads
+# (a training job's: "job", "worker"). Every module imported before the fork server was forked is
+# imported once: its processes inherit them.
+Target = Callable[[Mapping[str, Any], int], int]
 
 
-def start_fork_server(target: Target) -> int | None:
-    """Fork the fork server, whose processes run `target`, and name its socket in this process's
-    environment; its pid, or None where fork servers are not available. Call it before this
-    process starts any thread."""
+def start_fork_server(target: Target, name: str | None = None) -> int | None:
+    """Fork the fork server, whose processes run `target` and, if `name` is given, are named so
+    (/proc/PID/comm), and name its socket in this process's environment; its pid, or None where
+    fork servers are not available. Call it before this process starts any thread."""
     if not available():
         return None
 
@@ -85,7 +87,7 @@ def start_fork_server(target: Target) -> int | None:
         try:
             die_with_parent(parent)
             _prctl(PR_SET_NAME, FORK_SERVER_NAME.encode())
-            ForkServer(listener, target).serve_forever()
+            ForkServer(listener, target, name).serve_forever()
         except BaseException:  # noqa: BLE001 - a fork must never return into its parent's code
             traceback.print_exc()
         finally:
@@ -152,12 +154,13 @@ class _Job:
 
 class ForkServer:
     """The loop in the fork server: one connection per job; each connection's first line asks for
-    a process ({"job", "worker", "env"}), later lines signal it ({"signal"}). It answers {"pid"},
+    a process (a request: {"env", ...}), later lines signal it ({"signal"}). It answers {"pid"},
     then {"exit"} with the code Popen would give (negative: killed by that signal)."""
 
-    def __init__(self, listener: socket.socket, target: Target) -> None:
+    def __init__(self, listener: socket.socket, target: Target, name: str | None) -> None:
         self.listener = listener
         self.target = target
+        self.name = name
         self.selector = selectors.DefaultSelector()
         self.jobs: list[_Job] = []
 
@@ -243,7 +246,8 @@ class ForkServer:
         code = 1
         try:
             die_with_parent(fork_server)
-            _prctl(PR_SET_NAME, TRAINING_PROCESS_NAME.encode())
+            if self.name is not None:
+                _prctl(PR_SET_NAME, self.name.encode())
             for job in self.jobs:  # none of the fork server's connections is this process's business
                 job.sock.close()
             self.selector.close()
@@ -254,7 +258,7 @@ class ForkServer:
             os.environ.update(env)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             reseed()
-            code = self.target(str(request["job"]), str(request["worker"]), fork_server)
+            code = self.target(request, fork_server)
         except BaseException:  # noqa: BLE001 - a fork must never return into the fork server's loop
             traceback.print_exc()
         finally:
@@ -276,17 +280,19 @@ def reseed() -> None:
 
 
 class ForkedProcess:
-    """A job's training process started by the fork server: the part of Popen a worker uses."""
+    """A process started by a fork server (a job's training process): the part of Popen a worker
+    uses. `request` is what the fork server's target reads, "env" included."""
 
-    def __init__(self, path: str, job_id: str, worker: str, env: Mapping[str, str]) -> None:
-        self.args = ["fork server", path, job_id]
+    def __init__(self, path: str, request: Mapping[str, Any]) -> None:
+        # As Popen's args, in messages: what was asked for, but not the environment (it holds secrets).
+        self.args = ["fork server", path, json.dumps({k: v for k, v in request.items() if k != "env"})]
         self.returncode: int | None = None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._buffer = b""
         try:
             self._sock.settimeout(CONNECT_TIMEOUT_S)
             self._sock.connect(path)
-            _send(self._sock, {"job": job_id, "worker": worker, "env": dict(env)})
+            _send(self._sock, {**request, "env": dict(request["env"])})
             while b"\n" not in self._buffer:
                 self._receive(0)
             self.pid = int(self._take_line()["pid"])
@@ -354,7 +360,7 @@ def start_training_process(job_id: str, worker: str, env: Mapping[str, str]) -> 
     env = {name: value for name, value in env.items() if name != FORK_SERVER_ENV}
     if path := os.environ.get(FORK_SERVER_ENV):
         try:
-            return ForkedProcess(path, job_id, worker, env)
+            return ForkedProcess(path, {"job": job_id, "worker": worker, "env": env})
         except (OSError, ValueError, KeyError) as exc:
             log.warning("the fork server did not start job %s (%s); starting it with python -m", job_id, exc)
     return subprocess.Popen([sys.executable, "-m", "training.execution.runner", job_id, worker], env=env)

@@ -25,7 +25,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -447,9 +447,10 @@ def _log_to_the_job(factory: SessionFactory, job_id: str) -> JobLogHandler | Non
     return handler
 
 
-def run_forked(job_id: str, worker: str, fork_server: int) -> int:
-    """The job's process, forked by the worker's fork server (training.execution.forkserver)."""
-    return main([job_id, worker], parent=fork_server)
+def run_forked(request: Mapping[str, Any], fork_server: int) -> int:
+    """The job's process, forked by the worker's fork server (training.execution.forkserver) for
+    `request` ({"job", "worker", "env"}: start_training_process)."""
+    return main([str(request["job"]), str(request["worker"])], parent=fork_server)
 
 
 def main(argv: list[str], parent: int | None = None) -> int:

@@ -10,13 +10,15 @@ import os
 import random
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from training.execution.forkserver import FORK_SERVER_ENV, start_fork_server
+from training.execution.forkserver import FORK_SERVER_ENV, TRAINING_PROCESS_NAME, start_fork_server
 
 
-def stand_in(job_id: str, worker: str, fork_server: int) -> int:
-    kind, _, argument = job_id.partition(":")
+def stand_in(request: Mapping[str, Any], fork_server: int) -> int:
+    kind, _, argument = str(request["job"]).partition(":")
     if kind == "exit":
         return int(argument)
     if kind == "report":
@@ -26,7 +28,7 @@ def stand_in(job_id: str, worker: str, fork_server: int) -> int:
             "random": random.random(),
             "parent": os.getppid(),
             "fork_server": fork_server,
-            "worker": worker,
+            "worker": request["worker"],
             "name": Path("/proc/self/comm").read_text().strip(),
         }
         Path(argument).write_text(json.dumps(seen))
@@ -36,6 +38,6 @@ def stand_in(job_id: str, worker: str, fork_server: int) -> int:
 
 
 if __name__ == "__main__":
-    pid = start_fork_server(stand_in)
+    pid = start_fork_server(stand_in, TRAINING_PROCESS_NAME)
     print(json.dumps({"socket": os.environ.get(FORK_SERVER_ENV), "pid": pid}), flush=True)
     sys.stdin.read()

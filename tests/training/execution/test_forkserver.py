@@ -39,7 +39,7 @@ class Host:
         self.socket, self.pid = started["socket"], started["pid"]
 
     def start(self, job: str, **env: str) -> ForkedProcess:
-        return ForkedProcess(self.socket, job, "host:1", env)
+        return ForkedProcess(self.socket, {"job": job, "worker": "host:1", "env": env})
 
     def close(self) -> None:
         if self.proc.poll() is None:
