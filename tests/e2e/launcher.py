@@ -4,10 +4,11 @@
 before it does anything, and the e2e tests start such a process about a hundred times. This host
 imports the CLI and what `jepa serve` and `jepa worker` import once, then runs a fork server
 (training.execution.forkserver: what `jepa serve` does for its jobs' processes) whose children
-each run the CLI on the arguments, environment and log file a test asks for (tests/e2e/servers.py).
+each run the CLI on the arguments, environment, directory and output files a test asks for
+(tests/e2e/servers.py: servers and workers, and CLI commands run to completion).
 
 A child is the command exec'd, but for its imports: its environment is the one asked for (plus what
-importing set, as it would have), its stdout and stderr go to the log, sys.argv is the command's,
+importing set, as it would have), its stdio are the files asked for, sys.argv is the command's,
 its random state is fresh, and its exit code is the CLI's. It dies with the host, which exits when
 the tests' process closes its stdin. It prints {"socket"} once it is ready.
 """
@@ -53,11 +54,18 @@ def exit_code(code: object) -> int:
 
 
 def run_cli(request: Mapping[str, Any], fork_server: int) -> int:
-    """The child: `jepa ARGS`, with its output appended to the log file."""
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    """The child: `jepa ARGS` in "cwd", stdin from /dev/null, its output appended to the "stdout"
+    and "stderr" files (which may be one)."""
+    for fd, path, flags in (
+        (0, os.devnull, os.O_RDONLY),
+        (1, request["stdout"], os.O_WRONLY | os.O_APPEND | os.O_CREAT),
+        (2, request["stderr"], os.O_WRONLY | os.O_APPEND | os.O_CREAT),
+    ):
+        opened = os.open(path, flags, 0o644)
+        os.dup2(opened, fd)
+        os.close(opened)
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
     for name, value in SET_BY_IMPORTS.items():
         os.environ.setdefault(name, value)
     cli = sys.modules["service.cli"]

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -124,14 +125,22 @@ class Launcher:
         self.host: subprocess.Popen[bytes] | None = None
         self.socket = ""
 
-    def start(self, args: list[str], env: dict[str, str], log_path: Path) -> ForkedProcess:
+    def start(
+        self, args: list[str], env: dict[str, str], stdout: Path, stderr: Path, cwd: Path | None = None
+    ) -> ForkedProcess:
+        """`jepa ARGS`, forked: see tests/e2e/launcher.py."""
         with self.lock:
             if self.host is None or self.host.poll() is not None:
                 self._start_host()
-        return ForkedProcess(self.socket, {"args": args, "log": str(log_path), "env": env})
+        request = {"args": args, "env": env, "stdout": str(stdout), "stderr": str(stderr), "cwd": cwd and str(cwd)}
+        return ForkedProcess(self.socket, request)
 
     def _start_host(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        # Its imports see this environment, less what a library would fix at import time that the
+        # tests vary per command: COLUMNS and LINES (xdist sets them; rich's consoles would keep
+        # them and ignore a command's own). A command's environment is its own (launcher.run_cli).
+        env = {k: v for k, v in os.environ.items() if k not in IMPORT_TIME_VARIABLES}
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
         self.host = subprocess.Popen(
             [sys.executable, "-m", "tests.e2e.launcher"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
@@ -147,7 +156,12 @@ class Launcher:
             self.host.communicate(timeout=30)  # its stdin closed: it stops
 
 
+IMPORT_TIME_VARIABLES = ("COLUMNS", "LINES")
 launcher = Launcher()
+
+
+def forked() -> bool:
+    return PROCESSES == "fork" and forkserver.available()
 
 
 @dataclass
@@ -163,8 +177,8 @@ class Process:
     def __post_init__(self) -> None:
         limit = self.memory_limit
         self.log_file = self.log_path.open("ab")  # there from the start, as the test may read it at once
-        if PROCESSES == "fork" and limit is None and forkserver.available():
-            self.proc = launcher.start(self.args, self.env, self.log_path)
+        if limit is None and forked():
+            self.proc = launcher.start(self.args, self.env, self.log_path, self.log_path)
             return
         argv = [sys.executable, "-m", "service.cli", *self.args]
         self.proc = subprocess.Popen(
@@ -189,6 +203,28 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def run_jepa(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`jepa ARGS` run to completion, as `subprocess.run(..., capture_output=True, text=True)`
+    would: forked from the launcher (or exec'd, as Process decides), its output read back."""
+    argv = [sys.executable, "-m", "service.cli", *args]
+    if not forked():
+        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="jepa-cli-") as tmp:
+        stdout, stderr = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        stdout.touch()
+        stderr.touch()
+        proc = launcher.start(args, env, stdout, stderr, cwd)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(argv, code, stdout.read_text(), stderr.read_text())
 
 
 @dataclass

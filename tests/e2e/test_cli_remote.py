@@ -6,13 +6,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from service.client import JEPAClient
-from tests.e2e.servers import Server, StartServer, registry_env
+from tests.e2e.servers import Server, StartServer, registry_env, run_jepa
 from tests.factories import TINY_CONFIG
 
 TINY_SETS = [arg for key, value in TINY_CONFIG.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
@@ -21,14 +20,7 @@ TINY_SETS = [arg for key, value in TINY_CONFIG.items() for arg in ("--set", f"{k
 def jepa(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`jepa ARGS` run from `cwd`, with no JEPA_ variables but `env`'s."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env={**base, "COLUMNS": "200", **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_jepa(list(args), {**base, "COLUMNS": "200", **env}, cwd=cwd)
 
 
 def walks(n: int, length: int, dim: int = 3, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,6 @@ server of its own."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 
 from service.client import Conflict, JEPAClient
 from tests.e2e.conftest import serve
-from tests.e2e.servers import Server, StartServer, server_env, wait_for_job
+from tests.e2e.servers import Server, StartServer, run_jepa, server_env, wait_for_job
 from tests.factories import TINY_CONFIG
 
 QUIET = {"JEPA_EMBEDDED_WORKER": "0", "JEPA_BOOTSTRAP": "0"}  # jobs stay queued: nothing trains
@@ -185,9 +183,7 @@ def test_gc_removes_old_orphans_only(trainer: Server) -> None:
 
     def gc(*flags: str) -> str:
         env = server_env(data_dir)
-        run = subprocess.run(
-            [sys.executable, "-m", "service.cli", "gc", *flags], env=env, capture_output=True, text=True
-        )
+        run = run_jepa(["gc", *flags], env)
         assert run.returncode == 0, run.stderr
         return " ".join(run.stdout.split())
 

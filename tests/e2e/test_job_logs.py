@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.servers import StartServer, server_env, wait_for_job
+from tests.e2e.servers import StartServer, run_jepa, server_env, wait_for_job
 from tests.factories import TINY_CONFIG
 
 
@@ -36,8 +34,7 @@ def test_a_jobs_training_lines_are_served_and_paged(start_server: StartServer, t
         }  # fmt: skip
 
         # The CLI prints them, from the server.
-        cli = [sys.executable, "-m", "service.cli", "logs", job_id, "--url", server.base_url]
-        printed = subprocess.run(cli, env=server_env(tmp_path / "cli"), capture_output=True, text=True)
+        printed = run_jepa(["logs", job_id, "--url", server.base_url], server_env(tmp_path / "cli"))
         assert printed.returncode == 0 and "registered logged v1" in printed.stdout, printed.stderr
 
         assert client.get("/jobs/" + "0" * 32 + "/logs").status_code == 404

@@ -3,13 +3,11 @@ over HTTP against a real server, and through the CLI both ways."""
 
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from tests.e2e.servers import StartServer, registry_env, wait_for_job
+from tests.e2e.servers import StartServer, registry_env, run_jepa, wait_for_job
 
 PERIOD, LENGTH = 50, 30_000
 
@@ -65,13 +63,10 @@ def test_one_long_series_trains_and_scores_by_memory(start_server: StartServer, 
     np.save(tmp_path / "test.npy", test[None])
     base = {k: v for k, v in os.environ.items() if not k.startswith("JEPA_")}
     for where in (["--url", server.base_url], []):
-        cli = subprocess.run(
-            [sys.executable, "-m", "service.cli", "score", "test.npy", "--model", "sensor", "--out", "s.npy", *where],
-            env={**base, "COLUMNS": "200", **registry_env(tmp_path / "data")},
+        cli = run_jepa(
+            ["score", "test.npy", "--model", "sensor", "--out", "s.npy", *where],
+            {**base, "COLUMNS": "200", **registry_env(tmp_path / "data")},
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
         )
         assert cli.returncode == 0, cli.stdout + cli.stderr
         steps = np.load(tmp_path / "s.npy")

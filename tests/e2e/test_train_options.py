@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from typing import Any
 
-from tests.e2e.servers import StartServer
+from tests.e2e.servers import StartServer, run_jepa
 from training.execution.spec import TrainOptions
 
 # One value for each option, none of them the trajectory preset's, and all valid together.
@@ -88,9 +86,9 @@ def test_every_option_set_through_the_api_is_what_the_job_will_train(start_serve
 def test_every_option_set_through_the_cli_is_what_the_job_will_train(start_server: StartServer) -> None:
     server = start_server(JEPA_BOOTSTRAP="0", JEPA_EMBEDDED_WORKER="0")
     sets = [arg for name, value in ON_LOCAL.items() for arg in ("--set", f"{name}={json.dumps(value)}")]
-    command = [sys.executable, "-m", "service.cli", "train", "--model", "every-cli", "--num-samples", "64"]
+    command = ["train", "--model", "every-cli", "--num-samples", "64"]
     command += ["--seq-len", "20", *sets, "--no-wait", "--url", server.base_url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=server.env)
+    done = run_jepa(command, server.env)
     assert done.returncode == 0, done.stderr
     job_id = re.search(r"job ([0-9a-f]{32}) queued", done.stdout + done.stderr)
     assert job_id is not None, done.stdout
