@@ -51,6 +51,7 @@ class Bench:
     rows: list[Labels]  # each row's leading label cells, in the order printed
     placeholder: Placeholder = no_placeholder
     exact: dict[str, str] = field(default_factory=dict)  # a column every row must hold this value in
+    check: Callable[[list[list[str]]], None] | None = None  # what the rows must show besides
 
 
 def cells(line: str) -> list[str]:
@@ -90,6 +91,8 @@ def assert_complete_table(bench: Bench, stdout: str) -> None:
                 assert cell == placeholder, f"{where}: {cell!r}, where the bench prints {placeholder!r}"
             else:
                 assert_finite_number(cell, where)
+    if bench.check is not None:
+        bench.check(rows)
 
 
 def run_bench(module: str, args: list[str]) -> str:
@@ -123,9 +126,9 @@ def ablation_plan() -> Bench:
     )
 
 
-def serve_plan(model: str, input_dim: int) -> Bench:
-    """Every scenario with each of its peers that can run here, after the raw model's two rows."""
-    runnable = [p for p in serve.ALL_PEERS if importlib.util.find_spec("litserve") or not p.startswith("litserve")]
+def serve_plan(model: str, input_dim: int, peers: tuple[str, ...] = serve.ALL_PEERS) -> Bench:
+    """Every scenario with each of `peers` that can run here, after the raw model's two rows."""
+    runnable = [p for p in peers if importlib.util.find_spec("litserve") or not p.startswith("litserve")]
     raw_rows = [
         (f"raw model in process, 256 x {serve.SEQ_LEN} steps a batch (seq/s)", "-"),
         (f"raw model in process, 256 x {serve.EQUAL_LEN} steps a batch (points/s)", "-"),
@@ -153,7 +156,7 @@ def serve_plan(model: str, input_dim: int) -> Bench:
 
     return Bench(
         "bench.serve",
-        ["--model", model, "--seconds", "0.3", "--warmup", "0.2", "--rounds", "1"],
+        ["--model", model, "--seconds", "0.3", "--warmup", "0.2", "--rounds", "1", "--peers", ",".join(peers)],
         serve.HEADER,
         rows,
         placeholder,
@@ -164,12 +167,20 @@ def ray_scaling_plan() -> Bench:
     data, train = ray_scaling.CASES["small"]
     case = f"{data['num_samples']:,} x {data['seq_len']}, {train['epochs']}, {train['batch_size']}"
     speedup = "speed-up, 2 workers over 1"
+
+    def one_and_two_workers_agree(rows: list[list[str]]) -> None:
+        # The same seed and global batch: both runs see the same windows, and DDP's averaged
+        # gradient is the whole batch's, so the losses agree to float rounding (printed to 4 places).
+        loss = {row[1]: float(row[4]) for row in rows}
+        assert loss["ray, 2 workers"] == pytest.approx(loss["ray, 1 worker"], abs=1.5e-4), loss
+
     return Bench(
         "bench.ray_scaling",
         ["--rounds", "1", "--cases", "small"],
         ["data (sequences x steps), epochs, batch", "run", "train s", "wall s", "final loss", speedup],
         [(case, run) for run in ("local", "ray, 1 worker", "ray, 2 workers")],
         lambda labels, column: "" if column == speedup and labels[1] != "ray, 2 workers" else None,
+        check=one_and_two_workers_agree,
     )
 
 
@@ -194,7 +205,9 @@ BENCHES = [
         ),
         id="train_speed",
     ),
-    pytest.param(serve_plan("default", 2), id="serve"),
+    # The first-start model, by the service and the naive endpoint (the ratios' baseline): every
+    # peer starts and serves in test_serve_bench_serves_a_series_model, each a dozen processes here.
+    pytest.param(serve_plan("default", 2, ("naive", "service")), id="serve"),
     pytest.param(
         Bench(
             "bench.train_memory",

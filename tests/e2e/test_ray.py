@@ -23,7 +23,7 @@ from tests.extras import require
 require("ray", extra="ray")
 
 REPO = Path(__file__).resolve().parents[2]
-# The seed's recipe, small; seeded, so a 1-worker and a 2-worker run can be compared.
+# The seed's recipe, small and seeded.
 SEEDED = {"preset": "seed", "hidden_dim": 16, "repr_dim": 8, "batch_size": 32, "seed": 5}
 TOY = {"pattern": "mixed", "num_samples": 128, "seq_len": 20, "seed": 2}
 
@@ -66,29 +66,21 @@ def running_epoch(client: httpx.Client, job_id: str) -> int:
     return job["progress"]["epoch"] if job["status"] == "running" else 0
 
 
-def test_a_two_worker_job_trains_on_ray_serves_and_matches_one_worker(start_server: StartServer, ray_head: str) -> None:
+def test_a_two_worker_job_trains_on_ray_and_serves(start_server: StartServer, ray_head: str) -> None:
+    """Through the service's executor; that 1 and 2 workers train alike (fit_on_ray, the function
+    it calls) is checked on the same seeded runs by bench.ray_scaling's smoke (test_benches_run)."""
     server = ray_server(start_server, ray_head)
     with server.client() as client:
         two = wait_for_job(client, train(client, "on-ray", epochs=3, workers=2), timeout=240)
         assert two["status"] == "succeeded", two
-        one = wait_for_job(client, train(client, "on-ray", epochs=3, workers=1), timeout=240)
-        assert one["status"] == "succeeded", one
 
         history = client.get(f"/jobs/{two['id']}/metrics").json()
         assert [row["epoch"] for row in history["epochs"]] == [1, 2, 3]
         assert history["epochs"][-1]["loss"] == pytest.approx(two["progress"]["loss"])
-        # The same global batch and seed: the two runs see the same windows, and DDP's averaged
-        # gradient is the whole batch's, so they agree to float rounding (stated: 1e-4).
-        assert two["progress"]["loss"] == pytest.approx(one["progress"]["loss"], rel=1e-4)
         sequences = np.random.default_rng(0).normal(size=(4, 20, 2)).round(4).tolist()
-        embedded = {
-            version: client.post("/encode", json={"model": "on-ray", "version": version, "sequences": sequences})
-            for version in (1, 2)
-        }
-        assert all(r.status_code == 200 for r in embedded.values()), embedded[1].text
-        np.testing.assert_allclose(
-            embedded[1].json()["embeddings"], embedded[2].json()["embeddings"], rtol=1e-3, atol=1e-4
-        )
+        embedded = client.post("/encode", json={"model": "on-ray", "version": 1, "sequences": sequences})
+        assert embedded.status_code == 200, embedded.text
+        assert np.isfinite(embedded.json()["embeddings"]).all()
         lines = [line["message"] for line in client.get(f"/jobs/{two['id']}/logs").json()["lines"]]
         assert any("registered on-ray v1" in line for line in lines), lines
 
