@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 # What `jepa serve` and `jepa worker` import, most of it only once they run (service/cli.py).
@@ -93,7 +94,9 @@ def main() -> None:
     # A fork copies only the forking thread: a Python thread started by an import would be missing
     # from every child. (Importing torch starts a native thread, idle; `jepa serve` forks past it too.)
     assert threading.active_count() == 1, f"threads before the fork: {threading.enumerate()}"
-    if start_fork_server(run_cli) is None:
+    # Its children carry this process's name, as an exec'd interpreter would (not the fork server's).
+    name = Path("/proc/self/comm").read_text().strip()
+    if start_fork_server(run_cli, name) is None:
         raise SystemExit("fork servers are not available here")
     print(json.dumps({"socket": os.environ[FORK_SERVER_ENV]}), flush=True)
     sys.stdin.read()  # until the tests' process closes it, or dies
