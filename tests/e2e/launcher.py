@@ -70,6 +70,8 @@ def run_cli(request: Mapping[str, Any], fork_server: int) -> int:
     for name, value in SET_BY_IMPORTS.items():
         os.environ.setdefault(name, value)
     cli = sys.modules["service.cli"]
+    # As `python -m service.cli` has them: click names the program after both ("python -m service.cli").
+    sys.modules["__main__"] = cli
     sys.argv = [str(cli.__file__), *request["args"]]
     try:
         cli.app()
