@@ -205,8 +205,9 @@ BENCHES = [
         ),
         id="train_speed",
     ),
-    # The first-start model, by the service and the naive endpoint (the ratios' baseline): every
-    # peer starts and serves in test_serve_bench_serves_a_series_model, each a dozen processes here.
+    # The first-start model, served by the service and the naive endpoint (the ratios' baseline)
+    # only: every peer starts and serves in test_serve_bench_serves_a_series_model, and the LitServe
+    # and 2-process peers' start-up (ten processes, each importing torch) is paid there once.
     pytest.param(serve_plan("default", 2, ("naive", "service")), id="serve"),
     pytest.param(
         Bench(

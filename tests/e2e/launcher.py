@@ -1,7 +1,7 @@
 """`python -m tests.e2e.launcher`: the end-to-end tests' `jepa` processes, forked instead of exec'd.
 
 `python -m service.cli serve` spends about 3 CPU-seconds importing torch, FastAPI and SQLAlchemy
-before it does anything, and the e2e tests start such a process about a hundred times. This host
+before it does anything, and the e2e tests start such processes by the dozen. This host
 imports the CLI and what `jepa serve` and `jepa worker` import once, then runs a fork server
 (training.execution.forkserver: what `jepa serve` does for its jobs' processes) whose children
 each run the CLI on the arguments, environment, directory and output files a test asks for

@@ -1,7 +1,9 @@
-"""Real processes for end-to-end tests: `jepa serve` and `jepa worker` subprocesses.
+"""Real processes for end-to-end tests: `jepa serve` and `jepa worker` subprocesses, and CLI
+commands run to completion.
 
 Each is forked from this test process's launcher (tests/e2e/launcher.py), which has imported the
-CLI once, rather than exec'd as `python -m service.cli`: the same command at a third of the CPU.
+CLI once, rather than exec'd as `python -m service.cli`: the same command, without the 3 CPU-seconds
+of imports it would start with.
 Exec'd still: a process under a memory limit (pages shared with the launcher would be charged to
 the launcher's cgroup, not the limited one), and every process with JEPA_TEST_PROCESSES=exec.
 """
