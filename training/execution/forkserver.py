@@ -218,7 +218,7 @@ class ForkServer:
         fork_server = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self._become_runner(request, fork_server)
+            self._become_child(request, fork_server)
         try:
             job.pidfd = os.pidfd_open(pid)
         except OSError:  # not supervisable: it must not train
@@ -242,7 +242,7 @@ class ForkServer:
             self.selector.unregister(job.sock)
             job.sock.close()
 
-    def _become_runner(self, request: dict[str, object], fork_server: int) -> NoReturn:
+    def _become_child(self, request: dict[str, object], fork_server: int) -> NoReturn:
         code = 1
         try:
             die_with_parent(fork_server)
@@ -262,7 +262,7 @@ class ForkServer:
         except BaseException:  # noqa: BLE001 - a fork must never return into the fork server's loop
             traceback.print_exc()
         finally:
-            # As the runner's own exit: the exit handlers (the last log lines), the streams, and
+            # As an exec'd process exits: the exit handlers (the last log lines), the streams, and
             # none of the fork server's state, which is not this process's to tear down.
             atexit._run_exitfuncs()
             _flush_streams()
